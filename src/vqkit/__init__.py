@@ -1,0 +1,53 @@
+"""vqkit: vector quantization for tokenizers, codecs and VQ-VAEs, with one contract for every quantizer.
+
+    >>> import vqkit
+    >>> q = vqkit.create_quantizer("ema_vq", dim=64, codebook_size=1024)
+    >>> out = q(torch.randn(8, 100, 64))       # out.quantized, out.codes [8, 100, 1], out.losses, out.metrics
+    >>> q.bits_per_vector                        # 10.0
+"""
+
+from vqkit.functional import nearest_code
+from vqkit.io import load_quantizer, save_quantizer
+from vqkit.metrics.usage import CodebookUsage
+from vqkit.quantizers import (
+    FSQ,
+    LFQ,
+    VQ,
+    Codebook,
+    ProductQuantizer,
+    ProductVQ,
+    Quantizer,
+    ResidualFSQ,
+    ResidualLFQ,
+    ResidualQuantizer,
+    ResidualVQ,
+)
+from vqkit.registry import create_quantizer, list_quantizers, register_preset, register_quantizer
+from vqkit.types import Layout, QuantizerOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FSQ",
+    "LFQ",
+    "VQ",
+    "Codebook",
+    "CodebookUsage",
+    "Layout",
+    "ProductQuantizer",
+    "ProductVQ",
+    "Quantizer",
+    "QuantizerOutput",
+    "ResidualFSQ",
+    "ResidualLFQ",
+    "ResidualQuantizer",
+    "ResidualVQ",
+    "__version__",
+    "create_quantizer",
+    "list_quantizers",
+    "load_quantizer",
+    "nearest_code",
+    "register_preset",
+    "register_quantizer",
+    "save_quantizer",
+]

@@ -1,0 +1,42 @@
+"""Code statistics: utilization, perplexity and entropy of code assignments.
+
+Perplexity is ``2 ** H`` with ``H`` the entropy (bits) of the empirical code distribution: ``K`` for uniform
+use of ``K`` codes, 1 for a collapsed codebook. Utilization is the share of the alphabet used at least once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DENSE_COUNT_LIMIT = 1 << 22
+"""Alphabets up to this size are counted with ``bincount``; larger implicit codebooks (FSQ, LFQ) with
+``unique``, which costs O(N log N) and nothing proportional to the alphabet."""
+
+
+def code_counts(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """``[N]`` integer codes -> ``[K]`` float64 counts (dense; for ``K <= DENSE_COUNT_LIMIT``)."""
+    return torch.bincount(codes.reshape(-1), minlength=num_codes).to(torch.float64)
+
+
+def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
+    """Entropy in bits of the distribution proportional to ``counts`` (zeros allowed). ``[K] -> []``."""
+    counts = counts.to(torch.float64)
+    total = counts.sum()
+    p = counts / total.clamp(min=1e-12)
+    return -(p * torch.log2(p.clamp(min=1e-300))).sum()
+
+
+@torch.no_grad()
+def batch_usage(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Utilization and perplexity of one set of codes ``[N]`` over an alphabet of ``num_codes``."""
+    flat = codes.reshape(-1)
+    if num_codes <= DENSE_COUNT_LIMIT:
+        counts = code_counts(flat, num_codes)
+        used = (counts > 0).sum()
+    else:
+        _, sparse = torch.unique(flat, return_counts=True)
+        counts = sparse.to(torch.float64)
+        used = torch.tensor(float(counts.numel()), dtype=torch.float64, device=flat.device)
+    utilization = used.to(torch.float32) / float(num_codes)
+    perplexity = torch.exp2(entropy_bits(counts)).to(torch.float32)
+    return utilization, perplexity

@@ -1,0 +1,89 @@
+"""``CodebookUsage``: running collapse diagnostics over many batches.
+
+Per-batch utilization overstates collapse on small batches (a batch of 256 vectors can use at most 256 of 4096
+codes); counting over an epoch is what tells a dead code from an unlucky one. The tracker accumulates
+code histograms per code position (RVQ level, PVQ group, ...) and reports utilization, perplexity, dead codes
+and effective bits (code entropy) next to the nominal bits. ``compute`` all-reduces the counts over the
+process group, so every rank reports the global figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from vqkit import distributed
+from vqkit.distributed import ProcessGroup
+from vqkit.functional.stats import entropy_bits
+
+MAX_TRACKED_CODES = 1 << 24
+
+
+class CodebookUsage(nn.Module):
+    """Accumulates code counts per code position.
+
+    Args:
+        alphabet_sizes: the quantizer's ``alphabet_sizes`` (one entry per code of a vector).
+
+    Example:
+        >>> usage = CodebookUsage(quantizer.alphabet_sizes)
+        >>> for batch in loader: usage.update(quantizer(encoder(batch)).codes)
+        >>> usage.compute()["utilization"]
+    """
+
+    def __init__(self, alphabet_sizes: Sequence[int], process_group: ProcessGroup | None = None) -> None:
+        super().__init__()
+        self.alphabet_sizes = tuple(int(k) for k in alphabet_sizes)
+        if not self.alphabet_sizes or max(self.alphabet_sizes) > MAX_TRACKED_CODES:
+            raise ValueError(f"alphabet_sizes: expected 1..{MAX_TRACKED_CODES} codes per position, "
+                             f"got {list(self.alphabet_sizes)}")
+        self.process_group = process_group
+        self.register_buffer("counts", torch.zeros(len(self.alphabet_sizes), max(self.alphabet_sizes),
+                                                   dtype=torch.float64))
+
+    def reset(self) -> None:
+        self.counts.zero_()
+
+    @torch.no_grad()
+    def update(self, codes: torch.Tensor) -> None:
+        """Add ``codes`` ``[..., C]`` (the ``codes`` of a ``QuantizerOutput``)."""
+        c = len(self.alphabet_sizes)
+        if codes.shape[-1] != c:
+            raise ValueError(f"codes: expected shape [..., {c}], got {tuple(codes.shape)}")
+        flat = codes.reshape(-1, c).long().to(self.counts.device)
+        width = self.counts.shape[1]
+        offsets = torch.arange(c, device=flat.device) * width
+        self.counts.view(-1).index_add_(0, (flat + offsets).reshape(-1),
+                                        torch.ones(flat.numel(), dtype=torch.float64, device=flat.device))
+
+    @torch.no_grad()
+    def compute(self) -> dict[str, float]:
+        """Global (all-reduced) diagnostics: ``utilization``, ``perplexity``, ``dead_codes`` (means / sums over
+        positions), ``effective_bits`` and ``nominal_bits`` (sums over positions), plus per-position entries
+        ``utilization/j``, ``perplexity/j``, ``dead_codes/j`` when there are several codes per vector."""
+        counts = distributed.all_reduce_sum_(self.counts.clone(), self.process_group)
+        out: dict[str, float] = {}
+        utils, perps, deads, bits = [], [], [], []
+        for j, size in enumerate(self.alphabet_sizes):
+            row = counts[j, :size]
+            used = int((row > 0).sum())
+            h = float(entropy_bits(row)) if row.sum() > 0 else 0.0
+            utils.append(used / size)
+            perps.append(2.0**h)
+            deads.append(size - used)
+            bits.append(h)
+        out["utilization"] = sum(utils) / len(utils)
+        out["perplexity"] = sum(perps) / len(perps)
+        out["dead_codes"] = float(sum(deads))
+        out["effective_bits"] = sum(bits)
+        out["nominal_bits"] = sum(math.log2(k) for k in self.alphabet_sizes)
+        out["num_vectors"] = float(counts[0].sum())
+        if len(self.alphabet_sizes) > 1:
+            for j in range(len(self.alphabet_sizes)):
+                out[f"utilization/{j}"] = utils[j]
+                out[f"perplexity/{j}"] = perps[j]
+                out[f"dead_codes/{j}"] = float(deads[j])
+        return out

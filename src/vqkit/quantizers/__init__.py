@@ -1,0 +1,24 @@
+"""Quantizers: every class follows the ``Quantizer`` contract and is registered by name."""
+
+from vqkit.quantizers import presets as _presets  # noqa: F401  (registers the named presets)
+from vqkit.quantizers.base import Quantizer, straight_through
+from vqkit.quantizers.codebook import Codebook
+from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
+from vqkit.quantizers.residual import ProductVQ, ResidualVQ
+from vqkit.quantizers.scalar import FSQ, LFQ, ResidualFSQ, ResidualLFQ
+from vqkit.quantizers.vq import VQ
+
+__all__ = [
+    "FSQ",
+    "LFQ",
+    "VQ",
+    "Codebook",
+    "ProductQuantizer",
+    "ProductVQ",
+    "Quantizer",
+    "ResidualFSQ",
+    "ResidualLFQ",
+    "ResidualQuantizer",
+    "ResidualVQ",
+    "straight_through",
+]

@@ -1,0 +1,224 @@
+"""Codebook storage and its update rules, shared by every codebook-based quantizer.
+
+A ``Codebook`` holds ``K`` codes of dimension ``d`` and knows how to
+
+* initialize them: ``"uniform"`` U(-1/K, 1/K) (VQ-VAE / taming), ``"gaussian"`` N(0, 1/d) (so |c| ≈ 1; the
+  SimVQ choice), or ``"kmeans"``: k-means++ and Lloyd on the first training batch, gathered over ranks
+  (SoundStream / Encodec practice);
+* search them (the shared chunked kernel, ``"l2"`` or ``"cosine"``) and look codes up;
+* update them after each training step: ``update="grad"`` leaves that to the optimizer (the codebook is an
+  ``nn.Parameter``); ``update="ema"`` keeps exponential moving averages of assignment counts and sums with
+  Laplace smoothing (van den Oord et al. 2017, appendix; Razavi et al. 2019), and the codebook is a buffer;
+* restart unused codes: ``restart="dead"`` replaces codes whose EMA assignment count drops under
+  ``restart_threshold`` by random batch vectors (Encodec's ``expire_codes_``); ``restart="anchor"`` applies the
+  online clustered codebook rule of CVQ-VAE (Zheng & Vedaldi, ICCV 2023, arXiv 2307.15139): each code moves
+  towards its nearest batch feature with weight ``alpha_k = exp(-10 K p_k / (1 - decay) - 1e-3)`` where
+  ``p_k`` is the EMA of its usage frequency.
+
+All statistics are reduced over ``process_group`` through ``vqkit.distributed`` with the same collectives on
+every rank and every training step, so codebooks stay identical across ranks and no rank can deadlock.
+
+Deviations, each deliberate:
+
+* Encodec overwrites restarted codes at the next EMA step (its ``embed`` is recomputed from ``embed_avg``); here a
+  restarted code also gets its EMA sum and count set (count = ``restart_threshold``), so the restart sticks and
+  the code has one threshold's worth of grace before it can be restarted again.
+* CVQ picks anchors per rank; here the anchor for code ``k`` is the nearest feature over all ranks' batches,
+  which is what a single process would pick on the concatenated batch.
+* Restart candidates are drawn per rank, gathered, and assigned to dead codes by a deterministic stride from
+  the step counter, so every rank chooses the same replacement without sharing a random generator.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqkit import distributed
+from vqkit._validate import check_choice, check_positive_int, check_range
+from vqkit.distributed import ProcessGroup
+from vqkit.functional.kmeans import kmeans
+from vqkit.functional.search import nearest_code
+from vqkit.types import Distance
+
+Init = Literal["uniform", "gaussian", "kmeans"]
+Update = Literal["grad", "ema"]
+Restart = Literal["none", "dead", "anchor"]
+
+INITS = ("uniform", "gaussian", "kmeans")
+UPDATES = ("grad", "ema")
+RESTARTS = ("none", "dead", "anchor")
+DISTANCES = ("l2", "cosine")
+
+
+class Codebook(nn.Module):
+    """``K`` codes of dimension ``d`` with init, search, lookup and update rules (see module docstring).
+
+    Args:
+        num_codes: K.
+        dim: d.
+        init, update, distance, restart: strategies, see module docstring.
+        decay: EMA decay of counts, sums and usage frequencies.
+        eps: Laplace smoothing of EMA counts.
+        restart_threshold: EMA assignment count (per training batch) under which a code is dead.
+        kmeans_iters: Lloyd iterations for ``init="kmeans"``.
+        kmeans_seed: seed of the k-means++ generator (the same on every rank).
+        normalize: l2-normalize looked-up codes (VQGAN-FC / ViT-VQGAN factorized codes).
+    """
+
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        *,
+        init: Init = "uniform",
+        update: Update = "grad",
+        distance: Distance = "l2",
+        restart: Restart = "none",
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        restart_threshold: float = 1.0,
+        kmeans_iters: int = 10,
+        kmeans_seed: int = 0,
+        normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_codes = check_positive_int("codebook_size", num_codes)
+        self.dim = check_positive_int("codebook_dim", dim)
+        self.init_mode = check_choice("init", init, INITS)
+        self.update_mode = check_choice("update", update, UPDATES)
+        self.distance: Distance = check_choice("distance", distance, DISTANCES)  # type: ignore[assignment]
+        self.restart = check_choice("restart", restart, RESTARTS)
+        self.decay = check_range("decay", decay, 0.0, 1.0, high_open=True)
+        self.eps = check_range("eps", eps, 0.0, float("inf"))
+        self.restart_threshold = check_range("restart_threshold", restart_threshold, 0.0, float("inf"))
+        self.kmeans_iters = int(kmeans_iters)
+        self.kmeans_seed = int(kmeans_seed)
+        self.normalize = bool(normalize)
+        self.process_group: ProcessGroup | None = None
+
+        weight = self._initial_weight()
+        if self.update_mode == "grad":
+            self.weight = nn.Parameter(weight)
+        else:
+            self.register_buffer("weight", weight)
+            self.register_buffer("ema_sum", weight.clone())  # = weight * cluster_size (ones)
+        # EMA of per-batch assignment counts (EMA codebook statistics, dead-code threshold). It starts at one
+        # ("each code seen once"): with zero, as in Encodec without k-means, the first EMA step divides unused
+        # codes' sums by ~eps and blows them up. EMA of per-batch frequencies (CVQ anchors) starts at zero, as
+        # in CVQ, so the first anchor step moves every code onto data.
+        self.register_buffer("cluster_size", torch.ones(num_codes))
+        self.register_buffer("usage", torch.zeros(num_codes))
+        self.register_buffer("initialized", torch.tensor(self.init_mode != "kmeans"))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def _initial_weight(self) -> torch.Tensor:
+        if self.init_mode == "uniform":
+            return torch.empty(self.num_codes, self.dim).uniform_(-1.0 / self.num_codes, 1.0 / self.num_codes)
+        # "gaussian", and the placeholder of "kmeans" until the first batch arrives.
+        return torch.randn(self.num_codes, self.dim) * self.dim**-0.5
+
+    # ------------------------------------------------------------------ read
+    @property
+    def vectors(self) -> torch.Tensor:
+        """The effective codes ``[K, d]`` (normalized when ``normalize``)."""
+        return F.normalize(self.weight, dim=-1) if self.normalize else self.weight
+
+    def search(self, z: torch.Tensor) -> torch.Tensor:
+        """Nearest code of each row of ``z`` ``[N, d]`` -> ``[N]`` int64."""
+        return nearest_code(z.detach(), self.vectors.detach(), distance=self.distance).codes
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """``[N]`` -> ``[N, d]`` (differentiable w.r.t. the codebook when ``update="grad"``)."""
+        return F.embedding(codes, self.vectors)
+
+    # ------------------------------------------------------------------ write (training only)
+    @torch.no_grad()
+    def initialize_from(self, z: torch.Tensor) -> None:
+        """k-means init from ``z`` gathered over ranks (the same result on every rank). Once, when
+        ``init="kmeans"`` and not yet initialized; call it on every rank."""
+        if bool(self.initialized):
+            return
+        data = distributed.all_gather_cat(z.detach().float(), self.process_group)
+        generator = torch.Generator(device=data.device).manual_seed(self.kmeans_seed)
+        result = kmeans(data, self.num_codes, iters=self.kmeans_iters, distance=self.distance, generator=generator)
+        self.set_codes(result.centers, counts=result.counts)
+        self.initialized.fill_(True)
+
+    @torch.no_grad()
+    def set_codes(self, vectors: torch.Tensor, counts: torch.Tensor | None = None) -> None:
+        """Overwrite the codebook (and EMA state) with ``vectors`` ``[K, d]``; ``counts`` seeds the EMA counts."""
+        self.weight.data.copy_(vectors)
+        if counts is not None:
+            self.cluster_size.copy_(counts)
+        if self.update_mode == "ema":
+            self._sync_ema_sum()
+
+    def _sync_ema_sum(self) -> None:
+        self.ema_sum.copy_(self.weight * self._smoothed_counts()[:, None])
+
+    def _smoothed_counts(self) -> torch.Tensor:
+        n = self.cluster_size.sum()
+        return (self.cluster_size + self.eps) / (n + self.num_codes * self.eps) * n.clamp(min=self.eps)
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, codes: torch.Tensor) -> None:
+        """After a training step's lookup: EMA statistics (all-reduced), codebook EMA, then restarts.
+
+        Args:
+            z: ``[N, d]`` the vectors that were quantized (in the codebook's space).
+            codes: ``[N]`` their codes.
+        """
+        z = z.detach().float()
+        counts = torch.bincount(codes, minlength=self.num_codes).to(z.dtype)
+        group = self.process_group
+        if self.update_mode == "ema":
+            sums = torch.zeros(self.num_codes, self.dim, device=z.device, dtype=z.dtype).index_add_(0, codes, z)
+            packed = torch.cat([counts[:, None], sums], dim=1)  # one collective for counts and sums
+            distributed.all_reduce_sum_(packed, group)
+            counts, sums = packed[:, 0], packed[:, 1:]
+        else:
+            distributed.all_reduce_sum_(counts, group)
+        weight = 1.0 - self.decay
+        self.cluster_size.lerp_(counts, weight)
+        self.usage.lerp_(counts / counts.sum().clamp(min=1.0), weight)
+        if self.update_mode == "ema":
+            self.ema_sum.lerp_(sums, weight)
+            self.weight.copy_(self.ema_sum / self._smoothed_counts()[:, None])
+        self.step.add_(1)
+        if self.restart == "dead":
+            self._restart_dead(z)
+        elif self.restart == "anchor":
+            self._anchor_update(z)
+
+    def _restart_dead(self, z: torch.Tensor) -> None:
+        k = self.num_codes
+        local = z[torch.randint(z.shape[0], (k,), device=z.device)]
+        candidates = distributed.all_gather_cat(local, self.process_group)  # [W*K, d], identical on all ranks
+        # A stride walk from the step counter: the same choice on every rank, different codes each step.
+        pick = (torch.arange(k, device=z.device) * 7919 + self.step * 104729) % candidates.shape[0]
+        dead = self.cluster_size < self.restart_threshold
+        self.weight.data.copy_(torch.where(dead[:, None], candidates[pick], self.weight))
+        self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, self.restart_threshold),
+                                            self.cluster_size))
+        if self.update_mode == "ema":
+            self._sync_ema_sum()
+
+    def _anchor_update(self, z: torch.Tensor) -> None:
+        # For each code, its nearest feature in this rank's batch, then the nearest over all ranks.
+        best = nearest_code(self.vectors.detach(), z, distance=self.distance)
+        local = torch.cat([best.distances[:, None], z[best.codes]], dim=1)  # [K, 1 + d]
+        gathered = distributed.all_gather_cat(local[None], self.process_group)  # [W, K, 1 + d]
+        winner = gathered[:, :, 0].argmin(dim=0)
+        anchors = gathered[winner, torch.arange(self.num_codes, device=z.device), 1:]
+        alpha = torch.exp(-(self.usage * self.num_codes * 10.0) / (1.0 - self.decay) - 1e-3)[:, None]
+        self.weight.data.mul_(1.0 - alpha).add_(anchors * alpha)
+        if self.update_mode == "ema":
+            self._sync_ema_sum()
+
+    def extra_repr(self) -> str:
+        return (f"num_codes={self.num_codes}, dim={self.dim}, init={self.init_mode}, update={self.update_mode}, "
+                f"distance={self.distance}, restart={self.restart}")

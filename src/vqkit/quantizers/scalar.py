@@ -1,0 +1,214 @@
+"""Scalar quantizers with implicit codebooks: ``FSQ``, ``LFQ`` and their residual forms.
+
+* ``FSQ``: finite scalar quantization (Mentzer et al., arXiv 2309.15505). No codebook parameters and no losses;
+  the gradient passes through the bound (``tanh``) by straight-through rounding. Residual FSQ scales stage ``i``'s
+  input by ``(levels - 1) ** i`` so later stages resolve finer residuals (as the FSQ residual form in
+  vector-quantize-pytorch and IVQ's R-FSQ baseline).
+* ``LFQ``: lookup-free quantization (MAGVIT-v2, arXiv 2310.05737): sign codes, a commitment loss and the entropy
+  penalty ``entropy = E[H(q(z))] - diversity * H(E[q(z)])`` (see ``vqkit.functional.lfq``). Residual LFQ halves
+  the stage scale at each level.
+
+When ``dim`` differs from the number of scalar channels (``len(levels)`` or ``bits``), learned linear maps project
+in and out; decoding applies the out projection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqkit._validate import check_choice, check_int_list, check_positive_int, check_range
+from vqkit.functional import fsq as fsq_math
+from vqkit.functional import lfq as lfq_math
+from vqkit.quantizers.base import Quantizer, straight_through
+from vqkit.quantizers.composite import ResidualQuantizer
+from vqkit.registry import register_quantizer
+from vqkit.types import Layout, QuantizerOutput
+
+MAX_INDEX_BITS = 62  # codes are int64 indices
+
+
+def _projections(dim: int, channels: int) -> tuple[nn.Module, nn.Module]:
+    if dim == channels:
+        return nn.Identity(), nn.Identity()
+    return nn.Linear(dim, channels), nn.Linear(channels, dim)
+
+
+def _projection_parameters(*modules: nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+@register_quantizer("fsq")
+class FSQ(Quantizer):
+    """Finite scalar quantization: ``[..., D]`` -> one code ``[..., 1]`` in ``[0, prod(levels))``.
+
+    Args:
+        dim: D.
+        levels: values per channel, e.g. ``[8, 5, 5, 5]`` (each >= 2).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        levels: Sequence[int] = (8, 5, 5, 5),
+        *,
+        layout: Layout = "channels_last",
+        allow_nonfinite: bool = False,
+    ) -> None:
+        super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
+        self.levels = check_int_list("levels", levels, minimum=2)
+        if sum(math.log2(v) for v in self.levels) > MAX_INDEX_BITS:
+            raise ValueError(f"levels: prod(levels) must stay below 2^{MAX_INDEX_BITS}, got {self.levels}")
+        self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.long), persistent=False)
+        self.project_in, self.project_out = _projections(dim, len(self.levels))
+
+    @property
+    def alphabet_sizes(self) -> tuple[int, ...]:
+        return (math.prod(self.levels),)
+
+    @property
+    def num_codebook_parameters(self) -> int:
+        return _projection_parameters(self.project_in, self.project_out)
+
+    def _digits(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bounded = fsq_math.bound(h, self._levels)
+        return bounded, fsq_math.values_to_digits(torch.round(bounded), self._levels)
+
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        bounded, digits = self._digits(self.project_in(z))
+        hard = fsq_math.digits_to_values(digits, self._levels)
+        scaled = bounded / fsq_math.half_width(self._levels).to(bounded)
+        out = self.project_out(straight_through(hard, scaled))
+        codes = fsq_math.digits_to_index(digits, self._levels)[:, None]
+        return QuantizerOutput(quantized=out, codes=codes, losses={})
+
+    def _encode(self, z: torch.Tensor) -> torch.Tensor:
+        return fsq_math.digits_to_index(self._digits(self.project_in(z))[1], self._levels)[:, None]
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        digits = fsq_math.index_to_digits(codes[:, 0], self._levels)
+        return self.project_out(fsq_math.digits_to_values(digits, self._levels))
+
+
+@register_quantizer("lfq")
+class LFQ(Quantizer):
+    """Lookup-free quantization: ``[..., D]`` -> one code ``[..., 1]`` in ``[0, 2**bits)``.
+
+    Args:
+        dim: D.
+        bits: number of binary channels (the rate in bits per vector).
+        scale: code values are ``±scale``.
+        temperature: of the soft assignment in the entropy penalty.
+        diversity: weight of the codebook-entropy term inside ``entropy``.
+        entropy_mode: ``"auto"`` (exact up to 16 bits, factorized above), ``"exact"`` or ``"factorized"``.
+        beta: weight of ``commitment``; ``entropy_weight``: weight of ``entropy`` (MAGVIT-v2 uses 0.1).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        bits: int = 12,
+        *,
+        scale: float = 1.0,
+        temperature: float = 0.01,
+        diversity: float = 1.0,
+        entropy_mode: lfq_math.EntropyMode = "auto",
+        beta: float = 0.25,
+        entropy_weight: float = 0.1,
+        layout: Layout = "channels_last",
+        allow_nonfinite: bool = False,
+    ) -> None:
+        super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
+        self.bits = check_positive_int("bits", bits)
+        if self.bits > MAX_INDEX_BITS:
+            raise ValueError(f"bits: expected at most {MAX_INDEX_BITS} (int64 codes), got {bits}")
+        self.scale = check_range("scale", scale, 0.0, float("inf"), low_open=True)
+        self.temperature = check_range("temperature", temperature, 0.0, float("inf"), low_open=True)
+        self.diversity = check_range("diversity", diversity, 0.0, float("inf"))
+        self.entropy_mode: lfq_math.EntropyMode = check_choice(  # type: ignore[assignment]
+            "entropy_mode", entropy_mode, ("auto", "exact", "factorized"))
+        self.beta = check_range("beta", beta, 0.0, float("inf"))
+        self.entropy_weight = check_range("entropy_weight", entropy_weight, 0.0, float("inf"))
+        self.project_in, self.project_out = _projections(dim, self.bits)
+
+    @property
+    def alphabet_sizes(self) -> tuple[int, ...]:
+        return (2**self.bits,)
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {"commitment": self.beta, "entropy": self.entropy_weight}
+
+    @property
+    def num_codebook_parameters(self) -> int:
+        return _projection_parameters(self.project_in, self.project_out)
+
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        h = self.project_in(z)
+        codes = lfq_math.signs_to_index(h)
+        hard = lfq_math.bits_to_values(lfq_math.index_to_bits(codes, self.bits), self.scale)
+        losses = {"commitment": F.mse_loss(h, hard)}
+        if self.training:
+            per_sample, codebook = lfq_math.entropy_terms(
+                h, scale=self.scale, temperature=self.temperature, mode=self.entropy_mode)
+            losses["entropy"] = per_sample - self.diversity * codebook
+        out = self.project_out(straight_through(hard, h))
+        return QuantizerOutput(quantized=out, codes=codes[:, None], losses=losses)
+
+    def _encode(self, z: torch.Tensor) -> torch.Tensor:
+        return lfq_math.signs_to_index(self.project_in(z))[:, None]
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.project_out(lfq_math.bits_to_values(lfq_math.index_to_bits(codes[:, 0], self.bits), self.scale))
+
+
+@register_quantizer("residual_fsq")
+class ResidualFSQ(ResidualQuantizer):
+    """Residual FSQ: ``num_quantizers`` FSQ stages of ``levels``; stage ``i`` sees the residual times
+    ``(levels - 1) ** i``. Projects ``dim -> len(levels)`` once, around all stages, when they differ."""
+
+    def __init__(
+        self,
+        dim: int,
+        levels: Sequence[int] = (8, 5, 5, 5),
+        num_quantizers: int = 4,
+        *,
+        layout: Layout = "channels_last",
+        allow_nonfinite: bool = False,
+    ) -> None:
+        lv = check_int_list("levels", levels, minimum=2)
+        n = check_positive_int("num_quantizers", num_quantizers)
+        scales = torch.stack([(torch.tensor(lv, dtype=torch.float32) - 1) ** -i for i in range(n)])
+        stages = [FSQ(len(lv), lv) for _ in range(n)]
+        super().__init__(dim, stages, stage_scales=scales, project=dim != len(lv), layout=layout,
+                         allow_nonfinite=allow_nonfinite)
+
+
+@register_quantizer("residual_lfq")
+class ResidualLFQ(ResidualQuantizer):
+    """Residual LFQ: ``num_quantizers`` LFQ stages of ``bits``; stage ``i`` codes are ``±2^-i``."""
+
+    def __init__(
+        self,
+        dim: int,
+        bits: int = 6,
+        num_quantizers: int = 4,
+        *,
+        temperature: float = 0.01,
+        diversity: float = 1.0,
+        beta: float = 0.25,
+        entropy_weight: float = 0.1,
+        layout: Layout = "channels_last",
+        allow_nonfinite: bool = False,
+    ) -> None:
+        b = check_positive_int("bits", bits)
+        n = check_positive_int("num_quantizers", num_quantizers)
+        stages = [LFQ(b, b, temperature=temperature, diversity=diversity, beta=beta, entropy_weight=entropy_weight)
+                  for _ in range(n)]
+        scales = torch.tensor([2.0**-i for i in range(n)])
+        super().__init__(dim, stages, stage_scales=scales, project=dim != b, layout=layout,
+                         allow_nonfinite=allow_nonfinite)

@@ -1,0 +1,76 @@
+"""The quantizer registry: ``create_quantizer(name, **kwargs)`` and ``list_quantizers()``.
+
+A registered name maps to a class, or to a preset (a class plus default keyword arguments, e.g. ``ema_vq`` is
+``VQ`` with ``update="ema"``). Keyword arguments given to ``create_quantizer`` override a preset's defaults.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from vqkit.quantizers.base import Quantizer
+
+T = TypeVar("T", bound=type)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    cls: type
+    defaults: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_quantizer(name: str, **defaults: Any) -> Callable[[T], T]:
+    """Class decorator: register ``cls`` under ``name`` (with optional preset defaults)."""
+
+    def decorate(cls: T) -> T:
+        _add(name, cls, defaults)
+        if not defaults:
+            cls.registry_name = name  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def register_preset(name: str, cls: type, description: str = "", **defaults: Any) -> None:
+    """Register ``name`` as ``cls`` with ``defaults`` (a named configuration of an existing quantizer)."""
+    _add(name, cls, defaults, description)
+
+
+def _add(name: str, cls: type, defaults: dict[str, Any], description: str = "") -> None:
+    if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+        warnings.warn(f"register_quantizer: overwriting quantizer {name!r}", stacklevel=3)
+    _REGISTRY[name] = _Entry(cls, dict(defaults), description)
+
+
+def list_quantizers() -> list[str]:
+    """Registered names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def quantizer_class(name: str) -> type:
+    return _entry(name).cls
+
+
+def preset_defaults(name: str) -> dict[str, Any]:
+    return dict(_entry(name).defaults)
+
+
+def _entry(name: str) -> _Entry:
+    if name not in _REGISTRY:
+        raise KeyError(f"name: unknown quantizer {name!r}; registered: {', '.join(list_quantizers())}")
+    return _REGISTRY[name]
+
+
+def create_quantizer(name: str, **kwargs: Any) -> Quantizer:
+    """Build the quantizer registered as ``name``; ``kwargs`` override a preset's defaults."""
+    entry = _entry(name)
+    quantizer: Quantizer = entry.cls(**{**entry.defaults, **kwargs})
+    return quantizer
