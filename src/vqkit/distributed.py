@@ -14,10 +14,15 @@ pays nothing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.distributed as dist
 
-ProcessGroup = dist.ProcessGroup if dist.is_available() else object
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+else:  # torch builds without distributed support have no ProcessGroup
+    ProcessGroup = getattr(dist, "ProcessGroup", object)
 
 
 def is_distributed(group: ProcessGroup | None = None) -> bool:

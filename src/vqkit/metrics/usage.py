@@ -34,6 +34,8 @@ class CodebookUsage(nn.Module):
         >>> usage.compute()["utilization"]
     """
 
+    counts: torch.Tensor
+
     def __init__(self, alphabet_sizes: Sequence[int], process_group: ProcessGroup | None = None) -> None:
         super().__init__()
         self.alphabet_sizes = tuple(int(k) for k in alphabet_sizes)

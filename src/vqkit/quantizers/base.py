@@ -219,7 +219,7 @@ class Quantizer(nn.Module, ABC):
         """Sync codebook statistics over ``group`` (``None``: the default group, looked up at call time)."""
         for module in self.modules():
             if isinstance(module, Quantizer) or hasattr(module, "process_group"):
-                module.process_group = group
+                setattr(module, "process_group", group)  # noqa: B010  (typed as Module attribute)
 
     # ------------------------------------------------------------------ config and persistence
     def to_config(self) -> dict[str, Any]:

@@ -69,6 +69,13 @@ class Codebook(nn.Module):
         normalize: l2-normalize looked-up codes (VQGAN-FC / ViT-VQGAN factorized codes).
     """
 
+    weight: torch.Tensor
+    ema_sum: torch.Tensor
+    cluster_size: torch.Tensor
+    usage: torch.Tensor
+    initialized: torch.Tensor
+    step: torch.Tensor
+
     def __init__(
         self,
         num_codes: int,
@@ -142,7 +149,7 @@ class Codebook(nn.Module):
         ``init="kmeans"`` and not yet initialized; call it on every rank."""
         if bool(self.initialized):
             return
-        data = distributed.all_gather_cat(z.detach().float(), self.process_group)
+        data = distributed.all_gather_cat(z.detach().to(self.weight.dtype), self.process_group)
         generator = torch.Generator(device=data.device).manual_seed(self.kmeans_seed)
         result = kmeans(data, self.num_codes, iters=self.kmeans_iters, distance=self.distance, generator=generator)
         self.set_codes(result.centers, counts=result.counts)
@@ -172,7 +179,7 @@ class Codebook(nn.Module):
             z: ``[N, d]`` the vectors that were quantized (in the codebook's space).
             codes: ``[N]`` their codes.
         """
-        z = z.detach().float()
+        z = z.detach().to(self.weight.dtype)
         counts = torch.bincount(codes, minlength=self.num_codes).to(z.dtype)
         group = self.process_group
         if self.update_mode == "ema":

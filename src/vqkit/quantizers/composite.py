@@ -14,6 +14,7 @@ Codes are ``[..., num_stages]`` / ``[..., num_groups]``; losses are the means of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -45,21 +46,26 @@ class _Composite(Quantizer):
         self.stages = nn.ModuleList(stages)
 
     @property
+    def stage_list(self) -> list[Quantizer]:
+        """The stages (RVQ levels or PVQ groups), typed."""
+        return cast(list[Quantizer], list(self.stages))
+
+    @property
     def alphabet_sizes(self) -> tuple[int, ...]:
-        return tuple(size for stage in self.stages for size in stage.alphabet_sizes)
+        return tuple(size for stage in self.stage_list for size in stage.alphabet_sizes)
 
     @property
     def loss_weights(self) -> dict[str, float]:
-        return dict(self.stages[0].loss_weights)
+        return dict(self.stage_list[0].loss_weights)
 
     @property
     def num_codebook_parameters(self) -> int:
         own = sum(p.numel() for name, p in self.named_parameters() if not name.startswith("stages."))
-        return own + sum(stage.num_codebook_parameters for stage in self.stages)
+        return own + sum(stage.num_codebook_parameters for stage in self.stage_list)
 
     def _code_slices(self) -> list[slice]:
         slices, start = [], 0
-        for stage in self.stages:
+        for stage in self.stage_list:
             slices.append(slice(start, start + stage.codes_per_vector))
             start += stage.codes_per_vector
         return slices
@@ -76,6 +82,8 @@ class ResidualQuantizer(_Composite):
         project: add learned linear maps ``dim -> stage_dim -> dim`` (needed when they differ).
     """
 
+    stage_scales: torch.Tensor
+
     def __init__(
         self,
         dim: int,
@@ -88,15 +96,15 @@ class ResidualQuantizer(_Composite):
     ) -> None:
         super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
         self._set_stages(stages)
-        stage_dim = self.stages[0].dim
-        if any(s.dim != stage_dim for s in self.stages):
-            raise ValueError(f"stages: expected equal dims, got {[s.dim for s in self.stages]}")
+        stage_dim = self.stage_list[0].dim
+        if any(s.dim != stage_dim for s in self.stage_list):
+            raise ValueError(f"stages: expected equal dims, got {[s.dim for s in self.stage_list]}")
         if not project and stage_dim != dim:
             raise ValueError(f"stages: stage dim {stage_dim} differs from dim={dim}; pass project=True")
         self.project_in: nn.Module = nn.Linear(dim, stage_dim) if project else nn.Identity()
         self.project_out: nn.Module = nn.Linear(stage_dim, dim) if project else nn.Identity()
-        scales = torch.ones(len(self.stages), 1) if stage_scales is None else stage_scales.float().reshape(
-            len(self.stages), -1)
+        scales = torch.ones(len(self.stage_list), 1) if stage_scales is None else stage_scales.float().reshape(
+            len(self.stage_list), -1)
         self.register_buffer("stage_scales", scales, persistent=False)
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
@@ -104,7 +112,7 @@ class ResidualQuantizer(_Composite):
         residual = h
         total = torch.zeros_like(h)
         outputs = []
-        for stage, scale in zip(self.stages, self.stage_scales, strict=True):
+        for stage, scale in zip(self.stage_list, self.stage_scales, strict=True):
             out = stage._quantize(residual / scale)
             q = out.quantized.detach() * scale
             residual = residual - q
@@ -120,7 +128,7 @@ class ResidualQuantizer(_Composite):
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
         residual = self.project_in(z)
         codes = []
-        for stage, scale in zip(self.stages, self.stage_scales, strict=True):
+        for stage, scale in zip(self.stage_list, self.stage_scales, strict=True):
             c = stage._encode(residual / scale)
             residual = residual - stage._decode(c) * scale
             codes.append(c)
@@ -128,7 +136,7 @@ class ResidualQuantizer(_Composite):
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         total = None
-        for stage, scale, cols in zip(self.stages, self.stage_scales, self._code_slices(), strict=True):
+        for stage, scale, cols in zip(self.stage_list, self.stage_scales, self._code_slices(), strict=True):
             q = stage._decode(codes[:, cols]) * scale
             total = q if total is None else total + q
         assert total is not None
@@ -148,14 +156,14 @@ class ProductQuantizer(_Composite):
     ) -> None:
         super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
         self._set_stages(stages)
-        if sum(s.dim for s in self.stages) != dim:
-            raise ValueError(f"stages: sub-vector dims {[s.dim for s in self.stages]} must sum to dim={dim}")
+        if sum(s.dim for s in self.stage_list) != dim:
+            raise ValueError(f"stages: sub-vector dims {[s.dim for s in self.stage_list]} must sum to dim={dim}")
 
     def _split(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return torch.split(z, [s.dim for s in self.stages], dim=-1)
+        return torch.split(z, [s.dim for s in self.stage_list], dim=-1)
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        outputs = [stage._quantize(part) for stage, part in zip(self.stages, self._split(z), strict=True)]
+        outputs = [stage._quantize(part) for stage, part in zip(self.stage_list, self._split(z), strict=True)]
         return QuantizerOutput(
             quantized=torch.cat([out.quantized for out in outputs], dim=-1),
             codes=torch.cat([out.codes for out in outputs], dim=1),
@@ -164,8 +172,8 @@ class ProductQuantizer(_Composite):
         )
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.cat([stage._encode(part) for stage, part in zip(self.stages, self._split(z), strict=True)], 1)
+        return torch.cat([stage._encode(part) for stage, part in zip(self.stage_list, self._split(z), strict=True)], 1)
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        parts = [stage._decode(codes[:, cols]) for stage, cols in zip(self.stages, self._code_slices(), strict=True)]
+        parts = [stage._decode(codes[:, cols]) for stage, cols in zip(self.stage_list, self._code_slices(), strict=True)]
         return torch.cat(parts, dim=-1)

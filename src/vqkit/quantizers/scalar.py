@@ -51,6 +51,8 @@ class FSQ(Quantizer):
         levels: values per channel, e.g. ``[8, 5, 5, 5]`` (each >= 2).
     """
 
+    _levels: torch.Tensor
+
     def __init__(
         self,
         dim: int,
