@@ -203,8 +203,12 @@ class Codebook(nn.Module):
 
     def _restart_dead(self, z: torch.Tensor) -> None:
         k = self.num_codes
-        local = z[torch.randint(z.shape[0], (k,), device=z.device)]
-        candidates = distributed.all_gather_cat(local, self.process_group)  # [W*K, d], identical on all ranks
+        # A rank without vectors offers no candidates but still joins the gather (or the others wait forever).
+        n = z.shape[0]
+        local = z[torch.randint(n, (k,), device=z.device)] if n > 0 else z.new_zeros((0, z.shape[1]))
+        candidates = distributed.all_gather_cat(local, self.process_group)  # [<=W*K, d], same on all ranks
+        if candidates.shape[0] == 0:  # no vector on any rank (known to every rank): nothing to restart with
+            return
         # A stride walk from the step counter: the same choice on every rank, different codes each step.
         pick = (torch.arange(k, device=z.device) * 7919 + self.step * 104729) % candidates.shape[0]
         dead = self.cluster_size < self.restart_threshold
@@ -215,13 +219,19 @@ class Codebook(nn.Module):
             self._sync_ema_sum()
 
     def _anchor_update(self, z: torch.Tensor) -> None:
-        # For each code, its nearest feature in this rank's batch, then the nearest over all ranks.
-        best = nearest_code(self.vectors.detach(), z, distance=self.distance)
-        local = torch.cat([best.distances[:, None], z[best.codes]], dim=1)  # [K, 1 + d]
+        # For each code, its nearest feature in this rank's batch, then the nearest over all ranks. A rank
+        # without vectors still joins the gather, with infinite distances that never win.
+        if z.shape[0] > 0:
+            best = nearest_code(self.vectors.detach(), z, distance=self.distance)
+            local = torch.cat([best.distances[:, None], z[best.codes]], dim=1)  # [K, 1 + d]
+        else:
+            local = z.new_zeros((self.num_codes, 1 + self.dim))
+            local[:, 0] = float("inf")
         gathered = distributed.all_gather_cat(local[None], self.process_group)  # [W, K, 1 + d]
-        winner = gathered[:, :, 0].argmin(dim=0)
+        nearest, winner = gathered[:, :, 0].min(dim=0)
         anchors = gathered[winner, torch.arange(self.num_codes, device=z.device), 1:]
         alpha = torch.exp(-(self.usage * self.num_codes * 10.0) / (1.0 - self.decay) - 1e-3)[:, None]
+        alpha = alpha * torch.isfinite(nearest)[:, None]  # no vector on any rank: codes stay where they are
         self.weight.data.mul_(1.0 - alpha).add_(anchors * alpha)
         if self.update_mode == "ema":
             self._sync_ema_sum()
