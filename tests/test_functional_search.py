@@ -67,3 +67,17 @@ def test_reverse_query_for_each_code() -> None:
 def test_bad_arguments(x_shape: tuple[int, ...], c_shape: tuple[int, ...], k: int) -> None:
     with pytest.raises(ValueError, match="nearest_code"):
         nearest_code(torch.randn(*x_shape), torch.randn(*c_shape), k=k)
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+def test_code_blocks_are_merged_like_one_search(distance: str) -> None:
+    # More codes than one CPU code block (1024), with a ragged last block and planted ties across blocks.
+    rng = np.random.default_rng(2)
+    c = rng.standard_normal((2100, 8))
+    c[1500] = c[7]  # a tie across blocks: the first index must win, as in numpy's argmin
+    c[2099] = c[1030]
+    x = np.concatenate([rng.standard_normal((300, 8)), c[[7, 1030]] + 1e-3])
+    ref = numpy_sq_distances(x, c) if distance == "l2" else numpy_cos_distances(x, c)
+    out = nearest_code(torch.from_numpy(x), torch.from_numpy(c), distance=distance)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(out.codes.numpy(), ref.argmin(1))
+    np.testing.assert_allclose(out.distances.numpy(), ref.min(1), rtol=1e-9, atol=1e-9)
