@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vqkit.functional.search import nearest_code, squared_norms
+from vqkit.functional.stats import code_counts
 from vqkit.types import Distance
 
 Seeding = Literal["kmeans++", "random"]
@@ -68,7 +69,7 @@ def lloyd_step(x: torch.Tensor, centers: torch.Tensor, distance: Distance = "l2"
     (the normalized mean for cosine). Empty clusters keep their centre."""
     codes = nearest_code(x, centers, distance=distance).codes
     k = centers.shape[0]
-    counts = torch.bincount(codes, minlength=k).to(x.dtype)
+    counts = code_counts(codes, k, x.dtype)
     sums = torch.zeros_like(centers).index_add_(0, codes, x)
     means = sums / counts.clamp(min=1.0)[:, None]
     if distance == "cosine":
@@ -125,7 +126,7 @@ def kmeans(
         result = lloyd_step(x, result.centers, distance)
     if iters == 0:
         codes = nearest_code(x, centers, distance=distance).codes
-        result.counts = torch.bincount(codes, minlength=num_centers).float()
+        result.counts = code_counts(codes, num_centers, x.dtype)
     return result
 
 

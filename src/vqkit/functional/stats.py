@@ -9,13 +9,19 @@ from __future__ import annotations
 import torch
 
 DENSE_COUNT_LIMIT = 1 << 22
-"""Alphabets up to this size are counted with ``bincount``; larger implicit codebooks (FSQ, LFQ) with
+"""Alphabets up to this size are counted densely; larger implicit codebooks (FSQ, LFQ) with
 ``unique``, which costs O(N log N) and nothing proportional to the alphabet."""
 
 
-def code_counts(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
-    """``[N]`` integer codes -> ``[K]`` float64 counts (dense; for ``K <= DENSE_COUNT_LIMIT``)."""
-    return torch.bincount(codes.reshape(-1), minlength=num_codes).to(torch.float64)
+def code_counts(codes: torch.Tensor, num_codes: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``[N]`` integer codes in ``[0, K)`` -> ``[K]`` counts (dense).
+
+    A scatter-add rather than ``torch.bincount``: on CUDA ``bincount`` reads the maximum code back to the host
+    to size its output, a device sync on every training step.
+    """
+    flat = codes.reshape(-1)
+    counts = torch.zeros(num_codes, dtype=dtype, device=flat.device)
+    return counts.index_add_(0, flat, torch.ones(flat.shape, dtype=dtype, device=flat.device))
 
 
 def entropy_bits(counts: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,7 @@ from vqkit._validate import check_choice, check_positive_int, check_range
 from vqkit.distributed import ProcessGroup
 from vqkit.functional.kmeans import kmeans
 from vqkit.functional.search import nearest_code
+from vqkit.functional.stats import code_counts
 from vqkit.types import Distance
 
 Init = Literal["uniform", "gaussian", "kmeans"]
@@ -180,7 +181,7 @@ class Codebook(nn.Module):
             codes: ``[N]`` their codes.
         """
         z = z.detach().to(self.weight.dtype)
-        counts = torch.bincount(codes, minlength=self.num_codes).to(z.dtype)
+        counts = code_counts(codes, self.num_codes, z.dtype)
         group = self.process_group
         if self.update_mode == "ema":
             sums = torch.zeros(self.num_codes, self.dim, device=z.device, dtype=z.dtype).index_add_(0, codes, z)
