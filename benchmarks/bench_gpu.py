@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +41,14 @@ def encode_ratios(n: int, d: int, k: int) -> dict[str, float]:
     codebook = q.codebook.weight.detach()
     t_mm = cuda_time(lambda: x @ codebook.t())
     t_ours = cuda_time(lambda: q.encode(x))
-    result = {"n": n, "d": d, "k": k, "matmul_s": t_mm, "vqkit_encode_s": t_ours, "vqkit_over_matmul": t_ours / t_mm}
+    result = {
+        "n": n,
+        "d": d,
+        "k": k,
+        "matmul_s": t_mm,
+        "vqkit_encode_s": t_ours,
+        "vqkit_over_matmul": t_ours / t_mm,
+    }
     try:
         from vector_quantize_pytorch import VectorQuantize
     except ImportError:
@@ -54,8 +60,11 @@ def encode_ratios(n: int, d: int, k: int) -> dict[str, float]:
     with torch.no_grad():
         t_ref = cuda_time(lambda: ref(xb))
         ref_codes = ref(xb)[1].reshape(-1)
-    result.update(vqp_eval_s=t_ref, speedup_vs_vqp=t_ref / t_ours,
-                  code_agreement=float((ref_codes == q.encode(x)[:, 0]).float().mean()))
+    result.update(
+        vqp_eval_s=t_ref,
+        speedup_vs_vqp=t_ref / t_ours,
+        code_agreement=float((ref_codes == q.encode(x)[:, 0]).float().mean()),
+    )
     return result
 
 
@@ -74,7 +83,11 @@ def train_ratios(n: int, d: int, k: int, dtype: torch.dtype | None) -> dict[str,
         from vector_quantize_pytorch import VectorQuantize
     except ImportError:
         return result
-    ref = VectorQuantize(dim=d, codebook_size=k, decay=0.99, kmeans_init=False, rotation_trick=False).cuda().train()
+    ref = (
+        VectorQuantize(dim=d, codebook_size=k, decay=0.99, kmeans_init=False, rotation_trick=False)
+        .cuda()
+        .train()
+    )
     xb = x.detach().reshape(1, n, d).requires_grad_(True)
 
     def theirs() -> None:
@@ -96,7 +109,13 @@ def memory_check(n: int, d: int, k: int) -> dict[str, float]:
     base = torch.cuda.memory_allocated()
     t = cuda_time(lambda: q.encode(x), repeats=5)
     extra = torch.cuda.max_memory_allocated() - base
-    return {"n": n, "k": k, "peak_extra_mib": extra / 2**20, "full_matrix_mib": n * k * 4 / 2**20, "encode_s": t}
+    return {
+        "n": n,
+        "k": k,
+        "peak_extra_mib": extra / 2**20,
+        "full_matrix_mib": n * k * 4 / 2**20,
+        "encode_s": t,
+    }
 
 
 def main() -> None:
@@ -109,8 +128,11 @@ def main() -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "encode": [encode_ratios(16384, 64, 1024), encode_ratios(65536, 256, 16384)],
-        "train": [train_ratios(16384, 64, 1024, None), train_ratios(16384, 64, 1024, torch.bfloat16),
-                  train_ratios(65536, 256, 16384, torch.bfloat16)],
+        "train": [
+            train_ratios(16384, 64, 1024, None),
+            train_ratios(16384, 64, 1024, torch.bfloat16),
+            train_ratios(65536, 256, 16384, torch.bfloat16),
+        ],
         "memory": [memory_check(65536, 64, 65536), memory_check(65536, 64, 262144)],
     }
     print(json.dumps(report, indent=2))

@@ -20,8 +20,11 @@ def small_kwargs(name: str) -> dict[str, object]:
         "residual_vq": {"codebook_size": [16, 8], "num_quantizers": 2},
         "product_vq": {"codebook_size": 8, "num_groups": 4},
     }
-    return {"dim": DIM, "codebook_size": 32, **special.get(name, {})} if name not in special else {
-        "dim": DIM, **special[name]}
+    return (
+        {"dim": DIM, "codebook_size": 32, **special.get(name, {})}
+        if name not in special
+        else {"dim": DIM, **special[name]}
+    )
 
 
 @pytest.fixture(autouse=True)

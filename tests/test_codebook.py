@@ -9,8 +9,9 @@ import torch
 from vqkit.quantizers import VQ, Codebook
 
 
-def numpy_ema_step(weight: np.ndarray, ema_sum: np.ndarray, count: np.ndarray, x: np.ndarray, decay: float,
-                   eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def numpy_ema_step(
+    weight: np.ndarray, ema_sum: np.ndarray, count: np.ndarray, x: np.ndarray, decay: float, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     k = len(weight)
     assign = ((x[:, None] - weight[None]) ** 2).sum(-1).argmin(1)
     onehot = np.eye(k)[assign]

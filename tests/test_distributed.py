@@ -35,8 +35,10 @@ from vqkit import distributed
 from vqkit.metrics import CodebookUsage
 from vqkit.quantizers import VQ, ProductVQ, ResidualVQ
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with gloo is unavailable")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with gloo is unavailable",
+)
 
 WORLD = 2
 DIM = 8
@@ -279,8 +281,9 @@ def _worker(rank: int, init_method: str, out_dir: str) -> None:
 
     def init() -> None:
         if not dist.is_initialized():
-            dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=WORLD,
-                                    timeout=COLLECTIVE_TIMEOUT)
+            dist.init_process_group(
+                "gloo", init_method=init_method, rank=rank, world_size=WORLD, timeout=COLLECTIVE_TIMEOUT
+            )
 
     try:
         for case, run in CASES.items():
@@ -301,8 +304,9 @@ def launch(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], list[Res
     """Run every case on ``WORLD`` spawned ranks once; returns ``case -> per-rank results`` (or fails)."""
     out_dir = tmp_path_factory.mktemp("distributed")
     init_method = (out_dir / "pg_store").as_uri()
-    ctx = mp.start_processes(_worker, args=(init_method, str(out_dir)), nprocs=WORLD, join=False,
-                             start_method="spawn")
+    ctx = mp.start_processes(
+        _worker, args=(init_method, str(out_dir)), nprocs=WORLD, join=False, start_method="spawn"
+    )
     problem = ""
     deadline = time.monotonic() + TIMEOUT_S
     try:
@@ -339,8 +343,9 @@ def _assert_ranks_identical(results: list[Result]) -> None:
 def _assert_matches(result: Result, reference: Result, **tol: float) -> None:
     assert set(result) == set(reference)
     for key in sorted(reference):
-        torch.testing.assert_close(result[key], reference[key], **(tol or TOL),
-                                   msg=lambda m, k=key: f"{k}: {m}")
+        torch.testing.assert_close(
+            result[key], reference[key], **(tol or TOL), msg=lambda m, k=key: f"{k}: {m}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- tests

@@ -17,13 +17,21 @@ from vqkit import io as vqkit_io
         ("product_vq", {"dim": 10, "num_groups": 4}, r"dim: expected a multiple of num_groups=4, got dim=10"),
         ("vq", {"dim": 0}, r"dim: expected a positive integer, got 0"),
         ("vq", {"dim": 8, "codebook_size": 0}, r"codebook_size: expected a positive integer, got 0"),
-        ("vq", {"dim": 8, "distance": "manhattan"}, r"distance: expected one of \['l2', 'cosine'\], got 'manhattan'"),
+        (
+            "vq",
+            {"dim": 8, "distance": "manhattan"},
+            r"distance: expected one of \['l2', 'cosine'\], got 'manhattan'",
+        ),
         ("vq", {"dim": 8, "update": "sgd"}, r"update: expected one of"),
         ("vq", {"dim": 8, "decay": 1.5}, r"decay: expected a number in \[0.0, 1.0\), got 1.5"),
         ("vq", {"dim": 8, "layout": "nchw"}, r"layout: expected one of"),
         ("fsq", {"dim": 4, "levels": [8, 1]}, r"levels: expected integers >= 2, got \[8, 1\]"),
         ("lfq", {"dim": 4, "bits": 80}, r"bits: expected at most 62"),
-        ("residual_vq", {"dim": 4, "codebook_size": [8, 8], "num_quantizers": 3}, r"codebook_size: expected 1 or"),
+        (
+            "residual_vq",
+            {"dim": 4, "codebook_size": [8, 8], "num_quantizers": 3},
+            r"codebook_size: expected 1 or",
+        ),
     ],
 )
 def test_construction_errors(name: str, kwargs: dict[str, object], pattern: str) -> None:

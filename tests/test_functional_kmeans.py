@@ -51,7 +51,9 @@ def test_kmeanspp_picks_distinct_points_and_finds_separated_clusters() -> None:
     # D^2 sampling puts one seed in each far-apart cluster.
     assert torch.cdist(seeds, means).argmin(1).unique().numel() == 4
     result = kmeans(x, 4, iters=3, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(torch.cdist(result.centers, means).min(1).values, torch.zeros(4), atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        torch.cdist(result.centers, means).min(1).values, torch.zeros(4), atol=0.05, rtol=0
+    )
 
 
 def test_more_centres_than_points() -> None:

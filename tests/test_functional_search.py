@@ -26,8 +26,12 @@ def test_matches_numpy_reference(distance: str, chunk_bytes: int) -> None:
     x = rng.standard_normal((257, 12))
     c = rng.standard_normal((37, 12))
     ref = numpy_sq_distances(x, c) if distance == "l2" else numpy_cos_distances(x, c)
-    out = nearest_code(torch.from_numpy(x), torch.from_numpy(c), distance=distance,  # type: ignore[arg-type]
-                       max_chunk_bytes=chunk_bytes)
+    out = nearest_code(
+        torch.from_numpy(x),
+        torch.from_numpy(c),
+        distance=distance,  # type: ignore[arg-type]
+        max_chunk_bytes=chunk_bytes,
+    )
     np.testing.assert_array_equal(out.codes.numpy(), ref.argmin(1))
     np.testing.assert_allclose(out.distances.numpy(), ref.min(1), rtol=1e-9, atol=1e-9)
 
@@ -63,7 +67,9 @@ def test_reverse_query_for_each_code() -> None:
     assert torch.equal(per_code, pairwise_distances(x, c).argmin(0))
 
 
-@pytest.mark.parametrize(("x_shape", "c_shape", "k"), [((5, 3), (4, 2), 1), ((5,), (4, 5), 1), ((5, 3), (4, 3), 5)])
+@pytest.mark.parametrize(
+    ("x_shape", "c_shape", "k"), [((5, 3), (4, 2), 1), ((5,), (4, 5), 1), ((5, 3), (4, 3), 5)]
+)
 def test_bad_arguments(x_shape: tuple[int, ...], c_shape: tuple[int, ...], k: int) -> None:
     with pytest.raises(ValueError, match="nearest_code"):
         nearest_code(torch.randn(*x_shape), torch.randn(*c_shape), k=k)

@@ -9,8 +9,18 @@ from vqkit.registry import preset_defaults, register_preset
 
 
 def test_baselines_are_registered() -> None:
-    expected = {"vq", "ema_vq", "cvq", "factorized_vq", "residual_vq", "product_vq", "fsq", "lfq",
-                "residual_fsq", "residual_lfq"}
+    expected = {
+        "vq",
+        "ema_vq",
+        "cvq",
+        "factorized_vq",
+        "residual_vq",
+        "product_vq",
+        "fsq",
+        "lfq",
+        "residual_fsq",
+        "residual_lfq",
+    }
     assert expected <= set(vqkit.list_quantizers())
 
 

@@ -1,9 +1,9 @@
 """vqkit: vector quantization for tokenizers, codecs and VQ-VAEs, with one contract for every quantizer.
 
-    >>> import vqkit
-    >>> q = vqkit.create_quantizer("ema_vq", dim=64, codebook_size=1024)
-    >>> out = q(torch.randn(8, 100, 64))       # out.quantized, out.codes [8, 100, 1], out.losses, out.metrics
-    >>> q.bits_per_vector                        # 10.0
+>>> import vqkit
+>>> q = vqkit.create_quantizer("ema_vq", dim=64, codebook_size=1024)
+>>> out = q(torch.randn(8, 100, 64))       # out.quantized, out.codes [8, 100, 1], out.losses, out.metrics
+>>> q.bits_per_vector                        # 10.0
 """
 
 from vqkit.functional import nearest_code

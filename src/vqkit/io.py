@@ -21,8 +21,12 @@ def save_quantizer(quantizer: Quantizer, path: str | os.PathLike[str]) -> Path:
     """Write ``path/config.json`` and ``path/weights.safetensors``; replaces an existing folder atomically."""
     from vqkit import __version__
 
-    config = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, "vqkit_version": __version__,
-              **quantizer.to_config()}
+    config = {
+        "format": CONFIG_FORMAT,
+        "version": CONFIG_VERSION,
+        "vqkit_version": __version__,
+        **quantizer.to_config(),
+    }
     tensors = {name: t.detach().contiguous().cpu() for name, t in quantizer.state_dict().items()}
     with atomic_directory(path) as staging:
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 Layout = Literal["channels_last", "channels_first"]
-"""``channels_last``: ``(..., D)``. ``channels_first``: ``(B, D, *spatial)`` such as ``(B, D, T)`` or ``(B, D, H, W)``."""
+"""``channels_last``: ``(..., D)``. ``channels_first``: ``(B, D, *spatial)``, e.g. ``(B, D, T)``, ``(B, D, H, W)``."""
 
 Distance = Literal["l2", "cosine"]
 """Nearest-code matching: squared Euclidean, or cosine similarity (both sides l2-normalized for the lookup)."""

@@ -56,4 +56,6 @@ def digits_to_index(digits: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 def index_to_digits(index: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """Index ``[...]`` -> digits ``[..., d]``; inverse of ``digits_to_index``."""
     lv = levels.long().to(index.device)
-    return torch.remainder(torch.div(index[..., None], basis(levels).to(index.device), rounding_mode="floor"), lv)
+    return torch.remainder(
+        torch.div(index[..., None], basis(levels).to(index.device), rounding_mode="floor"), lv
+    )

@@ -31,7 +31,9 @@ def signs_to_index(z: torch.Tensor) -> torch.Tensor:
 
 def index_to_bits(index: torch.Tensor, num_bits: int) -> torch.Tensor:
     """``[...]`` int64 -> ``[..., d]`` bits in {0, 1} (int64)."""
-    return torch.remainder(torch.div(index[..., None], bit_weights(num_bits, index.device), rounding_mode="floor"), 2)
+    return torch.remainder(
+        torch.div(index[..., None], bit_weights(num_bits, index.device), rounding_mode="floor"), 2
+    )
 
 
 def bits_to_values(bits: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -45,7 +47,12 @@ def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def entropy_terms(
-    z: torch.Tensor, *, scale: float = 1.0, temperature: float = 0.01, mode: EntropyMode = "auto", chunk: int = 4096
+    z: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    temperature: float = 0.01,
+    mode: EntropyMode = "auto",
+    chunk: int = 4096,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample entropy and codebook entropy (nats) of the soft assignment ``q(c | z)``. ``z``: ``[N, d]``."""
     n, d = z.shape

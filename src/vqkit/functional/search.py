@@ -45,6 +45,7 @@ def default_chunk_bytes(device: torch.device) -> int:
     """The score-chunk budget used when ``max_chunk_bytes`` is not given."""
     return DEFAULT_CHUNK_BYTES if device.type == "cpu" else ACCELERATOR_CHUNK_BYTES
 
+
 CPU_CODE_BLOCK = 1024
 """Codes per block on CPU for ``k=1`` (see the module docstring). At D=64, blocks of 1024 and 2048 codes
 were the fastest of 256 to 8192 at K=65536; at K=1024, blocks of 512 or 256 were slower than one."""

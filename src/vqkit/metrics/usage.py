@@ -40,11 +40,14 @@ class CodebookUsage(nn.Module):
         super().__init__()
         self.alphabet_sizes = tuple(int(k) for k in alphabet_sizes)
         if not self.alphabet_sizes or max(self.alphabet_sizes) > MAX_TRACKED_CODES:
-            raise ValueError(f"alphabet_sizes: expected 1..{MAX_TRACKED_CODES} codes per position, "
-                             f"got {list(self.alphabet_sizes)}")
+            raise ValueError(
+                f"alphabet_sizes: expected 1..{MAX_TRACKED_CODES} codes per position, "
+                f"got {list(self.alphabet_sizes)}"
+            )
         self.process_group = process_group
-        self.register_buffer("counts", torch.zeros(len(self.alphabet_sizes), max(self.alphabet_sizes),
-                                                   dtype=torch.float64))
+        self.register_buffer(
+            "counts", torch.zeros(len(self.alphabet_sizes), max(self.alphabet_sizes), dtype=torch.float64)
+        )
 
     def reset(self) -> None:
         self.counts.zero_()
@@ -58,8 +61,9 @@ class CodebookUsage(nn.Module):
         flat = codes.reshape(-1, c).long().to(self.counts.device)
         width = self.counts.shape[1]
         offsets = torch.arange(c, device=flat.device) * width
-        self.counts.view(-1).index_add_(0, (flat + offsets).reshape(-1),
-                                        torch.ones(flat.numel(), dtype=torch.float64, device=flat.device))
+        self.counts.view(-1).index_add_(
+            0, (flat + offsets).reshape(-1), torch.ones(flat.numel(), dtype=torch.float64, device=flat.device)
+        )
 
     @torch.no_grad()
     def compute(self) -> dict[str, float]:

@@ -199,7 +199,9 @@ class Quantizer(nn.Module, ABC):
             raise TypeError(f"codes: expected an integer tensor, got {got}")
         c = self.codes_per_vector
         if codes.dim() < 1 or codes.shape[-1] != c:
-            raise ValueError(f"codes: expected shape [..., {c}] (codes_per_vector={c}), got {tuple(codes.shape)}")
+            raise ValueError(
+                f"codes: expected shape [..., {c}] (codes_per_vector={c}), got {tuple(codes.shape)}"
+            )
         flat = codes.reshape(-1, c).long()
         if flat.numel():
             sizes = torch.tensor(self.alphabet_sizes, device=flat.device)
@@ -226,7 +228,9 @@ class Quantizer(nn.Module, ABC):
         """``{"name": registry name, "kwargs": constructor arguments}``; ``from_config`` rebuilds it."""
         kwargs = self.__dict__["_config_kwargs"]
         if isinstance(kwargs, str):
-            raise TypeError(f"{type(self).__name__} has no JSON config ({kwargs}); build it from the registry")
+            raise TypeError(
+                f"{type(self).__name__} has no JSON config ({kwargs}); build it from the registry"
+            )
         return {"name": self.registry_name or type(self).__name__, "kwargs": dict(kwargs)}
 
     @classmethod
@@ -262,7 +266,9 @@ class Quantizer(nn.Module, ABC):
             x = x.movedim(1, -1)
         if x.dim() < 1 or x.shape[-1] != self.dim:
             axis = "dim 1" if self.layout == "channels_first" else "the last dim"
-            raise ValueError(f"{name}: expected size dim={self.dim} on {axis} (layout={self.layout!r}), got shape {shape}")
+            raise ValueError(
+                f"{name}: expected size dim={self.dim} on {axis} (layout={self.layout!r}), got shape {shape}"
+            )
         if not self.allow_nonfinite and x.numel() and not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name}: contains NaN or Inf (pass allow_nonfinite=True to skip this check)")
         lead = x.shape[:-1]
@@ -292,7 +298,9 @@ def load_config_json(path: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"path: cannot read quantizer config {str(path)!r}: {err}") from err
     if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
-        raise ValueError(f"path: {str(path)!r} is not a vqkit quantizer config (format={CONFIG_FORMAT!r} expected)")
+        raise ValueError(
+            f"path: {str(path)!r} is not a vqkit quantizer config (format={CONFIG_FORMAT!r} expected)"
+        )
     return config
 
 

@@ -152,7 +152,9 @@ class Codebook(nn.Module):
             return
         data = distributed.all_gather_cat(z.detach().to(self.weight.dtype), self.process_group)
         generator = torch.Generator(device=data.device).manual_seed(self.kmeans_seed)
-        result = kmeans(data, self.num_codes, iters=self.kmeans_iters, distance=self.distance, generator=generator)
+        result = kmeans(
+            data, self.num_codes, iters=self.kmeans_iters, distance=self.distance, generator=generator
+        )
         self.set_codes(result.centers, counts=result.counts)
         self.initialized.fill_(True)
 
@@ -184,7 +186,9 @@ class Codebook(nn.Module):
         counts = code_counts(codes, self.num_codes, z.dtype)
         group = self.process_group
         if self.update_mode == "ema":
-            sums = torch.zeros(self.num_codes, self.dim, device=z.device, dtype=z.dtype).index_add_(0, codes, z)
+            sums = torch.zeros(self.num_codes, self.dim, device=z.device, dtype=z.dtype).index_add_(
+                0, codes, z
+            )
             packed = torch.cat([counts[:, None], sums], dim=1)  # one collective for counts and sums
             distributed.all_reduce_sum_(packed, group)
             counts, sums = packed[:, 0], packed[:, 1:]
@@ -214,8 +218,9 @@ class Codebook(nn.Module):
         pick = (torch.arange(k, device=z.device) * 7919 + self.step * 104729) % candidates.shape[0]
         dead = self.cluster_size < self.restart_threshold
         self.weight.data.copy_(torch.where(dead[:, None], candidates[pick], self.weight))
-        self.cluster_size.copy_(torch.where(dead, torch.full_like(self.cluster_size, self.restart_threshold),
-                                            self.cluster_size))
+        self.cluster_size.copy_(
+            torch.where(dead, torch.full_like(self.cluster_size, self.restart_threshold), self.cluster_size)
+        )
         if self.update_mode == "ema":
             self._sync_ema_sum()
 
@@ -238,5 +243,7 @@ class Codebook(nn.Module):
             self._sync_ema_sum()
 
     def extra_repr(self) -> str:
-        return (f"num_codes={self.num_codes}, dim={self.dim}, init={self.init_mode}, update={self.update_mode}, "
-                f"distance={self.distance}, restart={self.restart}")
+        return (
+            f"num_codes={self.num_codes}, dim={self.dim}, init={self.init_mode}, update={self.update_mode}, "
+            f"distance={self.distance}, restart={self.restart}"
+        )

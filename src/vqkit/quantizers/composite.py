@@ -103,8 +103,11 @@ class ResidualQuantizer(_Composite):
             raise ValueError(f"stages: stage dim {stage_dim} differs from dim={dim}; pass project=True")
         self.project_in: nn.Module = nn.Linear(dim, stage_dim) if project else nn.Identity()
         self.project_out: nn.Module = nn.Linear(stage_dim, dim) if project else nn.Identity()
-        scales = torch.ones(len(self.stage_list), 1) if stage_scales is None else stage_scales.float().reshape(
-            len(self.stage_list), -1)
+        scales = (
+            torch.ones(len(self.stage_list), 1)
+            if stage_scales is None
+            else stage_scales.float().reshape(len(self.stage_list), -1)
+        )
         self.register_buffer("stage_scales", scales, persistent=False)
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
@@ -157,7 +160,9 @@ class ProductQuantizer(_Composite):
         super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
         self._set_stages(stages)
         if sum(s.dim for s in self.stage_list) != dim:
-            raise ValueError(f"stages: sub-vector dims {[s.dim for s in self.stage_list]} must sum to dim={dim}")
+            raise ValueError(
+                f"stages: sub-vector dims {[s.dim for s in self.stage_list]} must sum to dim={dim}"
+            )
 
     def _split(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return torch.split(z, [s.dim for s in self.stage_list], dim=-1)
@@ -172,8 +177,13 @@ class ProductQuantizer(_Composite):
         )
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.cat([stage._encode(part) for stage, part in zip(self.stage_list, self._split(z), strict=True)], 1)
+        return torch.cat(
+            [stage._encode(part) for stage, part in zip(self.stage_list, self._split(z), strict=True)], 1
+        )
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        parts = [stage._decode(codes[:, cols]) for stage, cols in zip(self.stage_list, self._code_slices(), strict=True)]
+        parts = [
+            stage._decode(codes[:, cols])
+            for stage, cols in zip(self.stage_list, self._code_slices(), strict=True)
+        ]
         return torch.cat(parts, dim=-1)

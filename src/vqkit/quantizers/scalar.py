@@ -132,7 +132,8 @@ class LFQ(Quantizer):
         self.temperature = check_range("temperature", temperature, 0.0, float("inf"), low_open=True)
         self.diversity = check_range("diversity", diversity, 0.0, float("inf"))
         self.entropy_mode: lfq_math.EntropyMode = check_choice(  # type: ignore[assignment]
-            "entropy_mode", entropy_mode, ("auto", "exact", "factorized"))
+            "entropy_mode", entropy_mode, ("auto", "exact", "factorized")
+        )
         self.beta = check_range("beta", beta, 0.0, float("inf"))
         self.entropy_weight = check_range("entropy_weight", entropy_weight, 0.0, float("inf"))
         self.project_in, self.project_out = _projections(dim, self.bits)
@@ -156,7 +157,8 @@ class LFQ(Quantizer):
         losses = {"commitment": F.mse_loss(h, hard)}
         if self.training:
             per_sample, codebook = lfq_math.entropy_terms(
-                h, scale=self.scale, temperature=self.temperature, mode=self.entropy_mode)
+                h, scale=self.scale, temperature=self.temperature, mode=self.entropy_mode
+            )
             losses["entropy"] = per_sample - self.diversity * codebook
         out = self.project_out(straight_through(hard, h))
         return QuantizerOutput(quantized=out, codes=codes[:, None], losses=losses)
@@ -165,7 +167,9 @@ class LFQ(Quantizer):
         return lfq_math.signs_to_index(self.project_in(z))[:, None]
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.project_out(lfq_math.bits_to_values(lfq_math.index_to_bits(codes[:, 0], self.bits), self.scale))
+        return self.project_out(
+            lfq_math.bits_to_values(lfq_math.index_to_bits(codes[:, 0], self.bits), self.scale)
+        )
 
 
 @register_quantizer("residual_fsq")
@@ -186,8 +190,14 @@ class ResidualFSQ(ResidualQuantizer):
         n = check_positive_int("num_quantizers", num_quantizers)
         scales = torch.stack([(torch.tensor(lv, dtype=torch.float32) - 1) ** -i for i in range(n)])
         stages = [FSQ(len(lv), lv) for _ in range(n)]
-        super().__init__(dim, stages, stage_scales=scales, project=dim != len(lv), layout=layout,
-                         allow_nonfinite=allow_nonfinite)
+        super().__init__(
+            dim,
+            stages,
+            stage_scales=scales,
+            project=dim != len(lv),
+            layout=layout,
+            allow_nonfinite=allow_nonfinite,
+        )
 
 
 @register_quantizer("residual_lfq")
@@ -209,8 +219,11 @@ class ResidualLFQ(ResidualQuantizer):
     ) -> None:
         b = check_positive_int("bits", bits)
         n = check_positive_int("num_quantizers", num_quantizers)
-        stages = [LFQ(b, b, temperature=temperature, diversity=diversity, beta=beta, entropy_weight=entropy_weight)
-                  for _ in range(n)]
+        stages = [
+            LFQ(b, b, temperature=temperature, diversity=diversity, beta=beta, entropy_weight=entropy_weight)
+            for _ in range(n)
+        ]
         scales = torch.tensor([2.0**-i for i in range(n)])
-        super().__init__(dim, stages, stage_scales=scales, project=dim != b, layout=layout,
-                         allow_nonfinite=allow_nonfinite)
+        super().__init__(
+            dim, stages, stage_scales=scales, project=dim != b, layout=layout, allow_nonfinite=allow_nonfinite
+        )

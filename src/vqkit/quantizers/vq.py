@@ -78,8 +78,17 @@ class VQ(Quantizer):
         self.project_in: nn.Module = nn.Identity() if code_dim == dim else nn.Linear(dim, code_dim)
         self.project_out: nn.Module = nn.Identity() if code_dim == dim else nn.Linear(code_dim, dim)
         self.codebook = Codebook(
-            codebook_size, code_dim, init=init, update=update, distance=distance, restart=restart, decay=decay,
-            eps=eps, restart_threshold=restart_threshold, kmeans_iters=kmeans_iters, kmeans_seed=kmeans_seed,
+            codebook_size,
+            code_dim,
+            init=init,
+            update=update,
+            distance=distance,
+            restart=restart,
+            decay=decay,
+            eps=eps,
+            restart_threshold=restart_threshold,
+            kmeans_iters=kmeans_iters,
+            kmeans_seed=kmeans_seed,
             normalize=self.l2_normalize,
         )
 
