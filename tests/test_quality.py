@@ -65,3 +65,24 @@ def test_residual_levels_each_reduce_the_residual() -> None:
         partial = sum(stage._decode(codes[:, i : i + 1]) for i, stage in enumerate(q.stages) if i < n)
         errors.append(float((data - partial).pow(2).mean()))  # type: ignore[operator]
     assert errors == sorted(errors, reverse=True), errors
+
+
+def test_residual_fsq_single_stage_trains_like_fsq() -> None:
+    # One stage of residual FSQ is FSQ: the same training must give the same model (the gradient goes
+    # through the stage's tanh bound, not an identity straight-through that lets inputs grow unboundedly).
+    data = torch.randn(2048, 4)
+    torch.manual_seed(0)
+    single = vqkit.ResidualFSQ(4, levels=[4] * 4, num_quantizers=1)
+    torch.manual_seed(0)
+    plain = vqkit.FSQ(4, levels=[4] * 4)
+    gain_a, gain_b = torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(4))
+    for q, gain in ((single, gain_a), (plain, gain_b)):
+        opt = torch.optim.Adam([gain], lr=0.05)
+        for _ in range(40):
+            out = q(data * gain)
+            loss = (out.quantized - data).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    torch.testing.assert_close(gain_a, gain_b)
+    assert float(gain_a.abs().max()) < 3.0

@@ -14,11 +14,12 @@ Codes are ``[..., num_stages]`` / ``[..., num_groups]``; losses are the means of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Literal, cast
 
 import torch
 from torch import nn
 
+from vqkit._validate import check_choice
 from vqkit.quantizers.base import Quantizer, straight_through
 from vqkit.types import Layout, QuantizerOutput
 
@@ -80,6 +81,11 @@ class ResidualQuantizer(_Composite):
         stage_scales: optional ``[S, stage_dim]`` (or ``[S]``) factors: stage ``i`` quantizes ``r_i / s_i`` and
             contributes ``q_i * s_i``.
         project: add learned linear maps ``dim -> stage_dim -> dim`` (needed when they differ).
+        gradient: ``"straight_through"`` (default): identity from the summed output to the input, applied once.
+            ``"stages"``: the sum of each stage's own estimator (``q_i`` as the stage returns it, times ``s_i``):
+            for bounded stages (FSQ) whose estimator passes through ``tanh``. With the identity, inputs beyond the
+            bound keep being pushed outwards (FSQ has no commitment loss) and grow without limit; the demo measured
+            the projected input's std going from 0.8 to 54-84 in 1,500 steps.
     """
 
     stage_scales: torch.Tensor
@@ -91,6 +97,7 @@ class ResidualQuantizer(_Composite):
         *,
         stage_scales: torch.Tensor | None = None,
         project: bool = False,
+        gradient: Literal["straight_through", "stages"] = "straight_through",
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
     ) -> None:
@@ -109,20 +116,26 @@ class ResidualQuantizer(_Composite):
             else stage_scales.float().reshape(len(self.stage_list), -1)
         )
         self.register_buffer("stage_scales", scales, persistent=False)
+        self.gradient = check_choice("gradient", gradient, ("straight_through", "stages"))
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         h = self.project_in(z)
         residual = h
         total = torch.zeros_like(h)
+        surrogate = torch.zeros_like(h)
         outputs = []
         for stage, scale in zip(self.stage_list, self.stage_scales, strict=True):
             out = stage._quantize(residual / scale)
             q = out.quantized.detach() * scale
             residual = residual - q
             total = total + q
+            if self.gradient == "stages":
+                surrogate = surrogate + out.quantized * scale
             outputs.append(out)
         return QuantizerOutput(
-            quantized=self.project_out(straight_through(total, h)),
+            quantized=self.project_out(
+                straight_through(total, surrogate if self.gradient == "stages" else h)
+            ),
             codes=torch.cat([out.codes for out in outputs], dim=1),
             losses=_mean_losses(outputs),
             metrics=_prefixed_metrics(outputs),

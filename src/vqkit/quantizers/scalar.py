@@ -190,10 +190,12 @@ class ResidualFSQ(ResidualQuantizer):
         n = check_positive_int("num_quantizers", num_quantizers)
         scales = torch.stack([(torch.tensor(lv, dtype=torch.float32) - 1) ** -i for i in range(n)])
         stages = [FSQ(len(lv), lv) for _ in range(n)]
+        # Each stage's own estimator (through its tanh bound), not one identity step: see ResidualQuantizer.
         super().__init__(
             dim,
             stages,
             stage_scales=scales,
+            gradient="stages",
             project=dim != len(lv),
             layout=layout,
             allow_nonfinite=allow_nonfinite,
