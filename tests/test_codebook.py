@@ -101,3 +101,20 @@ def test_cvq_first_step_moves_codebook_onto_data(update: str) -> None:
     assert int(unused.sum()) > 16
     nearest = torch.cdist(q.codebook.weight.detach()[unused], data).min(1).values
     assert float(nearest.max()) < 0.05
+
+
+def test_restarted_codes_get_a_grace_period() -> None:
+    cb = Codebook(
+        4, 2, update="grad", restart="dead", restart_threshold=1.0, decay=0.9
+    )  # only restarts move it
+    first = None
+    for step in range(6):
+        before = cb.weight.clone()
+        cb.update(torch.randn(8, 2) * 0.01, torch.zeros(8, dtype=torch.long))  # only code 0 is ever used
+        moved = (cb.weight != before).any(1)[1:]
+        if step == 0:
+            first = cb.weight[1:].clone()
+            assert moved.all()  # unused from the start: restarted at once
+        else:
+            assert not moved.any(), f"restarted again at step {step}"
+    assert first is not None and torch.equal(cb.weight[1:], first)

@@ -130,3 +130,20 @@ def test_autocast_keeps_codebook_math_in_fp32(quantizer_name: str) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         codes = q.encode(x)
     assert torch.equal(codes, q.encode(x))
+
+
+@pytest.mark.parametrize("cast", ["double", "half", "bfloat16"])
+def test_module_casts(quantizer_name: str, cast: str) -> None:
+    q = make(quantizer_name)
+    q = getattr(q, cast)()
+    dtype = {"double": torch.float64, "half": torch.float16, "bfloat16": torch.bfloat16}[cast]
+    # .double() computes in float64; half casts keep the codebook state in float32 (see Quantizer._apply).
+    expected_state = torch.float64 if cast == "double" else torch.float32
+    for name, t in q.state_dict().items():
+        if t.is_floating_point():
+            assert t.dtype == expected_state, name
+    x = torch.randn(3, 7, DIM).to(dtype)
+    out = q(x)
+    assert out.quantized.dtype == dtype and torch.isfinite(out.quantized.float()).all()
+    q.eval()
+    assert torch.equal(q.decode(q.encode(x)).to(dtype), q(x).quantized)

@@ -110,3 +110,42 @@ def test_save_replaces_atomically_and_leaves_no_partial_folder(tmp_path, monkeyp
         vqkit.VQ(4, 8).save(path)
     assert (path / "weights.safetensors").read_bytes() == before  # the old folder is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]  # no staging leftovers
+
+
+def test_failed_publish_restores_the_old_folder(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from vqkit.utils import atomic
+
+    path = vqkit.VQ(4, 8).save(tmp_path / "q")
+    before = (path / "weights.safetensors").read_bytes()
+    real_replace = atomic.os.replace
+    calls = []
+
+    def flaky(src: object, dst: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the rename that publishes the new folder
+            raise KeyboardInterrupt
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(atomic.os, "replace", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        vqkit.VQ(4, 8).save(path)
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    assert (path / "weights.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]
+    vqkit.load_quantizer(path)
+
+
+def test_codebook_argument_ranges() -> None:
+    with pytest.raises(ValueError, match=r"eps: expected a number in \(0.0, inf\], got 0.0"):
+        vqkit.VQ(4, 8, eps=0.0)
+    with pytest.raises(ValueError, match="kmeans_iters: expected a number in"):
+        vqkit.VQ(4, 8, kmeans_iters=-3)
+    with pytest.raises(ValueError, match="codebook_size: expected 1 or num_groups=2 sizes"):
+        vqkit.ProductVQ(8, [4, 8, 16], num_groups=2)
+
+
+def test_usage_rejects_out_of_range_codes() -> None:
+    usage = vqkit.CodebookUsage([4, 8])
+    with pytest.raises(ValueError, match=r"codes: code 0 must lie in \[0, 4\), got values in \[9, 9\]"):
+        usage.update(torch.tensor([[9, 0]]))
+    assert usage.compute()["num_vectors"] == 0

@@ -67,7 +67,7 @@ def brute_force_entropies(z: torch.Tensor, scale: float, temperature: float) -> 
 
 def test_lfq_entropy_exact_matches_softmax_over_all_codes() -> None:
     z = torch.randn(64, 4) * 0.3
-    per_sample, codebook = lfq.entropy_terms(z, scale=1.0, temperature=2.0, mode="exact", chunk=10)
+    per_sample, codebook = lfq.entropy_terms(z, scale=1.0, temperature=2.0, mode="exact", max_chunk_bytes=640)
     ref_ps, ref_cb = brute_force_entropies(z, 1.0, 2.0)
     assert float(per_sample) == pytest.approx(ref_ps, rel=1e-4)
     assert float(codebook) == pytest.approx(ref_cb, rel=1e-4)
@@ -78,3 +78,18 @@ def test_lfq_factorized_entropy_is_an_upper_bound() -> None:
     _, exact = lfq.entropy_terms(z, temperature=2.0, mode="exact")
     _, factorized = lfq.entropy_terms(z, temperature=2.0, mode="factorized")
     assert float(factorized) >= float(exact) - 1e-5
+
+
+def test_lfq_exact_entropy_gradient_is_the_same_chunked_and_whole() -> None:
+    z = (torch.randn(50, 5) * 0.3).requires_grad_(True)
+    grads = []
+    for chunk_bytes in (128, 1 << 30):  # 1 row per chunk (checkpointed) vs one chunk
+        _, codebook = lfq.entropy_terms(z, temperature=1.0, mode="exact", max_chunk_bytes=chunk_bytes)
+        (grad,) = torch.autograd.grad(codebook, z)
+        grads.append(grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_lfq_entropy_of_an_empty_batch_is_zero() -> None:
+    per_sample, codebook = lfq.entropy_terms(torch.zeros(0, 4))
+    assert float(per_sample) == 0.0 and float(codebook) == 0.0

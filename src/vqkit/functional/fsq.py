@@ -36,10 +36,12 @@ def values_to_digits(rounded: torch.Tensor, levels: torch.Tensor) -> torch.Tenso
     return (rounded + half_width(levels).to(rounded)).round().long()
 
 
-def digits_to_values(digits: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Digits ``[..., d]`` -> normalized values in ``[-1, 1]`` (float32)."""
-    hw = half_width(levels).to(device=digits.device, dtype=torch.float32)
-    return (digits.to(torch.float32) - hw) / hw
+def digits_to_values(
+    digits: torch.Tensor, levels: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Digits ``[..., d]`` -> normalized values in ``[-1, 1]`` (of ``dtype``)."""
+    hw = half_width(levels).to(device=digits.device, dtype=dtype)
+    return (digits.to(dtype) - hw) / hw
 
 
 def basis(levels: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,8 @@ Each channel is quantized to its sign, ``{-scale, +scale}``; the code is the bit
 the squared distance is a sum over channels, ``q`` factorizes into independent bits with
 ``p_i = sigmoid(4 * scale * z_i / tau)``: the per-sample entropy is exactly the sum of binary entropies. The
 codebook entropy ``H(E[q])`` does not factorize; it is computed exactly over all ``2^d`` codes for ``d <= 16``
-(chunked, never ``N x 2^d`` at once) and by the factorized upper bound ``sum_i H(E[p_i])`` (as in BSQ,
-arXiv 2406.07548) above that.
+(in chunks recomputed in backward, never ``N x 2^d`` at once) and by the factorized upper bound
+``sum_i H(E[p_i])`` (as in BSQ, arXiv 2406.07548) above that.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 EntropyMode = Literal["auto", "exact", "factorized"]
 EXACT_ENTROPY_MAX_BITS = 16
@@ -36,9 +37,16 @@ def index_to_bits(index: torch.Tensor, num_bits: int) -> torch.Tensor:
     )
 
 
-def bits_to_values(bits: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Bits -> ``{-scale, +scale}`` float32 values."""
-    return (bits.to(torch.float32) * 2.0 - 1.0) * scale
+def bits_to_values(
+    bits: torch.Tensor, scale: float = 1.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Bits -> ``{-scale, +scale}`` values of ``dtype``."""
+    return (bits.to(dtype) * 2.0 - 1.0) * scale
+
+
+def _chunk_mass(log_p1: torch.Tensor, log_p0: torch.Tensor, all_bits: torch.Tensor) -> torch.Tensor:
+    """``sum_n q(c | z_n)`` for one chunk: ``log q = sum_i b_i log p_i + (1 - b_i) log(1 - p_i)``."""
+    return (log_p1 @ all_bits.t() + log_p0 @ (1 - all_bits).t()).exp().sum(0)
 
 
 def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
@@ -52,10 +60,17 @@ def entropy_terms(
     scale: float = 1.0,
     temperature: float = 0.01,
     mode: EntropyMode = "auto",
-    chunk: int = 4096,
+    max_chunk_bytes: int = 64 * 1024 * 1024,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample entropy and codebook entropy (nats) of the soft assignment ``q(c | z)``. ``z``: ``[N, d]``."""
+    """Per-sample entropy and codebook entropy (nats) of the soft assignment ``q(c | z)``. ``z``: ``[N, d]``.
+
+    The exact codebook entropy visits ``N x 2^d`` probabilities in row chunks of at most ``max_chunk_bytes``;
+    each chunk is recomputed in backward (activation checkpointing), so neither pass holds more than one chunk.
+    """
     n, d = z.shape
+    if n == 0:  # e.g. a rank with an empty batch: no entropy, and no NaN from a mean over nothing
+        zero = z.sum() * 0.0
+        return zero, zero
     logits = 4.0 * scale * z / temperature
     p = torch.sigmoid(logits)
     per_sample = _binary_entropy(p).sum(-1).mean()
@@ -68,11 +83,16 @@ def entropy_terms(
     log_p0 = torch.nn.functional.logsigmoid(-logits)
     all_bits = index_to_bits(torch.arange(2**d, device=z.device), d).to(z.dtype)  # [2^d, d]
     avg = z.new_zeros(2**d)
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        # log q(c|z) = sum_i b_i log p_i + (1 - b_i) log(1 - p_i)
-        log_q = log_p1[start:stop] @ all_bits.t() + log_p0[start:stop] @ (1 - all_bits).t()
-        avg = avg + log_q.exp().sum(0)
-    avg = avg / n
+    rows = max(1, max_chunk_bytes // (2**d * z.element_size()))
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        if torch.is_grad_enabled() and logits.requires_grad:
+            part = checkpoint(
+                _chunk_mass, log_p1[start:stop], log_p0[start:stop], all_bits, use_reentrant=False
+            )
+        else:
+            part = _chunk_mass(log_p1[start:stop], log_p0[start:stop], all_bits)
+        avg = avg + part
+    avg = avg / max(n, 1)
     codebook = -(avg * torch.log(avg.clamp(min=1e-12))).sum()
     return per_sample, codebook

@@ -33,6 +33,8 @@ from vqkit.distributed import ProcessGroup
 from vqkit.functional.stats import batch_usage
 from vqkit.types import LAYOUTS, Layout, QuantizerOutput
 
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
 CONFIG_FORMAT = "vqkit.quantizer"
 CONFIG_VERSION = 1
 
@@ -173,7 +175,7 @@ class Quantizer(nn.Module, ABC):
         """Quantize ``x`` (``[..., D]`` or ``[B, D, *S]`` by ``layout``). See ``QuantizerOutput``."""
         z, lead = self._flatten(x, "x")
         with _fp32_compute(z.device):
-            flat = self._quantize(z.float())
+            flat = self._quantize(z.to(self.compute_dtype))
         metrics = dict(self._usage_metrics(flat.codes))
         metrics.update(flat.metrics)
         return QuantizerOutput(
@@ -189,7 +191,7 @@ class Quantizer(nn.Module, ABC):
         """Codes of ``x``: ``[..., C]`` int64 (``[B, *S, C]`` for channels-first input). No state changes."""
         z, lead = self._flatten(x, "x")
         with _fp32_compute(z.device):
-            codes = self._encode(z.float())
+            codes = self._encode(z.to(self.compute_dtype))
         return codes.reshape(*lead, self.codes_per_vector)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -222,6 +224,35 @@ class Quantizer(nn.Module, ABC):
         for module in self.modules():
             if isinstance(module, Quantizer) or hasattr(module, "process_group"):
                 setattr(module, "process_group", group)  # noqa: B010  (typed as Module attribute)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """float32, or float64 when the module was cast with ``.double()``; never a half type (see ``_apply``)."""
+        for tensor in self._floating_tensors():
+            return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+        return torch.float32
+
+    def _floating_tensors(self) -> Iterator[torch.Tensor]:
+        for tensor in (*self.parameters(), *self.buffers()):
+            if tensor.is_floating_point():
+                yield tensor
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Quantizer:
+        """``.half()`` / ``.to(torch.bfloat16)`` move the quantizer but keep its state in float32.
+
+        Codebooks, EMA statistics and projections stay float32 so distances and updates keep their precision
+        (and a model-wide ``.half()`` works); inputs of any dtype are accepted and outputs return in it.
+        ``.double()`` is honoured: the quantizer then computes in float64.
+        """
+        super()._apply(fn, recurse)
+        for module in self.modules():
+            for param in module._parameters.values():
+                if param is not None and param.dtype in _HALF_TYPES:
+                    param.data = param.data.float()
+            for name, buffer in module._buffers.items():
+                if buffer is not None and buffer.dtype in _HALF_TYPES:
+                    module._buffers[name] = buffer.float()
+        return self
 
     # ------------------------------------------------------------------ config and persistence
     def to_config(self) -> dict[str, Any]:

@@ -21,8 +21,10 @@ every rank and every training step, so codebooks stay identical across ranks and
 Deviations, each deliberate:
 
 * Encodec overwrites restarted codes at the next EMA step (its ``embed`` is recomputed from ``embed_avg``); here a
-  restarted code also gets its EMA sum and count set (count = ``restart_threshold``), so the restart sticks and
-  the code has one threshold's worth of grace before it can be restarted again.
+  restarted code also gets its EMA sum and count set, the count to ``restart_threshold / decay ** (1 / (1 -
+  decay))``, so the restart sticks and the code has one EMA time constant (100 steps at decay 0.99) of grace
+  before it can be restarted again. Counts start at one, so with the default threshold every code unused by
+  the first training batch is restarted onto data at step one (as in Encodec, where counts start at zero).
 * CVQ picks anchors per rank; here the anchor for code ``k`` is the nearest feature over all ranks' batches,
   which is what a single process would pick on the concatenated batch.
 * Restart candidates are drawn per rank, gathered, and assigned to dead codes by a deterministic stride from
@@ -101,9 +103,9 @@ class Codebook(nn.Module):
         self.distance: Distance = check_choice("distance", distance, DISTANCES)  # type: ignore[assignment]
         self.restart = check_choice("restart", restart, RESTARTS)
         self.decay = check_range("decay", decay, 0.0, 1.0, high_open=True)
-        self.eps = check_range("eps", eps, 0.0, float("inf"))
+        self.eps = check_range("eps", eps, 0.0, float("inf"), low_open=True)
         self.restart_threshold = check_range("restart_threshold", restart_threshold, 0.0, float("inf"))
-        self.kmeans_iters = int(kmeans_iters)
+        self.kmeans_iters = int(check_range("kmeans_iters", kmeans_iters, 0, 10_000))
         self.kmeans_seed = int(kmeans_seed)
         self.normalize = bool(normalize)
         self.process_group: ProcessGroup | None = None
@@ -218,8 +220,13 @@ class Codebook(nn.Module):
         pick = (torch.arange(k, device=z.device) * 7919 + self.step * 104729) % candidates.shape[0]
         dead = self.cluster_size < self.restart_threshold
         self.weight.data.copy_(torch.where(dead[:, None], candidates[pick], self.weight))
+        # Grace period: a restarted code starts at the count that takes one EMA time constant (1 / (1 - decay)
+        # steps) of zero use to decay back under the threshold; at exactly the threshold it would be dead again
+        # after the next decay and restarted every step.
+        horizon = max(1, round(1.0 / (1.0 - self.decay)))
+        grace_count = self.restart_threshold / max(self.decay, 1e-6) ** horizon
         self.cluster_size.copy_(
-            torch.where(dead, torch.full_like(self.cluster_size, self.restart_threshold), self.cluster_size)
+            torch.where(dead, torch.full_like(self.cluster_size, grace_count), self.cluster_size)
         )
         if self.update_mode == "ema":
             self._sync_ema_sum()

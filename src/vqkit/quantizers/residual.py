@@ -18,15 +18,17 @@ from vqkit.registry import register_quantizer
 from vqkit.types import Layout
 
 
-def _level_sizes(codebook_size: int | Sequence[int], num_quantizers: int | None) -> list[int]:
+def _level_sizes(
+    codebook_size: int | Sequence[int], num_quantizers: int | None, count_name: str = "num_quantizers"
+) -> list[int]:
     sizes = check_int_list("codebook_size", codebook_size, minimum=2)
     if num_quantizers is None:
         return sizes
-    check_positive_int("num_quantizers", num_quantizers)
+    check_positive_int(count_name, num_quantizers)
     if len(sizes) == 1:
         return sizes * num_quantizers
     if len(sizes) != num_quantizers:
-        raise ValueError(f"codebook_size: expected 1 or num_quantizers={num_quantizers} sizes, got {sizes}")
+        raise ValueError(f"codebook_size: expected 1 or {count_name}={num_quantizers} sizes, got {sizes}")
     return sizes
 
 
@@ -81,6 +83,6 @@ class ProductVQ(ProductQuantizer):
     ) -> None:
         check_positive_int("num_groups", num_groups)
         check_divisible("dim", check_positive_int("dim", dim), "num_groups", num_groups)
-        sizes = _level_sizes(codebook_size, num_groups)
+        sizes = _level_sizes(codebook_size, num_groups, "num_groups")
         groups = [VQ(dim // num_groups, size, **vq_kwargs) for size in sizes]
         super().__init__(dim, groups, layout=layout, allow_nonfinite=allow_nonfinite)

@@ -82,7 +82,7 @@ class FSQ(Quantizer):
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         bounded, digits = self._digits(self.project_in(z))
-        hard = fsq_math.digits_to_values(digits, self._levels)
+        hard = fsq_math.digits_to_values(digits, self._levels, self.compute_dtype)
         scaled = bounded / fsq_math.half_width(self._levels).to(bounded)
         out = self.project_out(straight_through(hard, scaled))
         codes = fsq_math.digits_to_index(digits, self._levels)[:, None]
@@ -93,7 +93,7 @@ class FSQ(Quantizer):
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         digits = fsq_math.index_to_digits(codes[:, 0], self._levels)
-        return self.project_out(fsq_math.digits_to_values(digits, self._levels))
+        return self.project_out(fsq_math.digits_to_values(digits, self._levels, self.compute_dtype))
 
 
 @register_quantizer("lfq")
@@ -153,7 +153,9 @@ class LFQ(Quantizer):
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         h = self.project_in(z)
         codes = lfq_math.signs_to_index(h)
-        hard = lfq_math.bits_to_values(lfq_math.index_to_bits(codes, self.bits), self.scale)
+        hard = lfq_math.bits_to_values(
+            lfq_math.index_to_bits(codes, self.bits), self.scale, self.compute_dtype
+        )
         losses = {"commitment": F.mse_loss(h, hard)}
         if self.training:
             per_sample, codebook = lfq_math.entropy_terms(
@@ -168,7 +170,9 @@ class LFQ(Quantizer):
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.project_out(
-            lfq_math.bits_to_values(lfq_math.index_to_bits(codes[:, 0], self.bits), self.scale)
+            lfq_math.bits_to_values(
+                lfq_math.index_to_bits(codes[:, 0], self.bits), self.scale, self.compute_dtype
+            )
         )
 
 

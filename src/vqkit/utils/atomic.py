@@ -43,8 +43,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a staging folder; on success it replaces ``path`` whole, on error it is removed.
 
-    An existing ``path`` is moved aside first and deleted only after the new folder is in place, so an
-    interruption leaves either the old folder or the new one (plus a hidden leftover), never a mixture.
+    The staged files are fsynced first. An existing ``path`` is moved aside and deleted only after the new
+    folder is in place; if the second rename fails, the old folder is moved back. An interruption leaves the
+    old folder or the new one (plus at most a hidden leftover), never a mixture. (A hard kill exactly between
+    the two renames leaves the old folder under its hidden ``.old`` name.)
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +54,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield staging
+        _fsync_tree(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -63,6 +66,31 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
         backup.rmdir()
         os.replace(target, backup)
-    os.replace(staging, target)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        # Put the old folder back: an interruption between the two renames must not lose it.
+        if backup is not None and not target.exists():
+            os.replace(backup, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync_dir(target.parent)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file under ``root`` and the folders themselves, so a rename publishes complete data."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(folder))
