@@ -22,6 +22,7 @@ from vqkit.quantizers import (
     ResidualQuantizer,
     ResidualVQ,
 )
+from vqkit.recipes import kmeans_init_from_encoder
 from vqkit.registry import create_quantizer, list_quantizers, register_preset, register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 
@@ -44,6 +45,7 @@ __all__ = [
     "ResidualVQ",
     "__version__",
     "create_quantizer",
+    "kmeans_init_from_encoder",
     "list_quantizers",
     "load_quantizer",
     "nearest_code",

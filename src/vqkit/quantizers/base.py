@@ -141,6 +141,11 @@ class Quantizer(nn.Module, ABC):
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``[N, C]`` int64 -> ``[N, D]`` float32 from the effective codebook."""
 
+    def init_codebook(self, vectors: torch.Tensor) -> None:
+        """Initialize the codebook(s) by k-means on ``vectors`` ``[N, D]`` (e.g. a pretrained encoder's outputs:
+        the pretrain-then-finetune recipe). Quantizers without a learned codebook raise ``TypeError``."""
+        raise TypeError(f"{type(self).__name__} has no codebook to initialize from data")
+
     @property
     def loss_weights(self) -> dict[str, float]:
         """Configured weight of each loss name (the terms themselves are returned unweighted)."""

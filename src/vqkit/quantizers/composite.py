@@ -141,6 +141,14 @@ class ResidualQuantizer(_Composite):
             metrics=_prefixed_metrics(outputs),
         )
 
+    @torch.no_grad()
+    def init_codebook(self, vectors: torch.Tensor) -> None:
+        """Residual k-means: level ``i`` is fitted to what levels ``< i`` leave of ``vectors`` ``[N, D]``."""
+        residual = self.project_in(vectors.reshape(-1, self.dim).to(self.compute_dtype))
+        for stage, scale in zip(self.stage_list, self.stage_scales, strict=True):
+            stage.init_codebook(residual / scale)
+            residual = residual - stage._decode(stage._encode(residual / scale)) * scale
+
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
         residual = self.project_in(z)
         codes = []
@@ -188,6 +196,13 @@ class ProductQuantizer(_Composite):
             losses=_mean_losses(outputs),
             metrics=_prefixed_metrics(outputs),
         )
+
+    @torch.no_grad()
+    def init_codebook(self, vectors: torch.Tensor) -> None:
+        """k-means per group on the matching sub-vectors of ``vectors`` ``[N, D]``."""
+        parts = self._split(vectors.reshape(-1, self.dim).to(self.compute_dtype))
+        for stage, part in zip(self.stage_list, parts, strict=True):
+            stage.init_codebook(part)
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.cat(
