@@ -21,6 +21,7 @@ from vqkit.quantizers import (
     ResidualLFQ,
     ResidualQuantizer,
     ResidualVQ,
+    SimVQ,
 )
 from vqkit.recipes import kmeans_init_from_encoder
 from vqkit.registry import create_quantizer, list_quantizers, register_preset, register_quantizer
@@ -43,6 +44,7 @@ __all__ = [
     "ResidualLFQ",
     "ResidualQuantizer",
     "ResidualVQ",
+    "SimVQ",
     "__version__",
     "create_quantizer",
     "kmeans_init_from_encoder",

@@ -6,6 +6,7 @@ from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
 from vqkit.quantizers.residual import ProductVQ, ResidualVQ
 from vqkit.quantizers.scalar import FSQ, LFQ, ResidualFSQ, ResidualLFQ
+from vqkit.quantizers.simvq import SimVQ
 from vqkit.quantizers.vq import VQ
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "ResidualLFQ",
     "ResidualQuantizer",
     "ResidualVQ",
+    "SimVQ",
     "straight_through",
 ]
