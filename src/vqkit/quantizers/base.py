@@ -328,6 +328,22 @@ class Quantizer(nn.Module, ABC):
         return metrics
 
 
+class SingleCodebookQuantizer(Quantizer):
+    """A quantizer with one code per vector from ``num_codes`` codes and the VQ-VAE loss pair
+    (``codebook`` weight 1, ``commitment`` weight ``beta``). Subclasses set ``num_codes`` and ``beta``."""
+
+    num_codes: int
+    beta: float
+
+    @property
+    def alphabet_sizes(self) -> tuple[int, ...]:
+        return (self.num_codes,)
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {"commitment": self.beta, "codebook": 1.0}
+
+
 def load_config_json(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())

@@ -24,13 +24,13 @@ from torch import nn
 
 from vqkit._validate import check_positive_int, check_range
 from vqkit.functional.search import nearest_code
-from vqkit.quantizers.base import Quantizer, straight_through
+from vqkit.quantizers.base import SingleCodebookQuantizer, straight_through
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 
 
 @register_quantizer("simvq")
-class SimVQ(Quantizer):
+class SimVQ(SingleCodebookQuantizer):
     """SimVQ: ``[..., D]`` -> codes ``[..., 1]`` in ``[0, K)`` against the effective codebook ``C W^T + b``.
 
     Args:
@@ -41,7 +41,7 @@ class SimVQ(Quantizer):
         layout, allow_nonfinite: see ``Quantizer``.
     """
 
-    frozen_codebook: torch.Tensor
+    codebook: torch.Tensor
 
     def __init__(
         self,
@@ -63,14 +63,6 @@ class SimVQ(Quantizer):
         else:
             self.register_buffer("codebook", initial)
         self.transform = nn.Linear(dim, dim)
-
-    @property
-    def alphabet_sizes(self) -> tuple[int, ...]:
-        return (self.num_codes,)
-
-    @property
-    def loss_weights(self) -> dict[str, float]:
-        return {"commitment": self.beta, "codebook": 1.0}
 
     @property
     def num_codebook_parameters(self) -> int:

@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqkit._validate import check_positive_int, check_range
-from vqkit.quantizers.base import Quantizer, straight_through
+from vqkit.quantizers.base import SingleCodebookQuantizer, straight_through
 from vqkit.quantizers.codebook import Codebook, Init, Restart, Update
 from vqkit.registry import register_quantizer
 from vqkit.types import Distance, Layout, QuantizerOutput
 
 
 @register_quantizer("vq")
-class VQ(Quantizer):
+class VQ(SingleCodebookQuantizer):
     """Vector quantizer with one codebook of ``codebook_size`` codes.
 
     Args:
@@ -91,14 +91,6 @@ class VQ(Quantizer):
             kmeans_seed=kmeans_seed,
             normalize=self.l2_normalize,
         )
-
-    @property
-    def alphabet_sizes(self) -> tuple[int, ...]:
-        return (self.num_codes,)
-
-    @property
-    def loss_weights(self) -> dict[str, float]:
-        return {"commitment": self.beta, "codebook": 1.0}
 
     @property
     def num_codebook_parameters(self) -> int:
