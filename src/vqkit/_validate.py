@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 
 def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -50,3 +52,18 @@ def check_int_list(name: str, value: Any, *, minimum: int = 1) -> list[int]:
             raise ValueError(f"{name}: expected integers >= {minimum}, got {list(value)!r}")
         out.append(int(v))
     return out
+
+
+def check_codes_in_range(flat_codes: torch.Tensor, alphabet_sizes: Sequence[int]) -> None:
+    """``flat_codes`` ``[N, C]``: column ``j`` must lie in ``[0, alphabet_sizes[j])``; names the first bad column."""
+    if not flat_codes.numel():
+        return
+    sizes = torch.tensor(list(alphabet_sizes), device=flat_codes.device)
+    bad = ((flat_codes < 0) | (flat_codes >= sizes)).any(0)
+    if bool(bad.any()):
+        j = int(bad.nonzero()[0])
+        column = flat_codes[:, j]
+        raise ValueError(
+            f"codes: code {j} must lie in [0, {alphabet_sizes[j]}), "
+            f"got values in [{int(column.min())}, {int(column.max())}]"
+        )

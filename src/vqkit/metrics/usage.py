@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from vqkit import distributed
+from vqkit._validate import check_codes_in_range
 from vqkit.distributed import ProcessGroup
 from vqkit.functional.stats import entropy_bits
 
@@ -59,15 +60,7 @@ class CodebookUsage(nn.Module):
         if codes.shape[-1] != c:
             raise ValueError(f"codes: expected shape [..., {c}], got {tuple(codes.shape)}")
         flat = codes.reshape(-1, c).long().to(self.counts.device)
-        if flat.numel():
-            sizes = torch.tensor(self.alphabet_sizes, device=flat.device)
-            bad = ((flat < 0) | (flat >= sizes)).any(0)
-            if bool(bad.any()):
-                j = int(bad.nonzero()[0])
-                raise ValueError(
-                    f"codes: code {j} must lie in [0, {self.alphabet_sizes[j]}), "
-                    f"got values in [{int(flat[:, j].min())}, {int(flat[:, j].max())}]"
-                )
+        check_codes_in_range(flat, self.alphabet_sizes)
         width = self.counts.shape[1]
         offsets = torch.arange(c, device=flat.device) * width
         self.counts.view(-1).index_add_(

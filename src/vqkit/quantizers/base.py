@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from vqkit._validate import check_choice, check_positive_int
+from vqkit._validate import check_choice, check_codes_in_range, check_positive_int
 from vqkit.distributed import ProcessGroup
 from vqkit.functional.stats import batch_usage
 from vqkit.types import LAYOUTS, Layout, QuantizerOutput
@@ -210,16 +210,7 @@ class Quantizer(nn.Module, ABC):
                 f"codes: expected shape [..., {c}] (codes_per_vector={c}), got {tuple(codes.shape)}"
             )
         flat = codes.reshape(-1, c).long()
-        if flat.numel():
-            sizes = torch.tensor(self.alphabet_sizes, device=flat.device)
-            bad = (flat < 0) | (flat >= sizes)
-            if bool(bad.any()):
-                position = int(bad.any(0).nonzero()[0])
-                column = flat[:, position]
-                raise ValueError(
-                    f"codes: code {position} must lie in [0, {self.alphabet_sizes[position]}), "
-                    f"got values in [{int(column.min())}, {int(column.max())}]"
-                )
+        check_codes_in_range(flat, self.alphabet_sizes)
         with _fp32_compute(flat.device):
             out = self._decode(flat)
         return self._unflatten(out, codes.shape[:-1])
