@@ -14,6 +14,7 @@ def small_kwargs(name: str) -> dict[str, object]:
     """Small, valid constructor arguments for every registered quantizer at ``dim=DIM``."""
     special: dict[str, dict[str, object]] = {
         "fsq": {"levels": [4, 4, 3]},
+        "ivq": {"lines": 4, "levels": "bottom-up"},
         "residual_fsq": {"levels": [4, 3], "num_quantizers": 2},
         "lfq": {"bits": 6},
         "residual_lfq": {"bits": 4, "num_quantizers": 2},

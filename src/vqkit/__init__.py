@@ -11,6 +11,7 @@ from vqkit.io import load_quantizer, save_quantizer
 from vqkit.metrics.usage import CodebookUsage
 from vqkit.quantizers import (
     FSQ,
+    IVQ,
     LFQ,
     VQ,
     Codebook,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FSQ",
+    "IVQ",
     "LFQ",
     "VQ",
     "Codebook",

@@ -8,7 +8,8 @@ Setup
 * **Rate.** ``R = 8`` bits per vector, i.e. 1 bit per dimension at ``D = 8`` and 2 at ``D = 4``. Each
   registered name is configured by ``rate_config`` to spend exactly ``R`` bits: one codebook of ``2^R`` codes;
   two residual levels or two product groups of ``R/2`` bits; FSQ levels ``[4] * (R/2)``; LFQ ``bits = R``;
-  residual FSQ / LFQ as two stages of ``R/2`` bits. A name without a rule falls back to
+  residual FSQ / LFQ as two stages of ``R/2`` bits; IVQ as ``R/4`` yin-yang
+  levels of four lines (two codes of ``D/4`` dims each). A name without a rule falls back to
   ``codebook_size = 2^R`` when its constructor takes one; otherwise, or when construction fails, it is
   skipped with a printed note. The table reports the rate the quantizer actually has (``bits_per_vector``),
   never the target.
@@ -58,7 +59,7 @@ from torch import nn
 
 import vqkit
 from vqkit.metrics.usage import CodebookUsage
-from vqkit.quantizers import FSQ, LFQ, VQ, ProductVQ, Quantizer, ResidualFSQ, ResidualLFQ, ResidualVQ
+from vqkit.quantizers import FSQ, IVQ, LFQ, VQ, ProductVQ, Quantizer, ResidualFSQ, ResidualLFQ, ResidualVQ
 from vqkit.registry import list_quantizers, quantizer_class
 from vqkit.utils.atomic import atomic_write_text
 
@@ -152,6 +153,10 @@ def rate_config(name: str, dim: int, bits: int) -> dict[str, Any] | None:
         if len(set(parts)) > 1:
             parts = [bits]
         return {"bits": parts[0], "num_quantizers": len(parts)}
+    if issubclass(cls, IVQ):  # yin-yang levels of four lines (4 bits each), 2-code codebooks of D/4 dims
+        if bits % 4 or dim % 4:
+            return None
+        return {"lines": 4, "levels": [[2, 4]] * (bits // 4)}
     if issubclass(cls, FSQ):
         return {"levels": _fsq_levels(bits)}
     if issubclass(cls, LFQ):

@@ -4,6 +4,7 @@ from vqkit.quantizers import presets as _presets  # noqa: F401  (registers the n
 from vqkit.quantizers.base import Quantizer, straight_through
 from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
+from vqkit.quantizers.ivq import IVQ
 from vqkit.quantizers.residual import ProductVQ, ResidualVQ
 from vqkit.quantizers.scalar import FSQ, LFQ, ResidualFSQ, ResidualLFQ
 from vqkit.quantizers.simvq import SimVQ
@@ -11,6 +12,7 @@ from vqkit.quantizers.vq import VQ
 
 __all__ = [
     "FSQ",
+    "IVQ",
     "LFQ",
     "VQ",
     "Codebook",

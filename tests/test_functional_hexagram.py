@@ -1,0 +1,115 @@
+"""Hexagram arithmetic against a tiny pure-Python / numpy reference, and the contrastive term against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vqkit.functional import hexagram
+from vqkit.functional.contrastive import symmetric_contrastive
+
+
+def ref_lines(index: int, lines: int) -> list[int]:
+    return [int(c) for c in format(index, f"0{lines}b")]  # first line = most significant bit
+
+
+def ref_index(bits: list[int]) -> int:
+    return int("".join(map(str, bits)), 2)
+
+
+@pytest.mark.parametrize("lines", [2, 4, 6])
+def test_lines_and_index_round_trip_against_reference(lines: int) -> None:
+    index = torch.arange(2**lines)
+    bits = hexagram.index_to_lines(index, lines)
+    assert bits.tolist() == [ref_lines(i, lines) for i in range(2**lines)]
+    assert torch.equal(hexagram.lines_to_index(bits), index)
+
+
+@pytest.mark.parametrize(("lines", "blocks"), [(6, 6), (6, 3), (6, 2), (6, 1), (4, 2), (12, 4)])
+def test_block_codes_against_reference(lines: int, blocks: int) -> None:
+    g = lines // blocks
+    index = torch.arange(2**lines)
+    codes = hexagram.block_codes(index, lines, blocks)
+    expected = [
+        [ref_index(ref_lines(i, lines)[j * g : (j + 1) * g]) for j in range(blocks)] for i in range(2**lines)
+    ]
+    assert codes.tolist() == expected
+    assert torch.equal(hexagram.blocks_to_index(codes, lines), index)
+
+
+@pytest.mark.parametrize("lines", [4, 6, 8])
+def test_relations_against_reference_and_are_commuting_involutions(lines: int) -> None:
+    index = torch.arange(2**lines)
+    zong, cuo, cuozong = (
+        hexagram.zong(index, lines),
+        hexagram.cuo(index, lines),
+        hexagram.cuozong(index, lines),
+    )
+    assert zong.tolist() == [ref_index(ref_lines(i, lines)[::-1]) for i in range(2**lines)]
+    assert cuo.tolist() == [ref_index([1 - b for b in ref_lines(i, lines)]) for i in range(2**lines)]
+    assert cuozong.tolist() == [
+        ref_index([1 - b for b in ref_lines(i, lines)][::-1]) for i in range(2**lines)
+    ]
+    for relation in (hexagram.zong, hexagram.cuo, hexagram.cuozong):
+        assert torch.equal(relation(relation(index, lines), lines), index)  # involution
+    assert torch.equal(hexagram.zong(cuo, lines), hexagram.cuo(zong, lines))  # they commute
+    assert not torch.equal(cuo, index)  # cuo fixes nothing
+
+
+@pytest.mark.parametrize(("lines", "count"), [(2, 2), (4, 6), (6, 20), (12, 1056)])
+def test_relation_groups_are_the_orbits(lines: int, count: int) -> None:
+    groups = hexagram.relation_groups(lines)
+    assert len(groups) == count == (2**lines + 2 * 2 ** (lines // 2)) // 4  # Burnside
+    members = sorted(h for group in groups for h in group)
+    assert members == list(range(2**lines))  # a partition
+    for group in groups[:50]:
+        as_tensor = torch.tensor(group)
+        for relation in (hexagram.zong, hexagram.cuo, hexagram.cuozong):
+            assert set(relation(as_tensor, lines).tolist()) == set(group)  # closed under every relation
+        assert len(group) in (2, 4)
+
+
+def test_the_qian_and_kun_hexagrams_form_one_group() -> None:
+    groups = hexagram.relation_groups(6)
+    assert groups[0] == (0, 63)  # all yin and all yang: each other's cuo, each its own zong
+
+
+@pytest.mark.parametrize("bad", [0, -1, 63, 2.0, True])
+def test_bad_lines_are_rejected(bad: object) -> None:
+    with pytest.raises(ValueError, match="lines"):
+        hexagram.index_to_lines(torch.arange(4), bad)  # type: ignore[arg-type]
+
+
+def test_blocks_must_divide_lines() -> None:
+    with pytest.raises(ValueError, match="blocks"):
+        hexagram.block_codes(torch.arange(4), 6, 4)
+
+
+def _ref_contrastive(a: np.ndarray, b: np.ndarray, cosine: bool, tau: float) -> float:
+    if cosine:
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    logits = a @ b.T / tau
+
+    def ce(m: np.ndarray) -> float:
+        m = m - m.max(axis=1, keepdims=True)
+        logp = m - np.log(np.exp(m).sum(axis=1, keepdims=True))
+        return float(-np.mean(np.diag(logp)))
+
+    return 0.5 * (ce(logits) + ce(logits.T))
+
+
+@pytest.mark.parametrize(
+    ("similarity", "tau"), [("cosine", 0.1), ("cosine", 1.0), ("dot", 1.0), ("dot", 0.5)]
+)
+def test_symmetric_contrastive_against_numpy(similarity: str, tau: float) -> None:
+    a, b = torch.randn(9, 5, dtype=torch.float64), torch.randn(9, 5, dtype=torch.float64)
+    got = symmetric_contrastive(a, b, similarity=similarity, temperature=tau)  # type: ignore[arg-type]
+    assert float(got) == pytest.approx(_ref_contrastive(a.numpy(), b.numpy(), similarity == "cosine", tau))
+
+
+def test_cosine_contrastive_is_bounded() -> None:
+    a = torch.randn(16, 4) * 1e6
+    loss = symmetric_contrastive(a, -a, similarity="cosine", temperature=0.1)
+    assert float(loss) <= 2 / 0.1 + np.log(16) + 1e-4
