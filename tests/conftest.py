@@ -17,6 +17,7 @@ def small_kwargs(name: str) -> dict[str, object]:
         "ivq": {"lines": 4, "levels": "bottom-up"},
         "residual_fsq": {"levels": [4, 3], "num_quantizers": 2},
         "lfq": {"bits": 6},
+        "looc": {"codebook_size": 32, "codebook_dim": 4},
         "residual_lfq": {"bits": 4, "num_quantizers": 2},
         "residual_vq": {"codebook_size": [16, 8], "num_quantizers": 2},
         "product_vq": {"codebook_size": 8, "num_groups": 4},

@@ -33,7 +33,7 @@ from torch import nn
 
 from vqkit import distributed
 from vqkit.metrics import CodebookUsage
-from vqkit.quantizers import VQ, ProductVQ, ResidualVQ
+from vqkit.quantizers import IVQ, VQ, LooC, ProductVQ, ResidualVQ
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()),
@@ -90,18 +90,27 @@ def _train_ema(q: nn.Module, rank: int | None, sizes: tuple[int, ...] | None = N
 
 # ---------------------------------------------------------------------------------------------- DDP model
 class _Net(nn.Module):
-    """A linear encoder in front of a grad-mode VQ, so DDP averages encoder and codebook gradients."""
+    """A linear encoder in front of a grad-mode VQ (or ``quantizer``), so DDP averages encoder and codebook
+    gradients."""
 
-    def __init__(self, **vq_kwargs: Any) -> None:
+    def __init__(self, quantizer: nn.Module | None = None, **vq_kwargs: Any) -> None:
         super().__init__()
         self.enc = nn.Linear(DIM, DIM)
-        self.vq = VQ(DIM, 16, update="grad", **vq_kwargs)
+        self.vq = quantizer if quantizer is not None else VQ(DIM, 16, update="grad", **vq_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.vq(self.enc(x))
         # Every term is a mean over elements, so with equal shares the DDP average of the per-rank gradients
         # is the gradient of the same loss on the concatenated batch.
         return out.quantized.pow(2).mean() + out.loss
+
+
+# The papers' quantizers under DDP: IVQ (k-means init gathered, structure losses on the parameters) and LooC
+# (every sub-vector against one codebook, CVQ anchors over all ranks).
+PAPER_QUANTIZERS: dict[str, Callable[[], nn.Module]] = {
+    "ivq": lambda: IVQ(DIM, "bottom-up", lines=4),
+    "looc": lambda: LooC(DIM, 16, 2),
+}
 
 
 def _ddp(net: nn.Module) -> nn.parallel.DistributedDataParallel:
@@ -205,6 +214,16 @@ def _case_ddp(restart: str) -> Callable[[int, Callable[[], None]], Result]:
     return case
 
 
+def _case_papers(rank: int, init: Callable[[], None]) -> Result:
+    init()
+    out: Result = {}
+    for name, build in PAPER_QUANTIZERS.items():
+        torch.manual_seed(0)
+        history = _train_grad(_ddp(_Net(build())), rank)
+        out.update({f"{name}/{key}": value for key, value in history.items()})
+    return out
+
+
 def _case_composite(rank: int, init: Callable[[], None]) -> Result:
     init()
     torch.manual_seed(0)
@@ -270,6 +289,7 @@ CASES: dict[str, Callable[[int, Callable[[], None]], Result]] = {
     "ddp_dead": _case_ddp("dead"),
     "ddp_anchor": _case_ddp("anchor"),
     "composite": _case_composite,
+    "papers": _case_papers,
     "groups": _case_groups,
     "usage": _case_usage,
     "empty_share": _case_empty_share,
@@ -386,6 +406,18 @@ def test_ddp_grad_codebooks_identical(launch: Callable[[str], list[Result]], res
     torch.manual_seed(0)
     reference = _train_grad(_Net(**RESTARTS[restart]), None)
     _assert_matches(state, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_papers_quantizers_under_ddp_match_one_process(launch: Callable[[str], list[Result]]) -> None:
+    results = launch("papers")
+    _assert_ranks_identical(results)
+    # Equal shares: DDP's average of per-rank mean-loss gradients is the full-batch gradient; k-means init and
+    # anchors see the gathered batch; the structure losses depend on the parameters only.
+    for name, build in PAPER_QUANTIZERS.items():
+        torch.manual_seed(0)
+        reference = _train_grad(_Net(build()), None)
+        state = {k.split("/", 1)[1]: v for k, v in results[0].items() if k.startswith(f"{name}/")}
+        _assert_matches(state, reference, rtol=1e-4, atol=1e-5)
 
 
 def test_residual_and_product_ema_identical(launch: Callable[[str], list[Result]]) -> None:

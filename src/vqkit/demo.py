@@ -9,7 +9,8 @@ Setup
   registered name is configured by ``rate_config`` to spend exactly ``R`` bits: one codebook of ``2^R`` codes;
   two residual levels or two product groups of ``R/2`` bits; FSQ levels ``[4] * (R/2)``; LFQ ``bits = R``;
   residual FSQ / LFQ as two stages of ``R/2`` bits; IVQ as ``R/4`` yin-yang
-  levels of four lines (two codes of ``D/4`` dims each). A name without a rule falls back to
+  levels of four lines (two codes of ``D/4`` dims each); LooC as two ``D/2``-dim sub-vectors from one shared
+  codebook of ``2^(R/2)`` codes. A name without a rule falls back to
   ``codebook_size = 2^R`` when its constructor takes one; otherwise, or when construction fails, it is
   skipped with a printed note. The table reports the rate the quantizer actually has (``bits_per_vector``),
   never the target.
@@ -59,7 +60,18 @@ from torch import nn
 
 import vqkit
 from vqkit.metrics.usage import CodebookUsage
-from vqkit.quantizers import FSQ, IVQ, LFQ, VQ, ProductVQ, Quantizer, ResidualFSQ, ResidualLFQ, ResidualVQ
+from vqkit.quantizers import (
+    FSQ,
+    IVQ,
+    LFQ,
+    VQ,
+    LooC,
+    ProductVQ,
+    Quantizer,
+    ResidualFSQ,
+    ResidualLFQ,
+    ResidualVQ,
+)
 from vqkit.registry import list_quantizers, quantizer_class
 from vqkit.utils.atomic import atomic_write_text
 
@@ -157,6 +169,10 @@ def rate_config(name: str, dim: int, bits: int) -> dict[str, Any] | None:
         if bits % 4 or dim % 4:
             return None
         return {"lines": 4, "levels": [[2, 4]] * (bits // 4)}
+    if issubclass(cls, LooC):  # two sub-vectors of D/2 dims from one shared codebook of 2^(R/2) codes
+        if bits % 2 or dim % 2:
+            return None
+        return {"codebook_size": 2 ** (bits // 2), "codebook_dim": dim // 2}
     if issubclass(cls, FSQ):
         return {"levels": _fsq_levels(bits)}
     if issubclass(cls, LFQ):

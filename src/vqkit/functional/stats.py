@@ -25,11 +25,11 @@ def code_counts(codes: torch.Tensor, num_codes: int, dtype: torch.dtype = torch.
 
 
 def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
-    """Entropy in bits of the distribution proportional to ``counts`` (zeros allowed). ``[K] -> []``."""
+    """Entropy in bits of the distribution proportional to ``counts`` along the last axis (zeros allowed).
+    ``[..., K] -> [...]``."""
     counts = counts.to(torch.float64)
-    total = counts.sum()
-    p = counts / total.clamp(min=1e-12)
-    return -(p * torch.log2(p.clamp(min=1e-300))).sum()
+    p = counts / counts.sum(-1, keepdim=True).clamp(min=1e-12)
+    return -(p * torch.log2(p.clamp(min=1e-300))).sum(-1)
 
 
 @torch.no_grad()

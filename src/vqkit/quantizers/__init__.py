@@ -5,6 +5,7 @@ from vqkit.quantizers.base import Quantizer, straight_through
 from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
 from vqkit.quantizers.ivq import IVQ
+from vqkit.quantizers.looc import LooC
 from vqkit.quantizers.residual import ProductVQ, ResidualVQ
 from vqkit.quantizers.scalar import FSQ, LFQ, ResidualFSQ, ResidualLFQ
 from vqkit.quantizers.simvq import SimVQ
@@ -16,6 +17,7 @@ __all__ = [
     "LFQ",
     "VQ",
     "Codebook",
+    "LooC",
     "ProductQuantizer",
     "ProductVQ",
     "Quantizer",

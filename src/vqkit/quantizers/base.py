@@ -187,15 +187,7 @@ class Quantizer(nn.Module, ABC):
         z, lead = self._flatten(x, "x")
         with _fp32_compute(z.device):
             flat = self._quantize(z.to(self.compute_dtype))
-        metrics = dict(self._usage_metrics(flat.codes))
-        metrics.update(flat.metrics)
-        return QuantizerOutput(
-            quantized=self._unflatten(flat.quantized.to(x.dtype), lead),
-            codes=flat.codes.reshape(*lead, self.codes_per_vector),
-            losses=flat.losses,
-            metrics=metrics,
-            loss_weights=self.loss_weights,
-        )
+        return self._output(flat, x.dtype, lead)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -306,6 +298,18 @@ class Quantizer(nn.Module, ABC):
             raise ValueError(f"{name}: contains NaN or Inf (pass allow_nonfinite=True to skip this check)")
         lead = x.shape[:-1]
         return x.reshape(-1, self.dim), lead
+
+    def _output(self, flat: QuantizerOutput, dtype: torch.dtype, lead: torch.Size) -> QuantizerOutput:
+        """The public result from a flat one: input dtype and shape, usage metrics, loss weights."""
+        metrics = dict(self._usage_metrics(flat.codes))
+        metrics.update(flat.metrics)
+        return QuantizerOutput(
+            quantized=self._unflatten(flat.quantized.to(dtype), lead),
+            codes=flat.codes.reshape(*lead, self.codes_per_vector),
+            losses=flat.losses,
+            metrics=metrics,
+            loss_weights=self.loss_weights,
+        )
 
     def _unflatten(self, flat: torch.Tensor, lead: torch.Size) -> torch.Tensor:
         out = flat.reshape(*lead, self.dim)

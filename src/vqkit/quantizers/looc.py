@@ -1,0 +1,332 @@
+"""``LooC``: compositional VQ with one low-dimensional codebook shared by every sub-vector.
+
+Li, Wong, Han, "LooC: Effective Low-Dimensional Codebook for Compositional Vector Quantization", WACV 2026,
+arXiv 2601.00222 (authors' code: Visual-AI/LooC, where the method is called "LoRC").
+
+**Low-dimensional codebook.** One ``Codebook`` of ``K`` codes of dimension ``d* = codebook_dim``. Each vector of
+``D`` channels is cut into ``m = D / d*`` contiguous chunks (the authors' ``split_type='fixed'``), and every chunk
+of every vector is matched against the *same* codebook (unlike product quantization, which gives each chunk its
+own). ``K = 256, d* = 4`` stores 1,024 scalars yet can write ``K ** m`` distinct vectors. Everything else is the
+CVQ recipe applied to the sub-vectors, as in the authors' configs: cosine matching with the raw (unnormalized)
+code returned, the CVQ anchor update (``restart="anchor"``; its usage EMA and anchors are computed over all
+sub-vectors of the batch), U(-1/K, 1/K) init, ``codebook = |sg[z] - q|^2`` and ``commitment = |z - sg[q]|^2``
+(means over the sub-vectors' elements) with ``beta = 0.25`` on ``commitment``. ``distance``, ``restart``,
+``init``, ``update`` ... take every ``Codebook`` option.
+
+**Extrapolation-by-interpolation** (``scale = β > 1``; the paper uses β = 2). The feature map is upsampled by
+``scale`` (bilinear for images, linear for sequences, ``align_corners=False``), every interpolated vector is
+quantized, and the quantized map is average-pooled back to the input grid. Concretely, for each *original*
+position the ``P = scale ** spatial_dims`` interpolated vectors at its sub-pixels are regrouped into a ``[D, P]``
+block (channel ``c``, sub-pixel ``p = i * scale + j``, the channel order ``c * P + p`` of ``pixel_unshuffle``),
+cut into ``C = m * P`` sub-vectors of ``d*``, quantized, and merged back by the mean over ``p`` (= the authors'
+``avg_pool2d(pixel_shuffle(.))``). Losses are on the upsampled sub-vectors, as in the authors' code. Two ways to
+cut the ``[D, P]`` block (``split``), identical when ``scale = 1``:
+
+* ``"channels"`` (default, the paper's reading, Fig. 2 and §3.2): at each interpolated pixel the ``D`` channels
+  split into ``m`` contiguous chunks; sub-vector ``p * m + g`` is channels ``[g d*, (g + 1) d*)`` of sub-pixel
+  ``p``. Every sub-vector lives in the same space as at ``scale = 1``.
+* ``"unshuffle"`` (the authors' code): contiguous ``d*``-chunks of the ``pixel_unshuffle``-ed vector of ``D * P``
+  values; sub-vector ``r`` is entries ``[r d*, (r + 1) d*)`` of the order ``c * P + p``. With ``scale = 2`` and
+  ``d* = 4`` each sub-vector is the 2x2 upsampled patch of *one* channel, so the codebook learns spatial
+  patches of single channels rather than chunks of channels.
+
+**Rate.** A vector's codes are all the sub-vectors that decode it: ``C = m * scale ** spatial_dims`` codes, so
+``bits_per_vector = C log2 K``. With ``scale = 2`` on images the decoder needs 4x the codes of ``scale = 1``
+(2x on sequences): the paper's tables compare codebook sizes ``K x d*``, not rates.
+
+**Cost.** Search, loss and anchor update run on ``N * C`` sub-vectors: ``N * P * m * K * d* = P * N * K * D``
+multiply-adds, like plain VQ with ``K`` codes on the ``P``-times larger interpolated map.
+
+**Shapes.** ``scale = 1``: any ``[..., D]`` (or ``[B, D, *S]``) input, codes ``[..., C]``. ``scale > 1`` needs the
+grid: ``[B, H, W, D]`` / ``[B, D, H, W]`` (``spatial_dims=2``) or ``[B, T, D]`` / ``[B, D, T]``
+(``spatial_dims=1``) by ``layout``; codes are ``[B, H, W, C]`` / ``[B, T, C]``, one group per original
+position, and ``decode`` (per position) returns the input's shape. The flat ``_encode`` / ``_quantize`` of the
+contract (used by composite quantizers) work only at ``scale = 1``.
+
+**Metrics** (besides per-code-slot ``utilization/j`` and ``perplexity/j``): ``codebook_utilization``, the
+share of the ``K`` codes used by any slot in the batch, and ``code_sharing``, the mean over used codes of the
+fraction of slots that use each one (``vqkit.metrics.sharing`` has the per-segment tables and the paper's
+supp. Fig. 8 curve).
+
+Deviations from the authors' code, each deliberate:
+
+* Only the ``'fixed'`` contiguous split is offered. Their ``'random'`` split permutes channels on every forward
+  and never un-permutes the output (a bug); ``'interval'`` (strided channels) is not offered.
+* The extras present but off in their final configs are not implemented: the codebook similarity loss
+  (``sim_loss`` / ``scale_sim_loss`` = 0), ``uniform_loss``, ``leaky_uniform_loss``, ``contras_loss``,
+  ``random_skip_vq``, and the "loocV2" gates (``learnable_m_scale``, ``vq_num >= 2``).
+* ``split="channels"`` (the paper's description) is the default; ``split="unshuffle"`` reproduces their code.
+* CVQ anchors are the nearest sub-vector over all ranks' batches (see ``Codebook``), not per rank.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from vqkit._validate import check_choice, check_positive_int, check_range
+from vqkit.functional.stats import entropy_bits
+from vqkit.metrics.sharing import code_sharing_curve, mean_code_sharing, segment_usage
+from vqkit.quantizers.base import Quantizer, _fp32_compute, straight_through
+from vqkit.quantizers.codebook import Codebook, Init, Restart, Update
+from vqkit.registry import register_quantizer
+from vqkit.types import Distance, Layout, QuantizerOutput
+
+Split = Literal["channels", "unshuffle"]
+SPLITS = ("channels", "unshuffle")
+
+_INTERPOLATION = {1: "linear", 2: "bilinear"}
+_GRID_SHAPES = {
+    (1, "channels_first"): "[B, D, T]",
+    (1, "channels_last"): "[B, T, D]",
+    (2, "channels_first"): "[B, D, H, W]",
+    (2, "channels_last"): "[B, H, W, D]",
+}
+
+
+@register_quantizer("looc")
+class LooC(Quantizer):
+    """LooC: ``C = (dim / codebook_dim) * scale ** spatial_dims`` codes per vector from one shared codebook.
+
+    Args:
+        dim: D.
+        codebook_size: K, the codes of the shared codebook (the paper: 256, down to 8).
+        codebook_dim: d*, the sub-vector size; must divide ``dim`` (the paper: 4).
+        distance: ``"cosine"`` (the authors' configs; raw codes are returned) or ``"l2"``.
+        restart: ``"anchor"`` (CVQ, the authors' configs), ``"dead"`` or ``"none"``.
+        init: ``"uniform"`` U(-1/K, 1/K), ``"gaussian"`` or ``"kmeans"`` (first training batch of sub-vectors).
+        update: ``"grad"`` (``codebook`` loss) or ``"ema"``.
+        beta: weight of ``commitment``.
+        decay, eps, restart_threshold, kmeans_iters, kmeans_seed: see ``Codebook``.
+        scale: β of extrapolation-by-interpolation (1: off; the paper uses 2). Integer >= 1.
+        spatial_dims: 2 for image maps (bilinear), 1 for sequences (linear); used only when ``scale > 1``.
+        split: ``"channels"`` (the paper's reading) or ``"unshuffle"`` (the authors' code); see the module
+            docstring. Identical when ``scale = 1``.
+        layout, allow_nonfinite: see ``Quantizer``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int = 256,
+        codebook_dim: int = 4,
+        *,
+        distance: Distance = "cosine",
+        restart: Restart = "anchor",
+        init: Init = "uniform",
+        update: Update = "grad",
+        beta: float = 0.25,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        restart_threshold: float = 1.0,
+        kmeans_iters: int = 10,
+        kmeans_seed: int = 0,
+        scale: int = 1,
+        spatial_dims: int = 2,
+        split: Split = "channels",
+        layout: Layout = "channels_last",
+        allow_nonfinite: bool = False,
+    ) -> None:
+        super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
+        self.num_codes = check_positive_int("codebook_size", codebook_size)
+        self.codebook_dim = check_positive_int("codebook_dim", codebook_dim)
+        if dim % codebook_dim != 0:
+            raise ValueError(
+                f"codebook_dim: expected a divisor of dim={dim} (sub-vectors are contiguous channel chunks), "
+                f"got codebook_dim={codebook_dim} ({dim} % {codebook_dim} = {dim % codebook_dim})"
+            )
+        self.scale = check_positive_int("scale", scale)
+        if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, int) or spatial_dims not in (1, 2):
+            raise ValueError(
+                f"spatial_dims: expected 1 (sequences, [B, D, T]) or 2 (images, [B, D, H, W]), got {spatial_dims!r}"
+            )
+        self.spatial_dims = spatial_dims
+        self.split: Split = check_choice("split", split, SPLITS)  # type: ignore[assignment]
+        self.beta = check_range("beta", beta, 0.0, float("inf"))
+        self.codebook = Codebook(
+            codebook_size,
+            codebook_dim,
+            init=init,
+            update=update,
+            distance=distance,
+            restart=restart,
+            decay=decay,
+            eps=eps,
+            restart_threshold=restart_threshold,
+            kmeans_iters=kmeans_iters,
+            kmeans_seed=kmeans_seed,
+        )
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def channel_chunks(self) -> int:
+        """m = dim / codebook_dim: the chunks one (interpolated) vector's channels split into (the paper's m)."""
+        return self.dim // self.codebook_dim
+
+    @property
+    def subpixels(self) -> int:
+        """P = scale ** spatial_dims: interpolated vectors per original position (1 when ``scale = 1``)."""
+        return int(self.scale**self.spatial_dims)
+
+    @property
+    def num_segments(self) -> int:
+        """C = m * P: the sub-vector slots ("segments") of one original position, each a code column.
+
+        The paper's m when ``scale = 1``; the per-segment metrics and ``vqkit.metrics.sharing`` count these."""
+        return self.channel_chunks * self.subpixels
+
+    @property
+    def codes_per_position(self) -> int:
+        """C: codes per original position (``= codes_per_vector = num_segments``); what a decoder must read."""
+        return self.num_segments
+
+    @property
+    def alphabet_sizes(self) -> tuple[int, ...]:
+        return (self.num_codes,) * self.num_segments
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {"commitment": self.beta, "codebook": 1.0}
+
+    @property
+    def num_codebook_parameters(self) -> int:
+        """K * d*: the shared codebook is the only stored codebook state."""
+        return self.num_codes * self.codebook_dim
+
+    # ------------------------------------------------------------------ sub-vectors
+    def _split(self, blocks: torch.Tensor) -> torch.Tensor:
+        """``[N, D, P]`` (channel, sub-pixel) -> sub-vectors ``[N * C, d*]`` in code-column order."""
+        n = blocks.shape[0]
+        if self.split == "channels":
+            blocks = blocks.transpose(1, 2)  # [N, P, D]: (sub-pixel, channel chunk) order
+        return blocks.reshape(n * self.num_segments, self.codebook_dim)
+
+    def _merge(self, sub: torch.Tensor) -> torch.Tensor:
+        """Inverse of ``_split`` then the mean over sub-pixels: ``[N * C, d*] -> [N, D]``.
+
+        The one merge of ``forward`` and ``_decode`` (so the round trip is exact); at ``P > 1`` it equals the
+        authors' ``avg_pool(pixel_shuffle(.), scale)``."""
+        p = self.subpixels
+        n = sub.shape[0] // self.num_segments
+        if p == 1:
+            return sub.reshape(n, self.dim)
+        if self.split == "channels":
+            return sub.reshape(n, p, self.dim).mean(dim=1)
+        return sub.reshape(n, self.dim, p).mean(dim=2)
+
+    def _interpolated_blocks(self, z: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        """Vectors ``[N, D]`` on the grid ``lead = (B, *S)`` -> ``[N, D, P]``: each original position's
+        interpolated neighbours, sub-pixel ``p = i * scale + j`` (``pixel_unshuffle`` order)."""
+        s, k = self.scale, self.spatial_dims
+        if z.shape[0] == 0:
+            return z[:, :, None].expand(-1, -1, s**k)
+        batch, spatial = lead[0], tuple(lead[1:])
+        grid = z.reshape(batch, *spatial, self.dim).movedim(-1, 1)  # [B, D, *S]
+        up = F.interpolate(grid, scale_factor=float(s), mode=_INTERPOLATION[k], align_corners=False)
+        # [B, D, S1 * s, ..., Sk * s] -> [B, D, S1, s, ..., Sk, s] -> [B, S1, ..., Sk, D, s, ..., s] -> [N, D, P]
+        split_shape = [batch, self.dim]
+        for size in spatial:
+            split_shape += [size, s]
+        order = [0, *(2 + 2 * i for i in range(k)), 1, *(3 + 2 * i for i in range(k))]
+        return up.reshape(split_shape).permute(order).reshape(-1, self.dim, s**k)
+
+    def _grid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+        """Validate ``x`` (as ``_flatten`` does) and its rank for ``scale > 1``: ``[N, D]`` and ``(B, *S)``."""
+        z, lead = self._flatten(x, "x")
+        if len(lead) != 1 + self.spatial_dims:
+            other = "channels_first" if self.layout == "channels_last" else "channels_last"
+            raise ValueError(
+                f"x: scale={self.scale} interpolates over spatial_dims={self.spatial_dims} grid axes, so it "
+                f"expects {_GRID_SHAPES[self.spatial_dims, self.layout]} (layout={self.layout!r}; "
+                f"{_GRID_SHAPES[self.spatial_dims, other]} with layout={other!r}), got shape {tuple(x.shape)}"
+            )
+        return z, lead
+
+    def _require_flat_ok(self, what: str) -> None:
+        if self.scale > 1:
+            raise ValueError(
+                f"x: {what} on flat [N, D] vectors needs scale=1, got scale={self.scale}: interpolation needs "
+                f"the grid; call forward/encode on {_GRID_SHAPES[self.spatial_dims, self.layout]} input"
+            )
+
+    # ------------------------------------------------------------------ quantization
+    def _quantize_blocks(self, blocks: torch.Tensor) -> QuantizerOutput:
+        n = blocks.shape[0]
+        sub = self._split(blocks)
+        if self.training and self.codebook.init_mode == "kmeans":
+            self.codebook.initialize_from(sub)
+        codes = self.codebook.search(sub)
+        q = self.codebook.lookup(codes)
+        losses = {"commitment": F.mse_loss(sub, q.detach())}
+        if self.codebook.update_mode == "grad":
+            losses["codebook"] = F.mse_loss(q, sub.detach())
+        out = self._merge(straight_through(q, sub))
+        if self.training:
+            self.codebook.update(sub, codes)
+        return QuantizerOutput(quantized=out, codes=codes.view(n, self.num_segments), losses=losses)
+
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        self._require_flat_ok("_quantize")
+        return self._quantize_blocks(z[:, :, None])
+
+    def _encode(self, z: torch.Tensor) -> torch.Tensor:
+        self._require_flat_ok("_encode")
+        return self.codebook.search(self._split(z[:, :, None])).view(-1, self.num_segments)
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self._merge(self.codebook.lookup(codes.reshape(-1)))
+
+    def forward(self, x: torch.Tensor) -> QuantizerOutput:
+        """Quantize ``x``; see ``Quantizer.forward``. With ``scale > 1``, ``x`` is a grid (module docstring)."""
+        if self.scale == 1:
+            return super().forward(x)
+        z, lead = self._grid(x)
+        with _fp32_compute(z.device):
+            flat = self._quantize_blocks(self._interpolated_blocks(z.to(self.compute_dtype), lead))
+        return self._output(flat, x.dtype, lead)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes ``[..., C]`` (``[B, *S, C]`` for a grid); no state changes."""
+        if self.scale == 1:
+            return super().encode(x)
+        z, lead = self._grid(x)
+        with _fp32_compute(z.device):
+            blocks = self._interpolated_blocks(z.to(self.compute_dtype), lead)
+            codes = self.codebook.search(self._split(blocks))
+        return codes.reshape(*lead, self.num_segments)
+
+    @torch.no_grad()
+    def init_codebook(self, vectors: torch.Tensor) -> None:
+        """k-means (this codebook's ``kmeans_iters``, ``kmeans_seed``, distance) on the channel chunks of
+        ``vectors`` ``[N, D]`` (no interpolation); marks the codebook initialized. Gathers over ranks."""
+        if vectors.dim() != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"vectors: expected [N, {self.dim}], got {tuple(vectors.shape)}")
+        self.codebook.initialized.fill_(False)
+        self.codebook.initialize_from(vectors.to(self.compute_dtype).reshape(-1, self.codebook_dim))
+
+    # ------------------------------------------------------------------ metrics
+    def _usage_metrics(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The base metrics (``utilization``, ``perplexity``, and per slot ``/j``) from one ``[C, K]`` count
+        table instead of a loop over the ``C`` slots, plus ``codebook_utilization`` and ``code_sharing``."""
+        counts = segment_usage(codes, self.num_codes, validate=False)  # [C, K] float64
+        used = (counts > 0).sum(dim=1).to(torch.float32)
+        utils = used / float(self.num_codes)
+        perps = torch.exp2(entropy_bits(counts)).to(torch.float32)
+        metrics = {"utilization": utils.mean(), "perplexity": perps.mean()}
+        if self.num_segments > 1:
+            for j in range(self.num_segments):
+                metrics[f"utilization/{j}"] = utils[j]
+                metrics[f"perplexity/{j}"] = perps[j]
+        metrics["codebook_utilization"] = code_sharing_curve(counts)[0]
+        metrics["code_sharing"] = mean_code_sharing(counts)
+        return metrics
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, codebook_size={self.num_codes}, codebook_dim={self.codebook_dim}, "
+            f"segments={self.num_segments}, scale={self.scale}, spatial_dims={self.spatial_dims}, "
+            f"split={self.split}"
+        )
