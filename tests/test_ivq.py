@@ -88,7 +88,7 @@ def test_hexagram_table_against_numpy(codebooks: str) -> None:
         np.testing.assert_array_equal(level.hexagram_table().detach().numpy(), expected)
 
 
-def _numpy_encode(q: IVQ, x: np.ndarray) -> np.ndarray:
+def _numpy_encode(q: IVQ, x: np.ndarray, distance: str = "l2") -> np.ndarray:
     """Residual nearest-code search written from the definition, in float64."""
     residual = x.copy()
     codes = np.zeros((x.shape[0], len(q.level_list)), dtype=np.int64)
@@ -99,19 +99,47 @@ def _numpy_encode(q: IVQ, x: np.ndarray) -> np.ndarray:
         for j in range(level.blocks):
             book = books[j if len(books) > 1 else 0]
             part = residual[:, j * d : (j + 1) * d]
-            dist = ((part[:, None, :] - book[None]) ** 2).sum(-1)
-            best = dist.argmin(1)
+            if distance == "l2":
+                best = ((part[:, None, :] - book[None]) ** 2).sum(-1).argmin(1)
+            else:
+                best = (part @ (book / np.linalg.norm(book, axis=1, keepdims=True)).T).argmax(1)
             codes[:, i] += best << (g * (level.blocks - 1 - j))
             q_level[:, j * d : (j + 1) * d] = book[best]
         residual = residual - q_level
     return codes
 
 
-@pytest.mark.parametrize(("levels", "codebooks"), [("yin-yang", "shared"), ("bottom-up", "per_block")])
-def test_encode_against_numpy_reference(levels: str, codebooks: str) -> None:
-    x = torch.randn(500, 24, dtype=torch.float64)
-    q = trained(make(levels=levels, codebooks=codebooks).double(), x)
-    np.testing.assert_array_equal(q.encode(x).numpy(), _numpy_encode(q, x.numpy()))
+@pytest.mark.parametrize(
+    ("levels", "codebooks", "distance"),
+    [
+        ("yin-yang", "shared", "l2"),
+        ("yin-yang", "per_block", "l2"),
+        ("yin-yang", "shared", "cosine"),
+        ("bottom-up", "per_block", "l2"),
+        ("top-down", "shared", "l2"),
+        ([[2, 6], [2, 6], [4, 3], [2, 6]], "shared", "cosine"),
+    ],
+)
+def test_encode_and_forward_against_numpy_reference(levels: object, codebooks: str, distance: str) -> None:
+    # Covers the joint search of leading two-code levels (yin-yang) and the explicit residual search after it.
+    x = torch.randn(3000, 24, dtype=torch.float64)
+    q = trained(make(levels=levels, codebooks=codebooks, distance=distance).double(), x)
+    expected = _numpy_encode(q, x.numpy(), distance)
+    np.testing.assert_array_equal(q.encode(x).numpy(), expected)
+    np.testing.assert_array_equal(q(x).codes.numpy(), expected)
+
+
+def test_joint_search_matches_the_residual_search_in_float32() -> None:
+    # Float32 rounding differs between x . w - q . w and (x - q) . w; only near-ties may flip.
+    x = torch.randn(20000, 24)
+    q = trained(make(), x[:2000])
+    residual, mismatched = x, 0
+    codes = q.encode(x)
+    for j, level in enumerate(q.level_list):
+        found = level.block_codes(residual)
+        mismatched += int((hexagram.blocks_to_index(found, 6) != codes[:, j]).sum())
+        residual = residual - level.lookup(hexagram.block_codes(codes[:, j], 6, level.blocks))
+    assert mismatched <= 0.001 * codes.numel()
 
 
 @pytest.mark.parametrize("distance", ["l2", "cosine"])

@@ -77,7 +77,7 @@ from vqkit.functional.contrastive import SIMILARITIES, Similarity, symmetric_con
 from vqkit.functional.stats import code_counts
 from vqkit.quantizers.base import Quantizer, straight_through
 from vqkit.quantizers.codebook import Codebook, Init, Restart, Update
-from vqkit.quantizers.composite import ResidualQuantizer
+from vqkit.quantizers.composite import ResidualQuantizer, _mean_losses, _prefixed_metrics
 from vqkit.registry import register_quantizer
 from vqkit.types import Distance, Layout, QuantizerOutput
 
@@ -208,12 +208,16 @@ class IVQLevel(Quantizer):
         return self.lookup(hexagram.block_codes(hexagrams, self.lines, self.blocks))
 
     # ------------------------------------------------------------------ contract
-    def _quantize(self, r: torch.Tensor) -> QuantizerOutput:
-        if self.training:
-            for cb, part in zip(self.codebook_list, self._parts(r), strict=True):
-                if cb.init_mode == "kmeans":
-                    cb.initialize_from(part)
-        codes = self.block_codes(r.detach())
+    @torch.no_grad()
+    def initialize_from(self, r: torch.Tensor) -> None:
+        """k-means init of codebooks not yet initialized (``init="kmeans"``) from this level's residual."""
+        for cb, part in zip(self.codebook_list, self._parts(r), strict=True):
+            if cb.init_mode == "kmeans":
+                cb.initialize_from(part)
+
+    def quantize_codes(self, r: torch.Tensor, codes: torch.Tensor) -> QuantizerOutput:
+        """The training forward for given block codes ``[N, blocks]`` (from ``block_codes`` or IVQ's joint
+        search): losses, straight-through output, codebook statistics."""
         q = self.lookup(codes)
         losses = {"commitment": F.mse_loss(r, q.detach())}
         if self.codebook_list[0].update_mode == "grad":
@@ -230,6 +234,11 @@ class IVQLevel(Quantizer):
             losses=losses,
             metrics={"codebook_utilization": used.float().mean()},
         )
+
+    def _quantize(self, r: torch.Tensor) -> QuantizerOutput:
+        if self.training:
+            self.initialize_from(r)
+        return self.quantize_codes(r, self.block_codes(r.detach()))
 
     def _encode(self, r: torch.Tensor) -> torch.Tensor:
         return hexagram.blocks_to_index(self.block_codes(r), self.lines)[:, None]
@@ -438,30 +447,141 @@ class IVQ(ResidualQuantizer):
             return torch.arange(total, device=device)
         return torch.randint(total, (self.structure_rows,), device=device).unique()
 
-    # ------------------------------------------------------------------ contract
-    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        out = super()._quantize(z)
-        out.losses.update(self.structure_losses())
-        return out
+    # ------------------------------------------------------------------ search
+    def _leading_binary_run(self) -> int:
+        """How many leading levels are two-code levels with level 0's blocks (all of them for yin-yang)."""
+        first = self.level_list[0]
+        run = 0
+        for level in self.level_list:
+            if level.num_codes != 2 or level.blocks != first.blocks:
+                break
+            run += 1
+        return run
+
+    def _binary_run_tables(self, run: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For the leading two-code run of ``R`` levels (``P`` codebooks per level, 1 when shared):
+
+        * ``normals`` ``[P, d, R]``: level ``k``'s half-space normal ``w_k = c_{k,1} - c_{k,0}``;
+        * ``thresholds`` ``[R, P]``: level ``k``'s threshold plus ``sum_{i<k} c_{i,0} . w_k`` (what the earlier
+          levels subtract from its score when they pick code 0);
+        * ``steps`` ``[R, R, P]``: ``steps[i, k] = (c_{i,1} - c_{i,0}) . w_k`` for ``i < k`` (else 0), the extra
+          amount when level ``i`` picks code 1.
+        """
+        tests = [level._binary_test() for level in self.level_list[:run]]
+        normals = torch.stack([w for w, _ in tests], dim=-1)  # [P, d, R]
+        codes = torch.stack(
+            [
+                torch.stack([cb.vectors.detach() for cb in level.codebook_list])
+                for level in self.level_list[:run]
+            ]
+        )  # [R(i), P, 2, d]
+        later = torch.ones(run, run, dtype=codes.dtype, device=codes.device).triu(1)  # [i, k]: 1 where i < k
+        base = torch.einsum("ipd,pdk->ikp", codes[:, :, 0], normals) * later[..., None]  # [i, k, P]
+        thresholds = torch.stack([t for _, t in tests]) + base.sum(0)  # [R(k), P]
+        steps = torch.einsum("ipd,pdk->ikp", codes[:, :, 1] - codes[:, :, 0], normals) * later[..., None]
+        return normals, thresholds, steps
+
+    def _place_values(self, device: torch.device) -> list[torch.Tensor]:
+        """Per level, the float32 weights ``[blocks]`` that turn block codes into the hexagram index (exact:
+        indices stay below ``2**24``)."""
+        return [
+            hexagram.blocks_to_index(
+                torch.eye(level.blocks, dtype=torch.long, device=device), self.lines
+            ).float()
+            for level in self.level_list
+        ]
 
     @torch.no_grad()
-    def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        # The same arithmetic as ``_quantize`` (``r - lookup(codes)`` per level; IVQ has no stage scales), so the
-        # codes agree bit for bit; written out to skip the generic stage loop's per-call overheads, with the
-        # two-code tests computed once, and on CPU in row chunks that keep the residual in cache.
+    def _search(self, z: torch.Tensor, out: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Every level's block codes for ``z`` ``[N, D]``: the nearest code of each block of each level's
+        residual, by one procedure shared by ``forward`` and ``encode`` (so their codes agree bit for bit).
+        Returns ``[N, blocks]`` int64 per level, or, given ``out`` ``[N, levels]``, writes the hexagram indices
+        there instead (``encode``: nothing per level is kept).
+
+        The leading run of two-code levels with equal blocks (all of yin-yang) never forms its residuals: with
+        ``r_k = x - sum_{i<k} q_i``, level ``k``'s test ``r_k . w_k > t_k`` is ``x . w_k - sum_{i<k} q_i . w_k
+        > t_k``, and ``q_i . w_k`` is one of two precomputed numbers per block. So the run costs one
+        ``[N * blocks, d] x [d, R]`` product and a few ``[N, blocks]`` operations: the residual search, with
+        different rounding only at exact ties. Later levels search their residual explicitly. On CPU the rows
+        go in chunks that stay in cache."""
         levels = self.level_list
+        run = self._leading_binary_run()
+        tables = self._binary_run_tables(run) if run else None
         tests = [level._binary_test() if level.num_codes == 2 else None for level in levels]
+        places = self._place_values(z.device) if out is not None else []
         rows = z.shape[0] or 1
         if z.device.type == "cpu":
             rows = max(1, _CPU_ENCODE_CHUNK_BYTES // (z.element_size() * self.dim))
-        codes = torch.empty(z.shape[0], len(levels), dtype=torch.long, device=z.device)
-        for start in range(0, z.shape[0], rows):
-            residual = z[start : start + rows]
-            for j, (level, test) in enumerate(zip(levels, tests, strict=True)):
-                found = level.block_codes(residual, test)
-                codes[start : start + rows, j] = hexagram.blocks_to_index(found, self.lines)
-                if j + 1 < len(levels):
-                    residual = residual - level.lookup(found)
+        pieces: list[list[torch.Tensor]] = [[] for _ in levels]
+        for start in range(0, max(z.shape[0], 1), rows):
+            chunk = z[start : start + rows]
+            found = self._binary_run(chunk, tables) if tables is not None else []
+            residual = chunk
+            if len(found) < len(levels):
+                for level, codes in zip(levels, found, strict=False):
+                    residual = residual - level.lookup(codes.long())
+            for level, test in zip(levels[len(found) :], tests[len(found) :], strict=True):
+                codes = level.block_codes(residual, test)
+                found.append(codes)
+                if len(found) < len(levels):
+                    residual = residual - level.lookup(codes)
+            if out is not None:
+                for j, (codes, place) in enumerate(zip(found, places, strict=True)):
+                    out[start : start + rows, j] = (codes.to(place.dtype) @ place).long()
+            else:
+                for piece, codes in zip(pieces, found, strict=True):
+                    piece.append(codes.long())
+        return [] if out is not None else [torch.cat(piece) for piece in pieces]
+
+    def _binary_run(
+        self, x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """The leading two-code run on rows ``x`` ``[n, D]``: bits ``[n, blocks]`` (float 0/1) per level."""
+        normals, thresholds, steps = tables
+        first = self.level_list[0]
+        chunks = x.reshape(x.shape[0], first.blocks, first.sub_dim)
+        if normals.shape[0] == 1:  # shared codebooks: one matrix product for every block of every level
+            scores = (chunks.reshape(-1, first.sub_dim) @ normals[0]).T.reshape(-1, x.shape[0], first.blocks)
+        else:
+            scores = torch.einsum("nbd,bdr->rnb", chunks, normals)
+        bits: list[torch.Tensor] = []
+        for k in range(scores.shape[0]):
+            score = scores[k]
+            for i, earlier in enumerate(bits):
+                score = torch.addcmul(score, earlier, steps[i, k], value=-1.0)
+            bits.append((score > thresholds[k]).to(score.dtype))
+        return bits
+
+    # ------------------------------------------------------------------ contract
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        levels = self.level_list
+        pending = [cb for level in levels for cb in level.codebook_list if cb.init_mode == "kmeans"]
+        if self.training and any(not bool(cb.initialized) for cb in pending):
+            # k-means on the first training batch, level by level on the residuals (gathered over ranks).
+            residual = z.detach()
+            for level in levels:
+                level.initialize_from(residual)
+                residual = residual - level.lookup(level.block_codes(residual)).detach()
+        found = self._search(z)
+        residual, total, outputs = z, torch.zeros_like(z), []
+        for level, codes in zip(levels, found, strict=True):
+            out = level.quantize_codes(residual, codes)
+            q = out.quantized.detach()  # its value is exactly the looked-up codes
+            residual = residual - q
+            total = total + q
+            outputs.append(out)
+        losses = _mean_losses(outputs)
+        losses.update(self.structure_losses())
+        return QuantizerOutput(
+            quantized=straight_through(total, z),
+            codes=torch.cat([out.codes for out in outputs], dim=1),
+            losses=losses,
+            metrics=_prefixed_metrics(outputs),
+        )
+
+    def _encode(self, z: torch.Tensor) -> torch.Tensor:
+        codes = torch.empty(z.shape[0], len(self.level_list), dtype=torch.long, device=z.device)
+        self._search(z, out=codes)
         return codes
 
     def cross_decode(self, codes: torch.Tensor, source: IVQ) -> torch.Tensor:
