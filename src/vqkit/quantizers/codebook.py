@@ -57,6 +57,15 @@ RESTARTS = ("none", "dead", "anchor")
 DISTANCES = ("l2", "cosine")
 
 
+def vq_losses(z: torch.Tensor, q: torch.Tensor, *, codebook_term: bool = True) -> dict[str, torch.Tensor]:
+    """The VQ-VAE pair, unweighted means over elements: ``commitment = |z - sg q|^2`` (moves the encoder) and
+    ``codebook = |sg z - q|^2`` (moves a gradient-trained codebook; omitted for EMA codebooks)."""
+    losses = {"commitment": F.mse_loss(z, q.detach())}
+    if codebook_term:
+        losses["codebook"] = F.mse_loss(q, z.detach())
+    return losses
+
+
 class Codebook(nn.Module):
     """``K`` codes of dimension ``d`` with init, search, lookup and update rules (see module docstring).
 
@@ -144,6 +153,22 @@ class Codebook(nn.Module):
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """``[N]`` -> ``[N, d]`` (differentiable w.r.t. the codebook when ``update="grad"``)."""
         return F.embedding(codes, self.vectors)
+
+    def quantize(
+        self, z: torch.Tensor, codes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The VQ step on ``z`` ``[N, d]``: k-means init (first training batch), nearest codes (unless ``codes``
+        ``[N]`` are given), the looked-up codes ``q`` ``[N, d]`` (differentiable w.r.t. the codebook), the loss
+        pair, and in training the statistics / EMA / restart update. Returns ``(codes, q, losses)``."""
+        if self.training and self.init_mode == "kmeans":
+            self.initialize_from(z)
+        if codes is None:
+            codes = self.search(z)
+        q = self.lookup(codes)
+        losses = vq_losses(z, q, codebook_term=self.update_mode == "grad")
+        if self.training:
+            self.update(z, codes)
+        return codes, q, losses
 
     # ------------------------------------------------------------------ write (training only)
     @torch.no_grad()

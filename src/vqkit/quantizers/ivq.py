@@ -76,7 +76,7 @@ from vqkit.functional import hexagram
 from vqkit.functional.contrastive import SIMILARITIES, Similarity, symmetric_contrastive
 from vqkit.functional.stats import code_counts
 from vqkit.quantizers.base import Quantizer, straight_through
-from vqkit.quantizers.codebook import Codebook, Init, Restart, Update
+from vqkit.quantizers.codebook import Codebook, Init, Restart, Update, vq_losses
 from vqkit.quantizers.composite import ResidualQuantizer, _mean_losses, _prefixed_metrics
 from vqkit.registry import register_quantizer
 from vqkit.types import Distance, Layout, QuantizerOutput
@@ -219,9 +219,7 @@ class IVQLevel(Quantizer):
         """The training forward for given block codes ``[N, blocks]`` (from ``block_codes`` or IVQ's joint
         search): losses, straight-through output, codebook statistics."""
         q = self.lookup(codes)
-        losses = {"commitment": F.mse_loss(r, q.detach())}
-        if self.codebook_list[0].update_mode == "grad":
-            losses["codebook"] = F.mse_loss(q, r.detach())
+        losses = vq_losses(r, q, codebook_term=self.codebook_list[0].update_mode == "grad")
         used = code_counts(codes + self.offsets, len(self.codebooks) * self.num_codes, torch.float32) > 0
         if self.training:
             parts = self._parts(r)

@@ -255,17 +255,12 @@ class LooC(Quantizer):
     def _quantize_blocks(self, blocks: torch.Tensor) -> QuantizerOutput:
         n = blocks.shape[0]
         sub = self._split(blocks)
-        if self.training and self.codebook.init_mode == "kmeans":
-            self.codebook.initialize_from(sub)
-        codes = self.codebook.search(sub)
-        q = self.codebook.lookup(codes)
-        losses = {"commitment": F.mse_loss(sub, q.detach())}
-        if self.codebook.update_mode == "grad":
-            losses["codebook"] = F.mse_loss(q, sub.detach())
-        out = self._merge(straight_through(q, sub))
-        if self.training:
-            self.codebook.update(sub, codes)
-        return QuantizerOutput(quantized=out, codes=codes.view(n, self.num_segments), losses=losses)
+        codes, q, losses = self.codebook.quantize(sub)
+        return QuantizerOutput(
+            quantized=self._merge(straight_through(q, sub)),
+            codes=codes.view(n, self.num_segments),
+            losses=losses,
+        )
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         self._require_flat_ok("_quantize")

@@ -25,6 +25,7 @@ from torch import nn
 from vqkit._validate import check_positive_int, check_range
 from vqkit.functional.search import nearest_code
 from vqkit.quantizers.base import SingleCodebookQuantizer, straight_through
+from vqkit.quantizers.codebook import vq_losses
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 
@@ -84,7 +85,7 @@ class SimVQ(SingleCodebookQuantizer):
         effective = self.effective_codebook
         codes = nearest_code(z.detach(), effective.detach()).codes
         q = F.embedding(codes, effective)
-        losses = {"commitment": F.mse_loss(z, q.detach()), "codebook": F.mse_loss(q, z.detach())}
+        losses = vq_losses(z, q)
         return QuantizerOutput(
             quantized=straight_through(q, z),
             codes=codes[:, None],

@@ -108,17 +108,10 @@ class VQ(SingleCodebookQuantizer):
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         h = self._to_code_space(z)
-        if self.training and self.codebook.init_mode == "kmeans":
-            self.codebook.initialize_from(h)
-        codes = self.codebook.search(h)
-        q = self.codebook.lookup(codes)
-        losses = {"commitment": F.mse_loss(h, q.detach())}
-        if self.codebook.update_mode == "grad":
-            losses["codebook"] = F.mse_loss(q, h.detach())
-        out = self.project_out(straight_through(q, h))
-        if self.training:
-            self.codebook.update(h, codes)
-        return QuantizerOutput(quantized=out, codes=codes[:, None], losses=losses)
+        codes, q, losses = self.codebook.quantize(h)
+        return QuantizerOutput(
+            quantized=self.project_out(straight_through(q, h)), codes=codes[:, None], losses=losses
+        )
 
     @torch.no_grad()
     def init_codebook(self, vectors: torch.Tensor) -> None:
