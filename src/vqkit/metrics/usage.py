@@ -68,11 +68,14 @@ class CodebookUsage(nn.Module):
         )
 
     @torch.no_grad()
-    def compute(self) -> dict[str, float]:
+    def compute(self, *, sync: bool = True) -> dict[str, float]:
         """Global (all-reduced) diagnostics: ``utilization``, ``perplexity``, ``dead_codes`` (means / sums over
         positions), ``effective_bits`` and ``nominal_bits`` (sums over positions), plus per-position entries
-        ``utilization/j``, ``perplexity/j``, ``dead_codes/j`` when there are several codes per vector."""
-        counts = distributed.all_reduce_sum_(self.counts.clone(), self.process_group)
+        ``utilization/j``, ``perplexity/j``, ``dead_codes/j`` when there are several codes per vector.
+        ``sync=False``: this process's counts only (no collective; e.g. an evaluation run on one rank)."""
+        counts = self.counts.clone()
+        if sync:
+            counts = distributed.all_reduce_sum_(counts, self.process_group)
         out: dict[str, float] = {}
         utils, perps, deads, bits = [], [], [], []
         for j, size in enumerate(self.alphabet_sizes):

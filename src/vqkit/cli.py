@@ -1,0 +1,272 @@
+"""The ``vqkit`` command: train, evaluate and use tokenizers.
+
+::
+
+    vqkit train CONFIG [key=value ...] [--run-dir DIR] [--resume] [--nproc N] [--pretrain-epochs N]
+    vqkit eval RUN [--split test|val] [--max-items N] [--fid-samples N] [--checkpoint DIR]
+    vqkit encode RUN FILES... -o codes.npz
+    vqkit decode RUN codes.npz -o DIR
+    vqkit export RUN DIR
+    vqkit info RUN
+
+``RUN`` is a run directory written by ``vqkit train`` (or, for encode / decode / info, a tokenizer written by
+``vqkit export``). Errors go to stderr with exit status 1 (2 for bad command lines); nothing is left
+half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vqkit", description="Train, evaluate and use vector-quantized tokenizers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a tokenizer from a YAML config", description="Train a tokenizer.")
+    p.add_argument("config", type=Path, help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=100")
+    p.add_argument("--run-dir", type=Path, help="where the run goes (default runs/<config name>)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint"
+    )
+    p.add_argument(
+        "--nproc", type=int, default=1, help="DDP processes on this machine (gloo on CPU, nccl on GPU)"
+    )
+    p.add_argument(
+        "--pretrain-epochs", type=int, help="epochs without the quantizer first, then k-means init"
+    )
+    p.add_argument("--no-report", action="store_true", help="skip the final evaluation and report.md")
+
+    p = sub.add_parser(
+        "eval", help="evaluate a run and write eval.json and report.md", description="Evaluate a run."
+    )
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument(
+        "--split", choices=["val", "test"], help="split to evaluate (default: the config's eval.split)"
+    )
+    p.add_argument("--max-items", type=int, help="evaluate at most this many items")
+    p.add_argument("--fid-samples", type=int, help="images for FID (0: no FID)")
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint directory (default: the latest)")
+
+    p = sub.add_parser(
+        "encode", help="encode image or audio files to codes", description="Encode files to codes."
+    )
+    p.add_argument("run", type=Path, help="run directory or exported tokenizer")
+    p.add_argument("files", nargs="+", type=Path, help="images (PNG, JPEG, ...) or audio (WAV, FLAC, OGG)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="codes archive to write (.npz)")
+
+    p = sub.add_parser(
+        "decode", help="decode a codes archive back to files", description="Decode codes to files."
+    )
+    p.add_argument("run", type=Path, help="run directory or exported tokenizer")
+    p.add_argument("codes", type=Path, help="archive written by vqkit encode")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for the decoded files")
+
+    p = sub.add_parser(
+        "export", help="export the tokenizer (safetensors + JSON)", description="Export a tokenizer."
+    )
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("output", type=Path, help="folder to write; load it with vqkit.load_tokenizer")
+
+    p = sub.add_parser("info", help="describe a run or exported tokenizer", description="Describe a run.")
+    p.add_argument("run", type=Path, help="run directory or exported tokenizer")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def _train(args: argparse.Namespace) -> int:
+    from vqkit.train.config import load_config
+    from vqkit.train.loop import train, train_worker
+    from vqkit.train.run import spawn
+
+    overrides = list(args.overrides)
+    if args.pretrain_epochs is not None:
+        overrides.append(f"train.pretrain_epochs={args.pretrain_epochs}")
+    config = load_config(args.config, overrides)
+    run_dir = args.run_dir or Path("runs") / args.config.stem
+    if args.nproc < 1:
+        raise ValueError(f"--nproc: expected a positive integer, got {args.nproc}")
+    if args.nproc > 1:
+        spawn(args.nproc, train_worker, config, run_dir, args.resume)
+    else:
+        train(config, run_dir, resume=args.resume)
+    print(f"trained: {run_dir}")
+    if not args.no_report:
+        return _eval(
+            argparse.Namespace(run=run_dir, split=None, max_items=None, fid_samples=None, checkpoint=None)
+        )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vqkit.data import load_dataset
+    from vqkit.train.evaluate import evaluate
+    from vqkit.train.report import write_report
+    from vqkit.train.run import is_run_dir, load_run_model, run_config
+    from vqkit.utils.atomic import atomic_write_text
+
+    if not is_run_dir(args.run):
+        raise FileNotFoundError(f"run: {str(args.run)!r} is not a run directory (config.yaml + checkpoints/)")
+    config = run_config(args.run)
+    if args.max_items is not None:
+        config.eval.max_items = args.max_items
+    if args.fid_samples is not None:
+        config.eval.fid_samples = args.fid_samples
+    split = args.split or config.eval.split
+    model, meta = load_run_model(args.run, str(args.checkpoint) if args.checkpoint else None)
+    data = dict(config.data)
+    name, data_dir = data.pop("name"), data.pop("data_dir", None)
+    dataset = load_dataset(name, split, data_dir=data_dir, seed=config.seed, **data)
+    metrics = evaluate(model, dataset, config)
+    result = {"split": split, "checkpoint": meta.get("checkpoint"), "metrics": metrics}
+    atomic_write_text(args.run / "eval.json", json.dumps(result, indent=2))
+    report = write_report(args.run, metrics, model=model, dataset=dataset, items=config.eval.report_items)
+    width = max(len(k) for k in metrics)
+    for key in sorted(metrics):
+        if "/" not in key or (key.startswith("codebook/") and key.count("/") == 1):
+            print(f"{key:<{width}}  {metrics[key]:.6g}")
+    print(f"report: {report}")
+    return 0
+
+
+def _model_inputs(meta: dict[str, Any], model: Any) -> tuple[str, int, int | None]:
+    modality = meta.get("modality") or getattr(model, "modality", None)
+    shape = meta.get("item_shape") or []
+    channels = int(shape[0]) if modality == "image" and shape else int(getattr(model, "in_channels", 1))
+    rate = meta.get("sample_rate") or getattr(model, "sample_rate", None)
+    return str(modality), channels, None if rate is None else int(rate)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from vqkit.train.files import read_input, write_codes
+    from vqkit.train.run import load_run_model
+
+    model, meta = load_run_model(args.run)
+    modality, channels, rate = _model_inputs(meta, model)
+    inputs = [
+        read_input(path, modality, channels=channels, sample_rate=rate) for path in args.files
+    ]  # all first
+    codes, items = [], []
+    with torch.no_grad():
+        for path, x in zip(args.files, inputs, strict=True):
+            c = model.encode(x[None])[0]
+            bits = float(model.bits_per_item(tuple(x.shape)))
+            codes.append(c)
+            items.append({"source": path.name, "shape": list(x.shape), "bits": bits})
+            print(f"{path}: codes {tuple(c.shape)}, {bits:.0f} bits ({bits / 8:.0f} bytes)")
+    meta_out = {"modality": modality, "sample_rate": rate, "channels": channels, "items": items}
+    write_codes(args.output, codes, meta_out)
+    total = sum(item["bits"] for item in items)
+    print(f"wrote {args.output}: {len(items)} items, {total:.0f} bits in all")
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from vqkit.train.files import audio_bytes, image_bytes, read_codes
+    from vqkit.train.run import load_run_model
+    from vqkit.utils.atomic import atomic_directory
+
+    model, meta = load_run_model(args.run)
+    codes, info = read_codes(args.codes)
+    modality, _, rate = _model_inputs(meta, model)
+    if info.get("modality") != modality:
+        raise ValueError(
+            f"codes: {str(args.codes)!r} holds {info.get('modality')} codes; this model is {modality}"
+        )
+    outputs: list[tuple[str, bytes]] = []
+    with torch.no_grad():
+        for c, item in zip(codes, info["items"], strict=True):
+            x = model.decode(c[None])[0]
+            stem = Path(item["source"]).stem
+            if modality == "image":
+                outputs.append((f"{stem}.png", image_bytes(x)))
+            else:
+                length = int(item["shape"][-1])
+                outputs.append(
+                    (f"{stem}.wav", audio_bytes(x[..., :length], int(info.get("sample_rate") or rate or 0)))
+                )
+    with atomic_directory(args.output) as staging:  # all files or none
+        for name, payload in outputs:
+            (staging / name).write_bytes(payload)
+    print(f"wrote {len(outputs)} files to {args.output}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from vqkit.models import save_tokenizer
+    from vqkit.train.run import is_run_dir, load_run_model
+
+    if not is_run_dir(args.run):
+        raise FileNotFoundError(f"run: {str(args.run)!r} is not a run directory (config.yaml + checkpoints/)")
+    model, meta = load_run_model(args.run)
+    path = save_tokenizer(model, args.output)
+    print(f"exported {meta.get('checkpoint')} to {path}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from vqkit.train.run import is_run_dir, load_run_model
+
+    model, meta = load_run_model(args.run)
+    q = model.quantizer
+    lines = {
+        "model": type(model).__name__,
+        "modality": meta.get("modality"),
+        "quantizer": f"{q.registry_name or type(q).__name__} {q.codebook_size}",
+        "bits per vector": f"{q.bits_per_vector:g}",
+        "codebook parameters": q.num_codebook_parameters,
+        "model parameters": sum(p.numel() for p in model.parameters()),
+    }
+    if meta.get("item_shape"):
+        lines["item shape"] = tuple(meta["item_shape"])
+        lines["bits per item"] = f"{model.bits_per_item(tuple(meta['item_shape'])):g}"
+    if meta.get("sample_rate"):
+        lines["sample rate"] = meta["sample_rate"]
+        lines["kbps"] = f"{model.bitrate_kbps(int(meta['sample_rate'])):.3g}"
+    if is_run_dir(args.run):
+        lines["checkpoint"] = meta.get("checkpoint")
+        if (args.run / "eval.json").exists():
+            result = json.loads((args.run / "eval.json").read_text())
+            for key in ("mse", "psnr", "codebook/utilization", "codebook/perplexity"):
+                if key in result["metrics"]:
+                    lines[f"eval {key}"] = f"{result['metrics'][key]:.4g}"
+    width = max(len(k) for k in lines)
+    for key, value in lines.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+COMMANDS = {
+    "train": _train,
+    "eval": _eval,
+    "encode": _encode,
+    "decode": _decode,
+    "export": _export,
+    "info": _info,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("vqkit: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError, OSError) as err:
+        print(f"vqkit {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

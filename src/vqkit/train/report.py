@@ -1,0 +1,197 @@
+"""``report.md`` for a run: the metrics table and plots (matplotlib, Agg backend; PNGs under ``plots/``).
+
+Plots:
+
+* ``curves.png``: training loss terms over steps (and validation loss);
+* ``utilization.png``: batch utilization during training and the validation split's codebook utilization;
+* ``pca.png``: encoder outputs and the code vectors they are quantized to, projected on the first two principal
+  components of the outputs (the IVQ paper's Fig. 3: collapsed codes sit away from the embeddings);
+* ``reconstructions.png``: originals over reconstructions (images) or their log-magnitude spectrograms (audio).
+
+Everything is written atomically (each PNG, then the report).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vqkit.functional.spectral import magnitude_stft
+from vqkit.utils.atomic import atomic_write_bytes, atomic_write_text
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path.name
+
+
+def read_log(path: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """``metrics.csv`` as ``{(phase, name): [(step, value), ...]}``."""
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    if not path.exists():
+        return series
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            series.setdefault((row["phase"], row["name"]), []).append((int(row["step"]), float(row["value"])))
+    return series
+
+
+def plot_curves(series: dict[tuple[str, str], list[tuple[int, float]]], out: Path) -> str | None:
+    names = [key for key in series if key[0] in ("train", "pretrain", "val") and key[1].startswith("loss")]
+    if not names:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for phase, name in sorted(names):
+        steps, values = zip(*series[(phase, name)], strict=True)
+        ax.plot(steps, values, label=f"{phase} {name}", linestyle="--" if phase == "val" else "-")
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.set_title("training curves")
+    ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def plot_utilization(series: dict[tuple[str, str], list[tuple[int, float]]], out: Path) -> str | None:
+    keys = [("train", "batch_utilization"), ("val", "codebook/utilization")]
+    present = [k for k in keys if k in series]
+    if not present:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for key in present:
+        steps, values = zip(*series[key], strict=True)
+        ax.plot(steps, values, label=f"{key[0]} {key[1]}")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("step")
+    ax.set_title("codebook utilization")
+    ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+@torch.no_grad()
+def plot_pca(model: nn.Module, x: torch.Tensor, out: Path) -> str | None:
+    """Encoder outputs and their quantized vectors on the outputs' first two principal components."""
+    quantizer = model.quantizer
+    z = model.embed(x)
+    flat, _ = quantizer._flatten(z, "embedding")
+    q = quantizer.decode(quantizer.encode(z))
+    qflat, _ = quantizer._flatten(q, "quantized")
+    if flat.shape[0] < 3 or flat.shape[1] < 2:
+        return None
+    mean = flat.mean(0)
+    _, _, v = torch.pca_lowrank(flat - mean, q=2, center=False)
+    a, b = (flat - mean) @ v, (qflat - mean) @ v
+    codes = torch.unique(b, dim=0)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, label=f"embeddings ({flat.shape[0]})")
+    ax.scatter(
+        codes[:, 0], codes[:, 1], s=12, marker="x", color="C3", label=f"code vectors used ({codes.shape[0]})"
+    )
+    ax.set_title("embeddings and codes, 2-D PCA")
+    ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+@torch.no_grad()
+def plot_reconstructions(model: nn.Module, x: torch.Tensor, modality: str, out: Path) -> str | None:
+    recon = model(x).reconstruction
+    plt = _pyplot()
+    n = x.shape[0]
+    if modality == "image":
+        fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
+        for i in range(n):
+            for row, img in enumerate((x[i], recon[i].clamp(0, 1))):
+                ax = axes[row][i]
+                ax.imshow(img.permute(1, 2, 0).squeeze(-1).cpu(), cmap="gray" if img.shape[0] == 1 else None)
+                ax.axis("off")
+        axes[0][0].set_title("original", fontsize=7, loc="left")
+        axes[1][0].set_title("reconstruction", fontsize=7, loc="left")
+        return _save(fig, out)
+    if modality == "audio":
+        count = min(n, 3)
+        fig, axes = plt.subplots(2, count, figsize=(3.5 * count, 4), squeeze=False)
+        for i in range(count):
+            for row, wave in enumerate((x[i], recon[i])):
+                spec = torch.log10(magnitude_stft(wave.reshape(-1).cpu(), 512, 128) + 1e-5)
+                axes[row][i].imshow(spec, origin="lower", aspect="auto", cmap="magma")
+                axes[row][i].set_title(("original", "reconstruction")[row], fontsize=7)
+                axes[row][i].axis("off")
+        return _save(fig, out)
+    return None
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def write_report(
+    run_dir: Path,
+    metrics: dict[str, float],
+    *,
+    model: nn.Module | None = None,
+    dataset: Any = None,
+    items: int = 8,
+) -> Path:
+    """Write ``plots/*.png`` and ``report.md`` for ``run_dir`` from its log and ``metrics`` (an evaluation)."""
+    plots_dir = run_dir / "plots"
+    series = read_log(run_dir / "metrics.csv")
+    figures: list[tuple[str, str | None]] = [
+        ("Training curves", plot_curves(series, plots_dir / "curves.png")),
+        ("Codebook utilization over training", plot_utilization(series, plots_dir / "utilization.png")),
+    ]
+    if model is not None and dataset is not None and len(dataset) > 0:
+        device = next(model.parameters()).device
+        sample = torch.stack([dataset[i] for i in range(min(len(dataset), max(items, 256)))]).to(device)
+        model.eval()
+        figures.append(("Embeddings and codes (PCA)", plot_pca(model, sample, plots_dir / "pca.png")))
+        modality = getattr(dataset, "modality", "vector")
+        figures.append(
+            (
+                "Reconstructions",
+                plot_reconstructions(model, sample[:items], modality, plots_dir / "reconstructions.png"),
+            )
+        )
+    config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    data_info = json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").exists() else {}
+    lines = [f"# Run report: `{run_dir.name}`", ""]
+    lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
+    lines += [
+        f"| {name} | {_fmt(value)} |"
+        for name, value in sorted(metrics.items())
+        if "/" not in name or name.startswith("codebook/")
+    ]
+    detail = {k: v for k, v in metrics.items() if "/" in k and not k.startswith("codebook/")}
+    if detail:
+        lines += ["", "<details><summary>loss terms</summary>", "", "| term | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(detail.items())] + ["", "</details>"]
+    for title, name in figures:
+        if name is not None:
+            lines += ["", f"## {title}", "", f"![{title}](plots/{name})"]
+    if data_info:
+        lines += ["", "## Data", "", "```json", json.dumps(data_info, indent=2, default=str)[:4000], "```"]
+    if config_text:
+        lines += ["", "## Resolved config", "", "```yaml", config_text.rstrip(), "```"]
+    return atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")

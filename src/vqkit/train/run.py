@@ -1,0 +1,94 @@
+"""Runs on disk: load a trained model from a run directory or an exported tokenizer, spawn DDP workers.
+
+A **run directory** (``vqkit train``) holds ``config.yaml``, ``data.json``, ``metrics.csv`` and
+``checkpoints/step_*``; an **exported tokenizer** (``vqkit export``) is what ``vqkit.load_tokenizer`` reads.
+``load_run_model`` accepts either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from vqkit.train import checkpoint as ckpt
+from vqkit.train.config import RunConfig, build_config, read_config_file
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
+
+
+def run_config(path: Path) -> RunConfig:
+    return build_config(read_config_file(path / "config.yaml"))
+
+
+def load_run_model(
+    path: str | os.PathLike[str], checkpoint: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a run directory (its latest or the given checkpoint) or of an exported tokenizer, in eval
+    mode, with what is known about its input: ``{"modality", "item_shape", "sample_rate", "config"?}``."""
+    from vqkit.models import build_model, load_tokenizer
+
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"run: {str(root)!r} does not exist")
+    if not is_run_dir(root):
+        model = load_tokenizer(root)
+        meta = getattr(model, "io_info", None) or {}
+        return model.eval(), {"modality": getattr(model, "modality", None), **meta}
+    config = run_config(root)
+    model = build_model(dict(config.model))
+    chosen = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(root / "checkpoints")
+    if chosen is None:
+        raise FileNotFoundError(f"run: {str(root)!r} has no complete checkpoint yet")
+    ckpt.load_checkpoint(chosen, model, restore_rng=False)
+    info = json.loads((root / "data.json").read_text()) if (root / "data.json").exists() else {}
+    train_info = info.get("train", {})
+    meta = {
+        "modality": getattr(model, "modality", None),
+        "item_shape": train_info.get("item_shape"),
+        "sample_rate": train_info.get("sample_rate"),
+        "config": config,
+        "checkpoint": str(chosen),
+    }
+    return model.eval(), meta
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _worker(rank: int, size: int, port: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "WORLD_SIZE": str(size),
+            "LOCAL_RANK": str(rank),
+        }
+    )
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
+    try:
+        fn(*args)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def spawn(size: int, fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn(*args)`` in ``size`` processes joined by ``torch.distributed`` (gloo on CPU, nccl on GPU;
+    ``fn`` calls ``init_process_group`` from the environment, as under ``torchrun``)."""
+    mp.start_processes(
+        _worker, args=(size, _free_port(), fn, args), nprocs=size, join=True, start_method="spawn"
+    )
