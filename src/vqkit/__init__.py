@@ -9,6 +9,7 @@
 from vqkit.functional import nearest_code
 from vqkit.io import load_quantizer, save_quantizer
 from vqkit.metrics.usage import CodebookUsage
+from vqkit.models import Tokenizer, TokenizerOutput, build_model, list_models, load_tokenizer, save_tokenizer
 from vqkit.quantizers import (
     FSQ,
     IVQ,
@@ -49,13 +50,19 @@ __all__ = [
     "ResidualQuantizer",
     "ResidualVQ",
     "SimVQ",
+    "Tokenizer",
+    "TokenizerOutput",
     "__version__",
+    "build_model",
     "create_quantizer",
     "kmeans_init_from_encoder",
+    "list_models",
     "list_quantizers",
     "load_quantizer",
+    "load_tokenizer",
     "nearest_code",
     "register_preset",
     "register_quantizer",
     "save_quantizer",
+    "save_tokenizer",
 ]

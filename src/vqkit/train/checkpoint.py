@@ -18,7 +18,7 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -68,8 +68,8 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state().tolist(),
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
     }
-    np_state = np.random.get_state()
-    out["numpy"] = [np_state[0], np_state[1].tolist(), *np_state[2:]]  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = cast(tuple[Any, ...], np.random.get_state())
+    out["numpy"] = [kind, keys.tolist(), pos, has_gauss, cached]
     if torch.cuda.is_available():
         out["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -105,7 +105,8 @@ def write_codes(path: Path, codes: list[torch.Tensor], meta: dict[str, Any]) -> 
     arrays = {f"codes_{i}": c.cpu().numpy().astype(np.int64) for i, c in enumerate(codes)}
     payload = {"format": CODES_FORMAT, "version": 1, **meta}
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, meta=np.array(json.dumps(payload)), **arrays)
+    arrays["meta"] = np.array(json.dumps(payload))
+    np.savez_compressed(buffer, **cast(dict[str, Any], arrays))
     return atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vqkit.models.base import Tokenizer
 from vqkit.recipes import kmeans_init_from_encoder
 from vqkit.train import checkpoint as ckpt
 from vqkit.train.config import RunConfig, dump_config
@@ -104,7 +105,8 @@ def resolve_device(name: str) -> torch.device:
 # ---------------------------------------------------------------------------------------------- batches
 def stream_indices(start: int, count: int, num_items: int, seed: int) -> torch.Tensor:
     """Items ``[start, start + count)`` of the endless stream of per-epoch permutations of ``num_items``."""
-    out, position = [], start
+    out: list[int] = []
+    position = start
     while len(out) < count:
         epoch, offset = divmod(position, num_items)
         perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
@@ -160,7 +162,7 @@ class _Log:
     def write(self, step: int, phase: str, row: dict[str, float]) -> None:
         if not self.enabled:
             return
-        record = {"step": step, "phase": phase, **row}
+        record: dict[str, Any] = {"step": step, "phase": phase, **row}
         new = not self.path.exists()
         with self.path.open("a", newline="") as handle:
             # Columns vary by phase and quantizer: one long-format line per value keeps the file rectangular.
@@ -194,7 +196,7 @@ def train(
     run_dir: str | os.PathLike[str],
     *,
     resume: bool = False,
-    model: nn.Module | None = None,
+    model: Tokenizer | None = None,
     datasets: dict[str, Any] | None = None,
 ) -> Path:
     """Train ``config`` into ``run_dir``; returns the final checkpoint. Call on every rank under DDP."""
@@ -256,6 +258,15 @@ def train(
         if size > 1
         else net
     )
+    # The pretrain stage skips the quantizer; under DDP it needs its own wrapper (DDP syncs what ``forward``
+    # runs) that tolerates the quantizer's unused parameters.
+    pretrain: nn.Module = _Unquantized(net)
+    if size > 1 and pretrain_steps > step:
+        pretrain = nn.parallel.DistributedDataParallel(
+            pretrain,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
     progress = _progress(total, step, enabled=rank == 0 and config.train.progress)
     fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "-1"))
     started = time.perf_counter()
@@ -269,8 +280,7 @@ def train(
             x = collate(train_set, rank_share(indices, rank, size)).to(device)
             net.train()
             if step < pretrain_steps:
-                out = net.forward_unquantized(x) if size == 1 else ddp.module.forward_unquantized(x)
-                loss = out.loss if hasattr(out, "loss") else (out - x).square().mean()
+                loss = pretrain(x).loss
                 row = {"loss": float(loss.detach())}
             else:
                 out = ddp(x)
@@ -310,12 +320,23 @@ def train(
     return final if final is not None else paths.checkpoints
 
 
+class _Unquantized(nn.Module):
+    """``forward`` = the model's ``forward_unquantized`` (encoder -> decoder), for the pretrain stage."""
+
+    def __init__(self, net: Tokenizer) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.net.forward_unquantized(x)
+
+
 def train_worker(config: RunConfig, run_dir: str | os.PathLike[str], resume: bool) -> None:
     """``train`` with positional arguments, for ``vqkit.train.run.spawn`` (DDP workers)."""
     train(config, run_dir, resume=resume)
 
 
-def _kmeans_from_encoder(net: nn.Module, train_set: Any, config: RunConfig, device: torch.device) -> None:
+def _kmeans_from_encoder(net: Tokenizer, train_set: Any, config: RunConfig, device: torch.device) -> None:
     """The pretrain-then-finetune recipe's second stage (same result on every rank: k-means gathers)."""
     was_training = net.training
     net.eval()

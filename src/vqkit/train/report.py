@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from vqkit.functional.spectral import magnitude_stft
+from vqkit.models.base import Tokenizer
 from vqkit.utils.atomic import atomic_write_bytes, atomic_write_text
 
 
@@ -89,7 +89,7 @@ def plot_utilization(series: dict[tuple[str, str], list[tuple[int, float]]], out
 
 
 @torch.no_grad()
-def plot_pca(model: nn.Module, x: torch.Tensor, out: Path) -> str | None:
+def plot_pca(model: Tokenizer, x: torch.Tensor, out: Path) -> str | None:
     """Encoder outputs and their quantized vectors on the outputs' first two principal components."""
     quantizer = model.quantizer
     z = model.embed(x)
@@ -100,8 +100,8 @@ def plot_pca(model: nn.Module, x: torch.Tensor, out: Path) -> str | None:
         return None
     mean = flat.mean(0)
     _, _, v = torch.pca_lowrank(flat - mean, q=2, center=False)
-    a, b = (flat - mean) @ v, (qflat - mean) @ v
-    codes = torch.unique(b, dim=0)
+    a, b = ((flat - mean) @ v).cpu().numpy(), ((qflat - mean) @ v).cpu()
+    codes = torch.unique(b, dim=0).numpy()
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, label=f"embeddings ({flat.shape[0]})")
@@ -114,7 +114,7 @@ def plot_pca(model: nn.Module, x: torch.Tensor, out: Path) -> str | None:
 
 
 @torch.no_grad()
-def plot_reconstructions(model: nn.Module, x: torch.Tensor, modality: str, out: Path) -> str | None:
+def plot_reconstructions(model: Tokenizer, x: torch.Tensor, modality: str, out: Path) -> str | None:
     recon = model(x).reconstruction
     plt = _pyplot()
     n = x.shape[0]
@@ -123,7 +123,9 @@ def plot_reconstructions(model: nn.Module, x: torch.Tensor, modality: str, out: 
         for i in range(n):
             for row, img in enumerate((x[i], recon[i].clamp(0, 1))):
                 ax = axes[row][i]
-                ax.imshow(img.permute(1, 2, 0).squeeze(-1).cpu(), cmap="gray" if img.shape[0] == 1 else None)
+                ax.imshow(
+                    img.permute(1, 2, 0).squeeze(-1).cpu().numpy(), cmap="gray" if img.shape[0] == 1 else None
+                )
                 ax.axis("off")
         axes[0][0].set_title("original", fontsize=7, loc="left")
         axes[1][0].set_title("reconstruction", fontsize=7, loc="left")
@@ -134,7 +136,7 @@ def plot_reconstructions(model: nn.Module, x: torch.Tensor, modality: str, out: 
         for i in range(count):
             for row, wave in enumerate((x[i], recon[i])):
                 spec = torch.log10(magnitude_stft(wave.reshape(-1).cpu(), 512, 128) + 1e-5)
-                axes[row][i].imshow(spec, origin="lower", aspect="auto", cmap="magma")
+                axes[row][i].imshow(spec.numpy(), origin="lower", aspect="auto", cmap="magma")
                 axes[row][i].set_title(("original", "reconstruction")[row], fontsize=7)
                 axes[row][i].axis("off")
         return _save(fig, out)
@@ -151,7 +153,7 @@ def write_report(
     run_dir: Path,
     metrics: dict[str, float],
     *,
-    model: nn.Module | None = None,
+    model: Tokenizer | None = None,
     dataset: Any = None,
     items: int = 8,
 ) -> Path:

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 import torch.multiprocessing as mp
-from torch import nn
 
+from vqkit.models.base import Tokenizer
 from vqkit.train import checkpoint as ckpt
 from vqkit.train.config import RunConfig, build_config, read_config_file
 
@@ -32,7 +32,7 @@ def run_config(path: Path) -> RunConfig:
 
 def load_run_model(
     path: str | os.PathLike[str], checkpoint: str | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[Tokenizer, dict[str, Any]]:
     """The model of a run directory (its latest or the given checkpoint) or of an exported tokenizer, in eval
     mode, with what is known about its input: ``{"modality", "item_shape", "sample_rate", "config"?}``."""
     from vqkit.models import build_model, load_tokenizer

@@ -1,0 +1,200 @@
+"""``image_vqvae``: the convolutional VQ-VAE of CVQ-VAE and LooC, with any registered quantizer.
+
+The architecture is the one in CVQ-VAE's ``modules.py`` (Zheng & Vedaldi, "Online Clustered Codebook", ICCV
+2023, arXiv 2307.15139), which LooC reuses unchanged (Li, Wong, Han, WACV 2026, arXiv 2601.00222); both follow
+the VQ-VAE of van den Oord et al. (arXiv 1711.00937). With ``downsample=4`` (the default):
+
+* encoder: conv4x4/s2 (in -> hidden/2) -> ReLU -> conv4x4/s2 (hidden/2 -> hidden) -> ReLU -> conv3x3 ->
+  residual stack -> conv1x1 (hidden -> latent_dim), the ``_pre_vq_conv``;
+* decoder: conv3x3 (latent_dim -> hidden) -> residual stack -> convT4x4/s2 (hidden -> hidden/2) -> ReLU ->
+  convT4x4/s2 (hidden/2 -> in), no output activation (``output="sigmoid"`` adds one);
+* residual stack: ``num_res_layers`` blocks ``x + conv1x1(ReLU(conv3x3(ReLU(x))))`` (3x3 to ``res_hidden``,
+  1x1 back to ``hidden``), then a ReLU.
+
+``downsample=2`` keeps one strided stage: conv4x4/s2 (in -> hidden) -> ReLU -> conv3x3 -> ..., and the decoder
+ends with one convT4x4/s2 (hidden -> in) (for 8x8 digits -> 4x4 latents).
+
+Deviation: the reference residual block starts with ``nn.ReLU(inplace=True)``, which also rectifies the tensor
+the skip adds (its blocks compute ``relu(x) + f(relu(x))``); here the skip carries ``x`` unchanged, as the
+VQ-VAE paper draws it. The reference divides the MSE by the training pixels' variance; here that is the ``mse``
+weight (``loss_weights={"mse": 1 / variance}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqkit._validate import check_choice
+from vqkit.models.base import QuantizerSpec, Tokenizer, _positive_int, check_float_input, register_model
+
+Output = Literal["linear", "sigmoid"]
+OUTPUTS = ("linear", "sigmoid")
+DOWNSAMPLES = (2, 4)
+
+
+class ResidualStack(nn.Module):
+    """``layers`` blocks ``x + conv1x1(ReLU(conv3x3(ReLU(x))))``, then a ReLU. ``[B, C, H, W]`` in and out."""
+
+    def __init__(self, channels: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.ReLU(),
+                nn.Conv2d(channels, hidden, kernel_size=3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(hidden, channels, kernel_size=1),
+            )
+            for _ in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return F.relu(x)
+
+
+def _encoder(
+    in_channels: int, hidden: int, res_hidden: int, layers: int, latent: int, down: int
+) -> nn.Module:
+    if down == 4:
+        stem: list[nn.Module] = [
+            nn.Conv2d(in_channels, hidden // 2, kernel_size=4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden // 2, hidden, kernel_size=4, stride=2, padding=1),
+        ]
+    else:
+        stem = [nn.Conv2d(in_channels, hidden, kernel_size=4, stride=2, padding=1)]
+    return nn.Sequential(
+        *stem,
+        nn.ReLU(),
+        nn.Conv2d(hidden, hidden, kernel_size=3, padding=1),
+        ResidualStack(hidden, res_hidden, layers),
+        nn.Conv2d(hidden, latent, kernel_size=1),
+    )
+
+
+def _decoder(
+    in_channels: int, hidden: int, res_hidden: int, layers: int, latent: int, down: int, output: Output
+) -> nn.Module:
+    if down == 4:
+        head: list[nn.Module] = [
+            nn.ConvTranspose2d(hidden, hidden // 2, kernel_size=4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(hidden // 2, in_channels, kernel_size=4, stride=2, padding=1),
+        ]
+    else:
+        head = [nn.ConvTranspose2d(hidden, in_channels, kernel_size=4, stride=2, padding=1)]
+    if output == "sigmoid":
+        head.append(nn.Sigmoid())
+    return nn.Sequential(
+        nn.Conv2d(latent, hidden, kernel_size=3, padding=1),
+        ResidualStack(hidden, res_hidden, layers),
+        *head,
+    )
+
+
+@register_model("image_vqvae")
+class ImageVQVAE(Tokenizer):
+    """Convolutional VQ-VAE: ``[B, in_channels, H, W]`` -> codes ``[B, H/f, W/f, C]`` -> ``[B, in_channels, H, W]``.
+
+    Args:
+        quantizer: ``{"name", "kwargs"}`` of the quantizer (``dim`` and ``layout`` are set by the model).
+        in_channels: image channels.
+        hidden: width of the conv trunk (128 in CVQ/LooC; even for ``downsample=4``).
+        res_hidden: width inside the residual blocks (32).
+        num_res_layers: residual blocks per stack (2).
+        latent_dim: D, channels of the latent map the quantizer sees (64 in CVQ; 128 in LooC).
+        downsample: f, 2 or 4: H and W of the input must be multiples of it.
+        output: ``"linear"`` (the reference: unconstrained) or ``"sigmoid"`` (for targets in [0, 1]).
+        loss_weights: ``{"mse": 1.0}`` by default.
+    """
+
+    modality = "image"
+    layout = "channels_first"
+    latent_rank = 2
+    default_loss_weights: ClassVar[Mapping[str, float]] = MappingProxyType({"mse": 1.0})
+
+    def __init__(
+        self,
+        *,
+        quantizer: QuantizerSpec,
+        in_channels: int = 1,
+        hidden: int = 128,
+        res_hidden: int = 32,
+        num_res_layers: int = 2,
+        latent_dim: int = 64,
+        downsample: int = 4,
+        output: Output = "linear",
+        loss_weights: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(quantizer=quantizer, latent_dim=latent_dim, loss_weights=loss_weights)
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.hidden = _positive_int("hidden", hidden)
+        self.res_hidden = _positive_int("res_hidden", res_hidden)
+        if isinstance(num_res_layers, bool) or not isinstance(num_res_layers, int) or num_res_layers < 0:
+            raise ValueError(f"num_res_layers: expected an integer >= 0, got {num_res_layers!r}")
+        self.num_res_layers = num_res_layers
+        if downsample not in DOWNSAMPLES or isinstance(downsample, bool):
+            raise ValueError(f"downsample: expected one of {list(DOWNSAMPLES)}, got {downsample!r}")
+        self.downsample = int(downsample)
+        if self.downsample == 4 and hidden % 2:
+            raise ValueError(
+                f"hidden: expected an even width with downsample=4 (hidden/2 channels), got {hidden}"
+            )
+        self.output: Output = check_choice("output", output, OUTPUTS)  # type: ignore[assignment]
+        args = (
+            self.in_channels,
+            self.hidden,
+            self.res_hidden,
+            num_res_layers,
+            self.latent_dim,
+            self.downsample,
+        )
+        self.encoder = _encoder(*args)
+        self.decoder = _decoder(*args, self.output)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        check_float_input(x)
+        f = self.downsample
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x: expected [B, {self.in_channels}, H, W] (in_channels), got {tuple(x.shape)}")
+        if x.shape[2] % f or x.shape[3] % f:
+            raise ValueError(
+                f"x: expected height and width divisible by downsample={f}, got H={x.shape[2]}, W={x.shape[3]}"
+            )
+
+    def latent_shape(self, item_shape: Sequence[int]) -> tuple[int, ...]:
+        """``(H / f, W / f)`` for an item ``(C, H, W)`` or ``(H, W)``."""
+        shape = tuple(int(s) for s in item_shape)
+        ok = len(shape) in (2, 3) and (len(shape) == 2 or shape[0] == self.in_channels)
+        if not ok:
+            raise ValueError(f"item_shape: expected ({self.in_channels}, H, W) or (H, W), got {shape}")
+        h, w = shape[-2:]
+        f = self.downsample
+        if h % f or w % f:
+            raise ValueError(
+                f"item_shape: expected height and width divisible by downsample={f}, got {shape}"
+            )
+        return (h // f, w // f)
+
+    def reconstruction_losses(self, x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.loss_weights["mse"] == 0:
+            return {}
+        return {"mse": F.mse_loss(x_hat.float(), x.float())}
+
+    def _arch_config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "hidden": self.hidden,
+            "res_hidden": self.res_hidden,
+            "num_res_layers": self.num_res_layers,
+            "latent_dim": self.latent_dim,
+            "downsample": self.downsample,
+            "output": self.output,
+        }

@@ -1,0 +1,84 @@
+"""``mlp_vqvae``: an MLP autoencoder around any registered quantizer, for vector data (``vqkit.data.synthetic``).
+
+Encoder: ``Linear(in_dim, hidden[0]) -> ReLU -> ... -> Linear(hidden[-1], latent_dim)``; decoder: the mirror
+image, ``Linear(latent_dim, hidden[-1]) -> ReLU -> ... -> Linear(hidden[0], in_dim)``, no output activation.
+The quantizer sees ``[B, latent_dim]`` (``layout="channels_last"``), so codes are ``[B, C]`` and the latent grid
+is ``()``: one latent vector per item. ``hidden=[]`` gives linear maps (the toy autoencoder of the README).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqkit.models.base import QuantizerSpec, Tokenizer, _positive_int, check_float_input, register_model
+
+
+def _mlp(widths: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        if i:
+            layers.append(nn.ReLU())
+        layers.append(nn.Linear(a, b))
+    return nn.Sequential(*layers)
+
+
+@register_model("mlp_vqvae")
+class MLPVQVAE(Tokenizer):
+    """MLP VQ-VAE: ``[B, in_dim]`` -> codes ``[B, C]`` -> ``[B, in_dim]``.
+
+    Args:
+        quantizer: ``{"name", "kwargs"}`` of the quantizer (``dim`` and ``layout`` are set by the model).
+        in_dim: size of each input vector.
+        hidden: widths of the hidden layers of the encoder (the decoder uses them reversed).
+        latent_dim: D, the quantizer's ``dim``.
+        loss_weights: ``{"mse": 1.0}`` by default.
+    """
+
+    modality = "vector"
+    layout = "channels_last"
+    latent_rank = 0
+    default_loss_weights: ClassVar[Mapping[str, float]] = MappingProxyType({"mse": 1.0})
+
+    def __init__(
+        self,
+        *,
+        quantizer: QuantizerSpec,
+        in_dim: int = 32,
+        hidden: Sequence[int] = (256, 256),
+        latent_dim: int = 16,
+        loss_weights: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(quantizer=quantizer, latent_dim=latent_dim, loss_weights=loss_weights)
+        self.in_dim = _positive_int("in_dim", in_dim)
+        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+            raise ValueError(f"hidden: expected a list of positive integers, got {hidden!r}")
+        self.hidden = [_positive_int("hidden", h) for h in hidden]
+        self.encoder = _mlp([self.in_dim, *self.hidden, self.latent_dim])
+        self.decoder = _mlp([self.latent_dim, *reversed(self.hidden), self.in_dim])
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        check_float_input(x)
+        if x.dim() != 2 or x.shape[1] != self.in_dim:
+            raise ValueError(f"x: expected [B, {self.in_dim}] (in_dim), got {tuple(x.shape)}")
+
+    def latent_shape(self, item_shape: Sequence[int]) -> tuple[int, ...]:
+        """``()`` for an item ``(in_dim,)``: one latent vector."""
+        shape = tuple(int(s) for s in item_shape)
+        if shape != (self.in_dim,):
+            raise ValueError(f"item_shape: expected ({self.in_dim},), got {shape}")
+        return ()
+
+    def reconstruction_losses(self, x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.loss_weights["mse"] == 0:
+            return {}
+        return {"mse": F.mse_loss(x_hat.float(), x.float())}
+
+    def _arch_config(self) -> dict[str, Any]:
+        return {"in_dim": self.in_dim, "hidden": list(self.hidden), "latent_dim": self.latent_dim}

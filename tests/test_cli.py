@@ -1,0 +1,218 @@
+"""End to end through the ``vqkit`` command: train -> eval -> encode -> decode -> export -> load, resume after a
+kill, 2-process DDP, and bad inputs. Tiny configs (digits, synthetic clusters, a few seconds of speech)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vqkit
+from vqkit.cli import main
+from vqkit.train.run import load_run_model
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+TINY = ["train.log_every=5", "train.tensorboard=false", "train.progress=false", "eval.max_items=64"]
+
+
+def vqkit_cmd(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the command in a fresh process (as a user would), with the repository's src on the path."""
+    environ = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "vqkit.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    latest = sorted((run / "checkpoints").glob("step_*"))[-1]
+    return load_file(str(latest / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("cli") / "digits"
+    code = main(
+        [
+            "train",
+            str(CONFIGS / "digits.yaml"),
+            *TINY,
+            "train.steps=30",
+            "train.eval_every=15",
+            "train.checkpoint_every=15",
+            "--run-dir",
+            str(run),
+        ]
+    )
+    assert code == 0
+    return run
+
+
+def test_train_writes_a_complete_run(digits_run: Path) -> None:
+    names = {p.name for p in digits_run.iterdir()}
+    assert {
+        "config.yaml",
+        "data.json",
+        "metrics.csv",
+        "checkpoints",
+        "eval.json",
+        "report.md",
+        "plots",
+    } <= names
+    result = json.loads((digits_run / "eval.json").read_text())
+    metrics = result["metrics"]
+    assert result["split"] == "test" and metrics["items"] == 64
+    assert (
+        0 < metrics["codebook/utilization"] <= 1 and metrics["bits_per_item"] == 16 * 6
+    )  # 4x4 latents, 64 codes
+    assert np.isfinite(metrics["mse"]) and np.isfinite(metrics["psnr"])
+    report = (digits_run / "report.md").read_text()
+    for plot in ("curves.png", "utilization.png", "pca.png", "reconstructions.png"):
+        assert (digits_run / "plots" / plot).stat().st_size > 1000, plot
+        assert f"plots/{plot}" in report
+    assert "train.steps" not in report and "steps: 30" in report  # the resolved config is recorded
+
+
+def test_encode_decode_export_load_round_trip(
+    digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    images = []
+    for i in range(3):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray((np.random.default_rng(i).random((8, 8)) * 255).astype(np.uint8)).save(path)
+        images.append(str(path))
+    codes = tmp_path / "codes.npz"
+    assert main(["encode", str(digits_run), *images, "-o", str(codes)]) == 0
+    assert "96 bits" in capsys.readouterr().out
+    out_dir = tmp_path / "decoded"
+    assert main(["decode", str(digits_run), str(codes), "-o", str(out_dir)]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["img0.png", "img1.png", "img2.png"]
+    exported = tmp_path / "tokenizer"
+    assert main(["export", str(digits_run), str(exported)]) == 0
+    tokenizer = vqkit.load_tokenizer(exported)
+    run_model, _ = load_run_model(digits_run)
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(tokenizer.decode(tokenizer.encode(x)), run_model(x).reconstruction)
+    # Decoding with the exported tokenizer gives the same files as with the run.
+    again = tmp_path / "decoded_again"
+    assert main(["decode", str(exported), str(codes), "-o", str(again)]) == 0
+    for name in ("img0.png", "img1.png"):
+        assert (again / name).read_bytes() == (out_dir / name).read_bytes()
+    assert main(["info", str(digits_run)]) == 0
+    assert "bits per item" in capsys.readouterr().out
+
+
+def test_resume_after_a_kill_reaches_the_same_weights(tmp_path: Path) -> None:
+    args = [
+        str(CONFIGS / "digits.yaml"),
+        *TINY,
+        "train.steps=24",
+        "train.checkpoint_every=8",
+        "train.eval_every=8",
+        "--no-report",
+    ]
+    straight = vqkit_cmd("train", *args, "--run-dir", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    crashed = vqkit_cmd(
+        "train", *args, "--run-dir", str(tmp_path / "crashed"), env={"VQKIT_FAIL_AT_STEP": "13"}
+    )
+    assert crashed.returncode != 0  # SIGKILL after step 13: the last checkpoint is step 8
+    assert [p.name for p in sorted((tmp_path / "crashed" / "checkpoints").glob("step_*"))][
+        -1
+    ] == "step_0000008"
+    resumed = vqkit_cmd("train", *args, "--run-dir", str(tmp_path / "crashed"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "crashed")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_two_process_ddp_run(tmp_path: Path) -> None:
+    result = vqkit_cmd(
+        "train",
+        str(CONFIGS / "synthetic.yaml"),
+        *TINY,
+        "train.steps=20",
+        "train.eval_every=10",
+        "train.checkpoint_every=10",
+        "--nproc",
+        "2",
+        "--run-dir",
+        str(tmp_path / "ddp"),
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "ddp" / "eval.json").read_text())["metrics"]
+    assert np.isfinite(metrics["mse"]) and metrics["codebook/utilization"] > 0
+
+
+def test_pretrain_then_finetune(tmp_path: Path) -> None:
+    run = tmp_path / "pre"
+    code = main(
+        [
+            "train",
+            str(CONFIGS / "synthetic.yaml"),
+            *TINY,
+            "train.steps=10",
+            "train.eval_every=10",
+            "train.checkpoint_every=10",
+            "--pretrain-epochs",
+            "1",
+            "--run-dir",
+            str(run),
+            "--no-report",
+        ]
+    )
+    assert code == 0
+    phases = {line.split(",")[1] for line in (run / "metrics.csv").read_text().splitlines()[1:]}
+    assert {"pretrain", "train", "val"} <= phases
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", str(CONFIGS / "digits.yaml"), "train.stpes=3"], "train.stpes"),
+        (
+            ["train", str(CONFIGS / "fashion_mnist.yaml"), "data.data_dir=/nonexistent/fmnist"],
+            "dataset-fashion-mnist",
+        ),
+        (["eval", "/nonexistent/run"], "run"),
+    ],
+)
+def test_bad_inputs_give_clear_errors(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main([*args[:2], *args[2:], *(["--run-dir", str(tmp_path / "r")] if args[0] == "train" else [])]) == 1
+    )
+    assert message in capsys.readouterr().err
+
+
+def test_corrupt_inputs_are_named_and_nothing_is_written(
+    digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_png = tmp_path / "bad.png"
+    bad_png.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "codes.npz"
+    assert main(["encode", str(digits_run), str(bad_png), "-o", str(out)]) == 1
+    assert "bad.png" in capsys.readouterr().err and not out.exists()
+    bad_codes = tmp_path / "bad.npz"
+    bad_codes.write_bytes(b"not an archive")
+    assert main(["decode", str(digits_run), str(bad_codes), "-o", str(tmp_path / "o")]) == 1
+    assert "bad.npz" in capsys.readouterr().err and not (tmp_path / "o").exists()
