@@ -216,3 +216,45 @@ def test_corrupt_inputs_are_named_and_nothing_is_written(
     bad_codes.write_bytes(b"not an archive")
     assert main(["decode", str(digits_run), str(bad_codes), "-o", str(tmp_path / "o")]) == 1
     assert "bad.npz" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_speech_codec_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import soundfile as sf
+
+    pytest.importorskip("pystoi")
+    if not any(Path(p, "espeak-ng").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    run = tmp_path / "speech"
+    tiny_codec = [
+        "data.num_clips=10",
+        "data.segment_seconds=0.5",
+        "model.n_filters=4",
+        "model.lstm=0",
+        "model.latent_dim=24",
+        "model.stft_sizes=[256, 512]",
+        "model.n_mels=32",
+        "model.mel_n_fft=512",
+        "train.batch_size=4",
+        "train.steps=4",
+        "train.eval_every=4",
+        "train.checkpoint_every=4",
+        "eval.max_items=4",
+    ]
+    assert main(["train", str(CONFIGS / "speech.yaml"), *TINY, *tiny_codec, "--run-dir", str(run)]) == 0
+    metrics = json.loads((run / "eval.json").read_text())["metrics"]
+    assert metrics["kbps"] == pytest.approx(1.2) and metrics["bits_per_item"] == 25 * 24  # 0.5 s at 50 Hz
+    for key in ("lsd", "mel_distance", "si_sdr", "stoi", "pesq", "chroma_similarity"):
+        assert key in metrics, key
+    wav = tmp_path / "tone.wav"
+    t = np.arange(22050) / 22050
+    sf.write(wav, 0.3 * np.sin(2 * np.pi * 220 * t), 22050)  # another rate: resampled to 16 kHz on the way in
+    codes = tmp_path / "codes.npz"
+    assert main(["encode", str(run), str(wav), "-o", str(codes)]) == 0
+    assert "1200 bits" in capsys.readouterr().out  # 1 s at 1.2 kbps
+    assert main(["decode", str(run), str(codes), "-o", str(tmp_path / "out")]) == 0
+    audio, rate = sf.read(tmp_path / "out" / "tone.wav")
+    assert rate == 16000 and audio.shape == (16000,)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    assert main(["encode", str(run), str(bad), "-o", str(tmp_path / "bad.npz")]) == 1
+    assert "bad.wav" in capsys.readouterr().err and not (tmp_path / "bad.npz").exists()
