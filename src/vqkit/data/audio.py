@@ -1,0 +1,225 @@
+"""Audio datasets: fixed-length mono segments of clips (generated or read from a folder), and the shared audio ops.
+
+Segments: a clip of ``n`` samples gives ``n // L`` full segments of ``L = round(segment_seconds * sample_rate)``
+samples; a remaining tail of at least ``L / 2`` samples, or a clip shorter than one segment, gives one more,
+zero-padded at the end. Resampling is ``scipy.signal.resample_poly`` (polyphase, Kaiser-windowed FIR with
+beta 5, scipy's default). Values are clipped to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vqkit.data.base import (
+    CorruptDataError,
+    DataNotFoundError,
+    VQDataset,
+    list_files,
+    permutation_split,
+    require_dir,
+)
+from vqkit.data.base import require_nonempty as _require_nonempty
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+# libsndfile's MP3 seeking is not sample-exact (the bit reservoir): MP3 files are decoded from their start.
+_DECODE_FROM_START = (".mp3",)
+
+
+def check_sample_rate(sample_rate: Any) -> int:
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, int)
+        or not 1000 <= sample_rate <= 384_000
+    ):
+        raise ValueError(
+            f"sample_rate: expected an integer number of Hz in [1000, 384000], got {sample_rate!r}"
+        )
+    return sample_rate
+
+
+def segment_length(segment_seconds: Any, sample_rate: int) -> int:
+    ok = isinstance(segment_seconds, (int, float)) and not isinstance(segment_seconds, bool)
+    if not ok or not 0 < float(segment_seconds) <= 3600 or round(float(segment_seconds) * sample_rate) < 1:
+        raise ValueError(
+            f"segment_seconds: expected a number of seconds in (0, 3600] that spans at least one sample at "
+            f"{sample_rate} Hz, got {segment_seconds!r}"
+        )
+    return round(float(segment_seconds) * sample_rate)
+
+
+def segment_starts(num_samples: int, length: int) -> list[int]:
+    """Start offsets of the fixed-length segments of a clip (see the module docstring for the rule)."""
+    full, tail = divmod(num_samples, length)
+    extra = 1 if tail and (2 * tail >= length or full == 0) else 0
+    return [k * length for k in range(full + extra)]
+
+
+def _ratio(from_rate: int, to_rate: int) -> tuple[int, int]:
+    g = math.gcd(from_rate, to_rate)
+    return to_rate // g, from_rate // g
+
+
+@lru_cache(maxsize=16)
+def _lowpass(up: int, down: int) -> np.ndarray:
+    """resample_poly's default filter, designed once per rate pair instead of once per call."""
+    from scipy.signal import firwin
+
+    max_rate = max(up, down)
+    return np.asarray(firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)), dtype=np.float64)
+
+
+def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """1-D ``x`` at ``from_rate`` to ``to_rate`` (float32, ``ceil(len(x) * to_rate / from_rate)`` samples)."""
+    if from_rate == to_rate:
+        return np.asarray(x, dtype=np.float32)
+    from scipy.signal import resample_poly
+
+    up, down = _ratio(from_rate, to_rate)
+    y = resample_poly(np.asarray(x, dtype=np.float64), up, down, window=_lowpass(up, down))
+    return np.asarray(y, dtype=np.float32)
+
+
+def resampled_length(num_samples: int, from_rate: int, to_rate: int) -> int:
+    up, down = _ratio(from_rate, to_rate)
+    return -(-num_samples * up // down)
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """``[T]`` or ``[T, channels]`` to ``[T]`` float32: the mean of the channels."""
+    return np.asarray(data.mean(axis=1) if data.ndim == 2 else data, dtype=np.float32)
+
+
+def audio_info(path: Path) -> tuple[int, int]:
+    """``(frames, sample_rate)`` of an audio file, or ``CorruptDataError`` naming it."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, OSError, ValueError) as error:  # soundfile.LibsndfileError is a RuntimeError
+        raise CorruptDataError(f"{path}: cannot read the audio file ({error})") from error
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise CorruptDataError(f"{path}: audio file has {info.frames} frames at {info.samplerate} Hz")
+    return int(info.frames), int(info.samplerate)
+
+
+def read_audio(path: Path, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Frames ``[start, stop)`` of an audio file, mixed down to mono float32."""
+    import soundfile as sf
+
+    try:
+        data, _ = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError) as error:
+        raise CorruptDataError(f"{path}: cannot read the audio file ({error})") from error
+    return to_mono(data)
+
+
+def _read_span(path: Path, start: int, stop: int) -> np.ndarray:
+    if path.suffix.lower() in _DECODE_FROM_START:
+        return read_audio(path, 0, stop)[start:]
+    return read_audio(path, start, stop)
+
+
+def _finish(segment: np.ndarray, length: int) -> torch.Tensor:
+    out = np.zeros(length, dtype=np.float32)
+    out[: min(length, len(segment))] = segment[:length]
+    return torch.from_numpy(np.clip(out, -1.0, 1.0, out=out))[None]
+
+
+class AudioClipsDataset(VQDataset):
+    """Segments of clips held in memory, already at ``sample_rate``."""
+
+    def __init__(
+        self, clips: list[np.ndarray], *, sample_rate: int, length: int, record: dict[str, Any]
+    ) -> None:
+        table = [(c, s) for c, clip in enumerate(clips) for s in segment_starts(len(clip), length)]
+        super().__init__(
+            modality="audio",
+            item_shape=(1, length),
+            length=len(table),
+            record=record,
+            sample_rate=sample_rate,
+        )
+        self._clips = clips
+        self._table = np.array(table, dtype=np.int64).reshape(-1, 2)
+        self._segment = length
+
+    def _item(self, i: int) -> torch.Tensor:
+        clip, start = (int(v) for v in self._table[i])
+        return _finish(self._clips[clip][start : start + self._segment], self._segment)
+
+
+class AudioFolderDataset(VQDataset):
+    """Segments read from the files on each access; only the frames a segment needs (plus the resampling
+    filter's reach) are read, so long files and large folders cost no memory. A segment equals the same span
+    of the whole file resampled at once, up to float rounding."""
+
+    def __init__(
+        self, files: list[tuple[Path, int, int]], *, sample_rate: int, length: int, record: dict[str, Any]
+    ) -> None:
+        table = [
+            (f, s)
+            for f, (_, frames, rate) in enumerate(files)
+            for s in segment_starts(resampled_length(frames, rate, sample_rate), length)
+        ]
+        super().__init__(
+            modality="audio",
+            item_shape=(1, length),
+            length=len(table),
+            record=record,
+            sample_rate=sample_rate,
+        )
+        self._files = files
+        self._table = np.array(table, dtype=np.int64).reshape(-1, 2)
+        self._segment = length
+
+    def _item(self, i: int) -> torch.Tensor:
+        index, start = (int(v) for v in self._table[i])
+        path, frames, rate = self._files[index]
+        length, target = self._segment, int(self.sample_rate or rate)
+        if rate == target:
+            return _finish(_read_span(path, start, min(frames, start + length)), length)
+        up, down = _ratio(rate, target)
+        # Output sample n sits at input position n * down / up, so input block m * down starts output m * up
+        # exactly. Widen the read by the filter's reach (10 * max(up, down) taps of the upsampled signal).
+        reach = -(-10 * max(up, down) // down) + 2
+        first = max(0, (start - reach) // up)
+        last = -(-(start + length + reach) // up)
+        chunk = _read_span(path, first * down, min(frames, last * down))
+        offset = start - first * up
+        return _finish(resample(chunk, rate, target)[offset : offset + length], length)
+
+
+def load_audio_folder(
+    split: str, *, data_dir: str | None, seed: int, segment_seconds: float = 1.0, sample_rate: int = 16000
+) -> VQDataset:
+    """Every audio file under ``data_dir`` (recursive, sorted), a seeded 80/10/10 split of the files."""
+    sample_rate = check_sample_rate(sample_rate)
+    length = segment_length(segment_seconds, sample_rate)
+    root = require_dir(data_dir, "audio_folder", "audio files")
+    paths = list_files(root, AUDIO_EXTENSIONS)
+    if not paths:
+        raise DataNotFoundError(
+            f"data_dir: 'audio_folder' found no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {str(root)!r}"
+        )
+    keys = [p.relative_to(root).as_posix() for p in paths]
+    indices, rule = permutation_split(keys, split, seed, unit="file")
+    _require_nonempty("audio_folder", split, indices, f"{len(paths)} files under {root}")
+    files = [(paths[i], *audio_info(paths[i])) for i in indices]
+    record = {
+        "name": "audio_folder",
+        "split": split,
+        "sources": [str(root)],
+        "num_source_files": len(paths),
+        "num_split_files": len(files),
+        "split_rule": rule,
+        "seed": seed,
+        "segment_rule": "full segments, plus a zero-padded tail if it is at least half a segment",
+        "options": {"segment_seconds": float(segment_seconds), "sample_rate": sample_rate},
+    }
+    return AudioFolderDataset(files, sample_rate=sample_rate, length=length, record=record)

@@ -1,0 +1,95 @@
+"""``image_folder``: every image file under a folder, read when its item is read.
+
+Each image: EXIF orientation applied, 16-bit grey scaled to 8 bits, alpha dropped, converted to grey or RGB, the
+shorter side resized to ``size`` (Pillow's bicubic filter), the centre ``size`` x ``size`` cropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vqkit.data.base import (
+    CorruptDataError,
+    DataNotFoundError,
+    VQDataset,
+    list_files,
+    permutation_split,
+    require_dir,
+    require_nonempty,
+)
+from vqkit.data.images import check_channels, check_size
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+
+
+def read_image(path: Path, size: int, channels: int) -> torch.Tensor:
+    """``[channels, size, size]`` in [0, 1]: EXIF orientation applied, shorter side resized, centre cropped."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: Pillow's convert("L") would clip
+                image = Image.fromarray(
+                    (np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)
+                )
+            elif image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
+            image = image.convert("L" if channels == 1 else "RGB")
+            width, height = image.size
+            scale = size / min(width, height)
+            new = (max(size, round(width * scale)), max(size, round(height * scale)))
+            if new != image.size:
+                image = image.resize(new, Image.Resampling.BICUBIC)
+            left, top = (new[0] - size) // 2, (new[1] - size) // 2
+            image = image.crop((left, top, left + size, top + size))
+            array = np.asarray(image, dtype=np.uint8)
+    except Exception as error:  # decoders raise OSError, SyntaxError, struct.error, EOFError, ...
+        raise CorruptDataError(f"{path}: cannot read the image ({type(error).__name__}: {error})") from error
+    x = torch.from_numpy(array.copy()).to(torch.float32) / 255.0
+    return x[None] if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
+
+
+class ImageFolderDataset(VQDataset):
+    """Images read from files on each access (nothing is cached in memory)."""
+
+    def __init__(self, paths: list[Path], *, size: int, channels: int, record: dict[str, Any]) -> None:
+        super().__init__(
+            modality="image", item_shape=(channels, size, size), length=len(paths), record=record
+        )
+        self._paths = paths
+        self._size = size
+        self._channels = channels
+
+    def _item(self, i: int) -> torch.Tensor:
+        return read_image(self._paths[i], self._size, self._channels)
+
+
+def load_image_folder(
+    split: str, *, data_dir: str | None, seed: int, size: int = 32, channels: int = 3
+) -> VQDataset:
+    """Every image under ``data_dir`` (recursive, sorted paths); a seeded 80/10/10 split of the files."""
+    size, channels = check_size(size), check_channels(channels)
+    root = require_dir(data_dir, "image_folder", "images")
+    paths = list_files(root, IMAGE_EXTENSIONS)
+    if not paths:
+        raise DataNotFoundError(
+            f"data_dir: 'image_folder' found no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}"
+        )
+    keys = [p.relative_to(root).as_posix() for p in paths]
+    indices, rule = permutation_split(keys, split, seed, unit="file")
+    require_nonempty("image_folder", split, indices, f"{len(paths)} images under {root}")
+    record = {
+        "name": "image_folder",
+        "split": split,
+        "sources": [str(root)],
+        "num_source_files": len(paths),
+        "split_rule": rule,
+        "seed": seed,
+        "options": {"size": size, "channels": channels},
+    }
+    return ImageFolderDataset([paths[i] for i in indices], size=size, channels=channels, record=record)
