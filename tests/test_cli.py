@@ -258,3 +258,44 @@ def test_speech_codec_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     assert main(["encode", str(run), str(bad), "-o", str(tmp_path / "bad.npz")]) == 1
     assert "bad.wav" in capsys.readouterr().err and not (tmp_path / "bad.npz").exists()
+
+
+def test_adversarial_codec_training_checkpoints_and_resumes_the_discriminator(tmp_path: Path) -> None:
+    if not any(Path(p, "espeak-ng").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    run = tmp_path / "gan"
+    args = [
+        "train",
+        str(CONFIGS / "speech.yaml"),
+        *TINY,
+        "data.num_clips=10",
+        "data.segment_seconds=0.5",
+        "model.n_filters=4",
+        "model.lstm=0",
+        "model.latent_dim=24",
+        "model.stft_sizes=[256]",
+        "model.n_mels=32",
+        "model.mel_n_fft=512",
+        "train.batch_size=2",
+        "train.eval_every=100",
+        "train.checkpoint_every=1",
+        "train.log_every=1",
+        "train.adversarial=true",
+        "train.discriminator_filters=4",
+        "--run-dir",
+        str(run),
+        "--no-report",
+    ]
+    assert main([*args, "train.steps=2"]) == 0
+    latest = sorted((run / "checkpoints").glob("step_*"))[-1]
+    assert {"discriminator.safetensors", "discriminator_optimizer.safetensors"} <= {
+        p.name for p in latest.iterdir()
+    }
+    assert main([*args, "train.steps=3", "--resume"]) == 0
+    log = (run / "metrics.csv").read_text()
+    assert "loss/discriminator" in log and "loss/adversarial" in log and "loss/feature_matching" in log
+    with pytest.raises(ValueError, match="train.adversarial"):
+        from vqkit.train.config import load_config
+        from vqkit.train.loop import train
+
+        train(load_config(CONFIGS / "digits.yaml", ["train.adversarial=true", *TINY]), tmp_path / "img")

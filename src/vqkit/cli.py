@@ -257,7 +257,13 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Overrides may come after options too (``--run-dir X train.steps=5``), which argparse alone rejects.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or any(arg.startswith("-") or "=" not in arg for arg in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

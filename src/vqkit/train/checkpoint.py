@@ -85,24 +85,45 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
+Part = tuple[nn.Module, "torch.optim.Optimizer | None"]
+
+
 def save_checkpoint(
-    directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any]
+    directory: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    extra: dict[str, Any],
+    *,
+    others: dict[str, Part] | None = None,
 ) -> Path:
-    """Write ``directory/step_XXXXXXX`` atomically; returns its path."""
+    """Write ``directory/step_XXXXXXX`` atomically; returns its path. ``others`` are further named
+    ``(module, optimizer)`` pairs (e.g. a discriminator) stored as ``<name>.safetensors`` and
+    ``<name>_optimizer.safetensors``."""
     target = directory / f"{PREFIX}{step:07d}"
-    tensors, meta = _optimizer_split(optimizer)
+    parts: dict[str, Part] = {"model": (model, optimizer), **(others or {})}
+    files: dict[str, dict[str, torch.Tensor]] = {}
+    metas: dict[str, Any] = {}
+    for name, (module, opt) in parts.items():
+        files[f"{name}.safetensors"] = {
+            k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
+        }
+        if opt is not None:
+            tensors, meta = _optimizer_split(opt)
+            files["optimizer.safetensors" if name == "model" else f"{name}_optimizer.safetensors"] = tensors
+            metas[name] = meta
     state = {
         "format": FORMAT,
         "version": VERSION,
         "step": step,
-        "optimizer": meta,
+        "optimizer": metas["model"],
+        "optimizers": {k: v for k, v in metas.items() if k != "model"},
         "rng": rng_state(),
         **extra,
     }
-    model_state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_directory(target) as staging:
-        save_file(model_state, str(staging / "model.safetensors"))
-        save_file(tensors, str(staging / "optimizer.safetensors"))
+        for filename, tensors in files.items():
+            save_file(tensors, str(staging / filename))
         (staging / "state.json").write_text(json.dumps(state))
     return target
 
@@ -127,25 +148,39 @@ def prune_checkpoints(directory: Path, keep: int) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _read(path: Path, filename: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path / filename))
+    except (OSError, SafetensorError) as err:
+        raise ValueError(f"checkpoint: cannot read {str(path / filename)!r}: {err}") from err
+
+
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, restore_rng: bool = True
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    restore_rng: bool = True,
+    others: dict[str, Part] | None = None,
 ) -> TrainingState:
-    """Load ``path`` into ``model`` (and ``optimizer``); restores the generator states. Errors name the path."""
+    """Load ``path`` into ``model`` (and ``optimizer``, and ``others`` saved with it); restores the generator
+    states. Errors name the path."""
     try:
         state = json.loads((path / "state.json").read_text())
-        weights = load_file(str(path / "model.safetensors"))
-    except (OSError, ValueError, SafetensorError) as err:
+    except (OSError, ValueError) as err:
         raise ValueError(f"checkpoint: cannot read {str(path)!r}: {err}") from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint: {str(path)!r} is not a vqkit checkpoint")
-    model.load_state_dict(weights)
+    model.load_state_dict(_read(path, "model.safetensors"))
     if optimizer is not None:
-        try:
-            tensors = load_file(str(path / "optimizer.safetensors"))
-        except (OSError, SafetensorError) as err:
-            raise ValueError(f"checkpoint: cannot read {str(path)!r}: {err}") from err
-        optimizer.load_state_dict(_optimizer_join(tensors, state["optimizer"]))
+        optimizer.load_state_dict(_optimizer_join(_read(path, "optimizer.safetensors"), state["optimizer"]))
+    for name, (module, opt) in (others or {}).items():
+        module.load_state_dict(_read(path, f"{name}.safetensors"))
+        if opt is not None:
+            tensors = _read(path, f"{name}_optimizer.safetensors")
+            opt.load_state_dict(_optimizer_join(tensors, state["optimizers"][name]))
     if restore_rng:
         set_rng_state(state["rng"])
-    extra = {k: v for k, v in state.items() if k not in ("format", "version", "step", "optimizer", "rng")}
+    skip = ("format", "version", "step", "optimizer", "optimizers", "rng")
+    extra = {k: v for k, v in state.items() if k not in skip}
     return TrainingState(step=int(state["step"]), extra=extra)

@@ -44,6 +44,12 @@ class TrainConfig:
         0  # pretrain-then-finetune: encoder/decoder without the quantizer first, then k-means
     )
     kmeans_vectors: int = 20000  # encoder outputs gathered for the k-means codebook init after pretraining
+    adversarial: bool = (
+        False  # audio models: Encodec's multi-scale STFT discriminator (hinge + feature matching)
+    )
+    adversarial_weight: float = 1.0
+    feature_matching_weight: float = 1.0
+    discriminator_filters: int = 32
     log_every: int = 50
     eval_every: int = 500
     checkpoint_every: int = 500

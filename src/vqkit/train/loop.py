@@ -230,6 +230,9 @@ def train(
         trainable, lr=config.train.lr, betas=config.train.betas, weight_decay=config.train.weight_decay
     )
 
+    adversary = _Adversary(net, config, device, size) if config.train.adversarial else None
+    others = adversary.parts() if adversary is not None else None
+
     steps_per_epoch = math.ceil(len(train_set) / config.train.batch_size)
     pretrain_steps = config.train.pretrain_epochs * steps_per_epoch
     total = pretrain_steps + config.train.steps
@@ -238,7 +241,7 @@ def train(
         latest = ckpt.latest_checkpoint(paths.checkpoints)
         if latest is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint under {str(paths.checkpoints)!r}")
-        step = ckpt.load_checkpoint(latest, net, optimizer).step
+        step = ckpt.load_checkpoint(latest, net, optimizer, others=others).step
     elif rank == 0 and paths.checkpoints.exists() and ckpt.list_checkpoints(paths.checkpoints):
         raise FileExistsError(
             f"run_dir: {str(paths.root)!r} already holds checkpoints; pass --resume to continue it or choose "
@@ -284,13 +287,17 @@ def train(
                 row = {"loss": float(loss.detach())}
             else:
                 out = ddp(x)
-                loss = out.loss
                 row = _scalar_metrics(out)
+                loss = out.loss
+                if adversary is not None:
+                    loss = loss + adversary.generator_loss(x, out.reconstruction, row)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.train.grad_clip:
                 torch.nn.utils.clip_grad_norm_(trainable, config.train.grad_clip)
             optimizer.step()
+            if adversary is not None and step >= pretrain_steps:
+                adversary.step(x, out.reconstruction.detach(), row)
             step += 1
             progress.update(1)
             if step % config.train.log_every == 0 or step == total:
@@ -306,6 +313,7 @@ def train(
                     net,
                     optimizer,
                     {"config": config.to_dict(), "total_steps": total},
+                    others=others,
                 )
                 ckpt.prune_checkpoints(paths.checkpoints, config.train.keep_checkpoints)
             if size > 1:
@@ -318,6 +326,64 @@ def train(
     final = ckpt.latest_checkpoint(paths.checkpoints)
     assert final is not None or rank != 0
     return final if final is not None else paths.checkpoints
+
+
+class _Adversary:
+    """Optional adversarial training of audio models: Encodec's multi-scale STFT discriminator with hinge
+    losses; the generator gets ``adversarial_weight * hinge + feature_matching_weight * feature matching``
+    (no loss balancer: the weights are plain multipliers). The discriminator steps after the generator, on the
+    detached reconstruction, with its own Adam (same learning rate and betas); under DDP it is wrapped too."""
+
+    def __init__(self, net: Tokenizer, config: RunConfig, device: torch.device, size: int) -> None:
+        from vqkit.models.discriminator import MultiScaleSTFTDiscriminator
+
+        if net.modality != "audio":
+            raise ValueError(
+                f"train.adversarial: only audio models have a discriminator, got a {net.modality} model"
+            )
+        self.config = config.train
+        channels = int(getattr(net, "channels", 1))
+        self.module = MultiScaleSTFTDiscriminator(
+            filters=config.train.discriminator_filters, in_channels=channels
+        )
+        self.module.to(device)
+        self.optimizer = torch.optim.Adam(
+            self.module.parameters(), lr=config.train.lr, betas=config.train.betas
+        )
+        self.wrapped: nn.Module = (
+            nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[device.index] if device.type == "cuda" else None
+            )
+            if size > 1
+            else self.module
+        )
+
+    def parts(self) -> dict[str, tuple[nn.Module, torch.optim.Optimizer | None]]:
+        return {"discriminator": (self.module, self.optimizer)}
+
+    def generator_loss(self, x: torch.Tensor, recon: torch.Tensor, row: dict[str, float]) -> torch.Tensor:
+        from vqkit.models.discriminator import feature_matching_loss, generator_hinge_loss
+
+        # The unwrapped discriminator: only the generator's gradients matter here (they flow back into the
+        # DDP-wrapped model); the discriminator's own gradients from this pass are cleared before its step.
+        with torch.no_grad():
+            real = self.module(x)
+        fake = self.module(recon)
+        adversarial = generator_hinge_loss(fake.logits)
+        matching = feature_matching_loss(real.features, fake.features)
+        row["loss/adversarial"] = float(adversarial.detach())
+        row["loss/feature_matching"] = float(matching.detach())
+        return self.config.adversarial_weight * adversarial + self.config.feature_matching_weight * matching
+
+    def step(self, x: torch.Tensor, recon: torch.Tensor, row: dict[str, float]) -> None:
+        from vqkit.models.discriminator import discriminator_hinge_loss
+
+        self.optimizer.zero_grad(set_to_none=True)
+        real, fake = self.wrapped(x), self.wrapped(recon)
+        loss = discriminator_hinge_loss(real.logits, fake.logits)
+        loss.backward()
+        self.optimizer.step()
+        row["loss/discriminator"] = float(loss.detach())
 
 
 class _Unquantized(nn.Module):
