@@ -137,7 +137,7 @@ def _scalar_metrics(out: Any) -> dict[str, float]:
     for name, value in out.losses.items():
         row[f"loss/{name}"] = float(value.detach())
     for name, value in out.quantizer.losses.items():
-        row[f"quantizer/{name}"] = float(value.detach())
+        row[f"loss/{name}"] = float(value.detach())
     for name in ("utilization", "perplexity"):
         if name in out.quantizer.metrics:
             row[f"batch_{name}"] = float(out.quantizer.metrics[name])
