@@ -1,0 +1,21 @@
+"""``vqkit.rates``: every registered quantizer can be set to a common rate, and the rate is what it says."""
+
+from __future__ import annotations
+
+import pytest
+
+import vqkit
+from vqkit.rates import kwargs_at_rate
+
+
+@pytest.mark.parametrize("bits", [4, 8, 12])
+def test_every_quantizer_reaches_multiples_of_four_bits(quantizer_name: str, bits: int) -> None:
+    kwargs = kwargs_at_rate(quantizer_name, 64, bits)
+    assert isinstance(kwargs, dict), kwargs
+    q = vqkit.create_quantizer(quantizer_name, dim=64, **kwargs)
+    assert q.bits_per_vector == bits
+
+
+def test_unreachable_rates_come_with_a_reason() -> None:
+    note = kwargs_at_rate("ivq", 64, 6)
+    assert isinstance(note, str) and "ivq" in note and "6 bits" in note
