@@ -50,7 +50,7 @@ def test_shipped_bench_files_load() -> None:
     for path in sorted((ROOT / "configs" / "bench").glob("*.yaml")):
         for quick in (False, True):
             spec = load_bench(path, quick=quick)
-            assert spec.config.exists() and spec.methods and spec.bits and spec.seeds
+            assert spec.config.exists() and (spec.methods or spec.fixed) and spec.bits and spec.seeds
 
 
 @pytest.mark.parametrize(
@@ -60,3 +60,20 @@ def test_shipped_bench_files_load() -> None:
 def test_bad_bench_files_are_named(tmp_path: Path, body: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         load_bench(bench_file(tmp_path, body))
+
+
+def test_fixed_entries_run_at_their_own_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = bench_file(
+        tmp_path,
+        "overrides: [train.steps=4, train.eval_every=4, train.checkpoint_every=4, eval.max_items=30]\n"
+        "fixed:\n  - {label: 'VQ 1x32', name: vq, kwargs: {codebook_size: 32}}\n"
+        "  - {label: 'IVQ 2x2', name: ivq, kwargs: {lines: 4, levels: [[2, 4], [2, 4]]}}\n",
+    )
+    out = tmp_path / "out"
+    assert main(["bench", str(path), "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {(r["method"], r["bits"]) for r in rows} == {("VQ 1x32", 5.0), ("IVQ 2x2", 8.0)}
+    assert "| IVQ 2x2 | 8.0 | 128 |" in (out / "report.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(ConfigError, match=r"bench.fixed\[0\]"):
+        load_bench(bench_file(tmp_path, "fixed: [{name: nope}]\n"))

@@ -7,6 +7,8 @@ A bench file (YAML, ``configs/bench/``) names a training config and what varies:
     methods: all                       # registry names, or all
     bits: [8]                          # bits per latent vector; bits per item = latent positions x bits
     seeds: [0]
+    fixed:                             # optional: methods at their own settings and rate (the papers' rows)
+      - {label: "VQ 1x4096", name: vq, kwargs: {codebook_size: 4096}}
     quick: {overrides: [...], bits: [...], seeds: [...], methods: [...]}   # what --quick changes
 
 Every (method, bits, seed) is one training run under ``OUT/runs/<method>-<bits>b-s<seed>``, configured by
@@ -53,6 +55,7 @@ class BenchSpec:
     methods: list[str] = field(default_factory=list)
     bits: list[int] = field(default_factory=lambda: [8])
     seeds: list[int] = field(default_factory=lambda: [0])
+    fixed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_bench(path: str | Path, *, quick: bool = False, methods: list[str] | None = None) -> BenchSpec:
@@ -66,7 +69,7 @@ def load_bench(path: str | Path, *, quick: bool = False, methods: list[str] | No
         raise ConfigError(f"bench: cannot read {str(path)!r}: {err.strerror or err}") from err
     if not isinstance(raw, dict) or "config" not in raw:
         raise ConfigError(f"bench: {str(path)!r} must be a mapping with a 'config' path")
-    known = {"config", "overrides", "methods", "bits", "seeds", "quick"}
+    known = {"config", "overrides", "methods", "bits", "seeds", "quick", "fixed"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"bench.{unknown[0]}: unknown key; valid keys: {sorted(known)}")
@@ -77,9 +80,11 @@ def load_bench(path: str | Path, *, quick: bool = False, methods: list[str] | No
         for key in ("methods", "bits", "seeds"):
             if key in extra:
                 section[key] = extra[key]
-    chosen = section.get("methods", "all")
+    fixed = [_fixed_entry(entry, i) for i, entry in enumerate(section.get("fixed") or [])]
+    chosen = section.get("methods", [] if fixed else "all")
     if methods:
-        chosen = methods
+        fixed = [e for e in fixed if e["label"] in methods or e["name"] in methods]
+        chosen = [m for m in methods if not any(m in (e["label"], e["name"]) for e in fixed)]
     names = vqkit.list_quantizers() if chosen == "all" else list(chosen)
     unknown_methods = sorted(set(names) - set(vqkit.list_quantizers()))
     if unknown_methods:
@@ -88,11 +93,26 @@ def load_bench(path: str | Path, *, quick: bool = False, methods: list[str] | No
         )
     bits = [int(b) for b in section.get("bits", [8])]
     seeds = [int(s) for s in section.get("seeds", [0])]
-    if not bits or not seeds or not names:
-        raise ConfigError("bench: methods, bits and seeds must not be empty")
+    if not seeds or not ((names and bits) or fixed):
+        raise ConfigError("bench: seeds, and methods with bits (or fixed entries), must not be empty")
     return BenchSpec(
-        path.parent / str(section["config"]), list(section.get("overrides") or []), names, bits, seeds
+        path.parent / str(section["config"]), list(section.get("overrides") or []), names, bits, seeds, fixed
     )
+
+
+def _fixed_entry(entry: Any, index: int) -> dict[str, Any]:
+    if not isinstance(entry, dict) or entry.get("name") not in vqkit.list_quantizers():
+        raise ConfigError(
+            f"bench.fixed[{index}]: expected {{label, name: <registered quantizer>, kwargs}}, got {entry!r}"
+        )
+    kwargs = entry.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"bench.fixed[{index}].kwargs: expected a mapping, got {kwargs!r}")
+    return {"label": str(entry.get("label") or entry["name"]), "name": entry["name"], "kwargs": dict(kwargs)}
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def _best_rate(fn: Any, repeats: int = 3) -> float:
@@ -118,7 +138,14 @@ def _throughput(model: Any, dataset: Any, batch: int = 256) -> dict[str, float]:
 
 
 def _run_one(
-    spec: BenchSpec, base: dict[str, Any], method: str, bits: int, seed: int, out: Path
+    spec: BenchSpec,
+    base: dict[str, Any],
+    method: str,
+    bits: int | None,
+    seed: int,
+    out: Path,
+    *,
+    fixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from vqkit.data import load_dataset
     from vqkit.train.evaluate import evaluate
@@ -126,16 +153,23 @@ def _run_one(
     from vqkit.train.run import load_run_model
 
     dim = int(base["model"].get("latent_dim", 0))
-    kwargs = kwargs_at_rate(method, dim, bits)
+    name = fixed["name"] if fixed is not None else method
+    kwargs: dict[str, Any] | str
+    if fixed is not None:  # the entry's own settings, at whatever rate they give
+        kwargs = fixed["kwargs"]
+        run_dir = out / "runs" / f"{_slug(fixed['label'])}-s{seed}"
+    else:
+        assert bits is not None
+        kwargs = kwargs_at_rate(method, dim, bits)
+        run_dir = out / "runs" / f"{method}-{bits}b-s{seed}"
     if isinstance(kwargs, str):
         return {"method": method, "bits": bits, "seed": seed, "skipped": kwargs}
-    run_dir = out / "runs" / f"{method}-{bits}b-s{seed}"
     result_path = run_dir / "bench.json"
     if result_path.exists():
         return dict(json.loads(result_path.read_text()))
     raw = copy.deepcopy(base)
     raw["seed"] = seed
-    raw["model"]["quantizer"] = {"name": method, "kwargs": kwargs}
+    raw["model"]["quantizer"] = {"name": name, "kwargs": kwargs}
     config = build_config(raw)
     resume = ckpt.latest_checkpoint(run_dir / "checkpoints") is not None
     started = time.perf_counter()
@@ -149,7 +183,8 @@ def _run_one(
     q = model.quantizer
     row = {
         "method": method,
-        "bits": bits,
+        "quantizer": name,
+        "bits": bits if bits is not None else q.bits_per_vector,
         "seed": seed,
         "quantizer_kwargs": kwargs,
         "codebook_size": q.codebook_size,
@@ -176,7 +211,10 @@ def run_bench(
     out = Path(out)
     rows = []
     for seed in spec.seeds:
-        for bits in spec.bits:
+        for entry in spec.fixed:
+            print(f"bench: {entry['label']} ({entry['name']} {entry['kwargs']}), seed {seed}", flush=True)
+            rows.append(_run_one(spec, base, entry["label"], None, seed, out, fixed=entry))
+        for bits in spec.bits if spec.methods else []:
             for method in spec.methods:
                 print(f"bench: {method} at {bits} bits, seed {seed}", flush=True)
                 rows.append(_run_one(spec, base, method, bits, seed, out))
