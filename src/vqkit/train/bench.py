@@ -8,7 +8,7 @@ A bench file (YAML, ``configs/bench/``) names a training config and what varies:
     bits: [8]                          # bits per latent vector; bits per item = latent positions x bits
     seeds: [0]
     fixed:                             # optional: methods at their own settings and rate (the papers' rows)
-      - {label: "VQ 1x4096", name: vq, kwargs: {codebook_size: 4096}}
+      - {label: "VQ 1x4096", name: vq, kwargs: {codebook_size: 4096}, overrides: [train.pretrain_epochs=2]}
     quick: {overrides: [...], bits: [...], seeds: [...], methods: [...]}   # what --quick changes
 
 Every (method, bits, seed) is one training run under ``OUT/runs/<method>-<bits>b-s<seed>``, configured by
@@ -108,7 +108,18 @@ def _fixed_entry(entry: Any, index: int) -> dict[str, Any]:
     kwargs = entry.get("kwargs") or {}
     if not isinstance(kwargs, dict):
         raise ConfigError(f"bench.fixed[{index}].kwargs: expected a mapping, got {kwargs!r}")
-    return {"label": str(entry.get("label") or entry["name"]), "name": entry["name"], "kwargs": dict(kwargs)}
+    overrides = entry.get("overrides") or []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"bench.fixed[{index}].overrides: expected a list of key=value, got {overrides!r}")
+    unknown = sorted(set(entry) - {"label", "name", "kwargs", "overrides"})
+    if unknown:
+        raise ConfigError(f"bench.fixed[{index}].{unknown[0]}: unknown key")
+    return {
+        "label": str(entry.get("label") or entry["name"]),
+        "name": entry["name"],
+        "kwargs": dict(kwargs),
+        "overrides": list(overrides),
+    }
 
 
 def _slug(text: str) -> str:
@@ -168,6 +179,8 @@ def _run_one(
     if result_path.exists():
         return dict(json.loads(result_path.read_text()))
     raw = copy.deepcopy(base)
+    for override in fixed["overrides"] if fixed is not None else []:  # e.g. train.pretrain_epochs=2
+        raw = apply_override(raw, override)
     raw["seed"] = seed
     raw["model"]["quantizer"] = {"name": name, "kwargs": kwargs}
     config = build_config(raw)
