@@ -138,9 +138,13 @@ def _scalar_metrics(out: Any) -> dict[str, float]:
         row[f"loss/{name}"] = float(value.detach())
     for name, value in out.quantizer.losses.items():
         row[f"loss/{name}"] = float(value.detach())
-    for name in ("utilization", "perplexity"):
-        if name in out.quantizer.metrics:
-            row[f"batch_{name}"] = float(out.quantizer.metrics[name])
+    for name, value in out.quantizer.metrics.items():
+        # Whole-quantizer scalars only (per-position "name/j" entries would swamp the log): utilization and
+        # perplexity of the batch, and each quantizer's own diagnostics (SimVQ's w_rank and w_frobenius for
+        # its Fig. 4, LooC's code_sharing, ...).
+        if "/" not in name and value.numel() == 1:
+            key = f"batch_{name}" if name in ("utilization", "perplexity") else f"quantizer/{name}"
+            row[key] = float(value)
     return row
 
 
