@@ -133,10 +133,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vqkit.data import load_dataset
     from vqkit.train.evaluate import evaluate
     from vqkit.train.report import write_report
-    from vqkit.train.run import is_run_dir, load_run_model, run_config
+    from vqkit.train.run import is_run_dir, load_run_model, load_split, run_config
     from vqkit.utils.atomic import atomic_write_text
 
     if not is_run_dir(args.run):
@@ -148,9 +147,7 @@ def _eval(args: argparse.Namespace) -> int:
         config.eval.fid_samples = args.fid_samples
     split = args.split or config.eval.split
     model, meta = load_run_model(args.run, str(args.checkpoint) if args.checkpoint else None)
-    data = dict(config.data)
-    name, data_dir = data.pop("name"), data.pop("data_dir", None)
-    dataset = load_dataset(name, split, data_dir=data_dir, seed=config.seed, **data)
+    dataset = load_split(config, split)
     metrics = evaluate(model, dataset, config)
     result = {"split": split, "checkpoint": meta.get("checkpoint"), "metrics": metrics}
     atomic_write_text(args.run / "eval.json", json.dumps(result, indent=2))

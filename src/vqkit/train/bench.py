@@ -158,10 +158,9 @@ def _run_one(
     *,
     fixed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from vqkit.data import load_dataset
     from vqkit.train.evaluate import evaluate
     from vqkit.train.loop import train
-    from vqkit.train.run import load_run_model
+    from vqkit.train.run import load_run_model, load_split
 
     dim = int(base["model"].get("latent_dim", 0))
     name = fixed["name"] if fixed is not None else method
@@ -189,9 +188,7 @@ def _run_one(
     train(config, run_dir, resume=resume)
     train_seconds = time.perf_counter() - started
     model, _ = load_run_model(run_dir)
-    data = dict(config.data)
-    name, data_dir = data.pop("name"), data.pop("data_dir", None)
-    test = load_dataset(name, config.eval.split, data_dir=data_dir, seed=seed, **data)
+    test = load_split(config, config.eval.split)  # config.seed is this run's seed
     metrics = evaluate(model, test, config)
     q = model.quantizer
     row = {

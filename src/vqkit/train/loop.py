@@ -204,8 +204,8 @@ def train(
     datasets: dict[str, Any] | None = None,
 ) -> Path:
     """Train ``config`` into ``run_dir``; returns the final checkpoint. Call on every rank under DDP."""
-    from vqkit.data import load_dataset
     from vqkit.models import build_model
+    from vqkit.train.run import load_split
 
     paths = RunPaths(Path(run_dir))
     device = resolve_device(config.train.device)
@@ -218,12 +218,7 @@ def train(
     torch.manual_seed(config.seed)
 
     if datasets is None:
-        data_cfg = dict(config.data)
-        name, data_dir = data_cfg.pop("name"), data_cfg.pop("data_dir", None)
-        datasets = {
-            split: load_dataset(name, split, data_dir=data_dir, seed=config.seed, **data_cfg)
-            for split in ("train", "val")
-        }
+        datasets = {split: load_split(config, split) for split in ("train", "val")}
     train_set, val_set = datasets["train"], datasets["val"]
     net = model if model is not None else build_model(dict(config.model))
     net.to(device)

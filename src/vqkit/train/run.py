@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
+from vqkit.data.base import Split
 from vqkit.models.base import Tokenizer
 from vqkit.train import checkpoint as ckpt
 from vqkit.train.config import RunConfig, build_config, read_config_file
@@ -60,6 +61,16 @@ def load_run_model(
         "checkpoint": str(chosen),
     }
     return model.eval(), meta
+
+
+def load_split(config: RunConfig, split: Split) -> Any:
+    """The dataset a run's ``data`` section names, for ``split`` (``"train"``, ``"val"`` or ``"test"``),
+    split with the run's seed."""
+    from vqkit.data import load_dataset
+
+    options = dict(config.data)
+    name, data_dir = options.pop("name"), options.pop("data_dir", None)
+    return load_dataset(name, split, data_dir=data_dir, seed=config.seed, **options)
 
 
 def _free_port() -> int:
