@@ -37,8 +37,9 @@ at that level, ``[2**L, D]``) and ``g(A, B)`` the symmetric CLIP cross-entropy o
   authors use the first level only).
 
 "w.o. hierarchy" is ``hierarchy_weight=0``, "w.o. structure" is ``relation_weight=0``, both is "w.o. hier&stru";
-a term whose weight is 0 is not computed. With more than ``structure_rows`` hexagrams (``L > 12`` by default)
-each call draws that many hexagrams at random and the terms are computed on them.
+a term whose weight is 0 is not computed. With more than ``structure_rows`` hexagrams (``L > 10`` by default)
+each call draws that many distinct hexagrams at random and the terms are computed on them: at ``L = 12`` the full
+terms are nine 4,096 x 4,096 contrastive matrices, about 6 s per step on 2 CPU cores against 0.4 s sampled.
 
 Deviations, each deliberate (see ``docs/ivq.md``):
 
@@ -296,7 +297,7 @@ class IVQ(ResidualQuantizer):
         relation_levels: Sequence[int] | Literal["all"] = (0,),
         similarity: Similarity = "cosine",
         temperature: float = 0.1,
-        structure_rows: int = 4096,
+        structure_rows: int = 1024,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
     ) -> None:
@@ -443,7 +444,7 @@ class IVQ(ResidualQuantizer):
         total = 2**self.lines
         if total <= self.structure_rows:
             return torch.arange(total, device=device)
-        return torch.randint(total, (self.structure_rows,), device=device).unique()
+        return torch.randperm(total, device=device)[: self.structure_rows].sort().values
 
     # ------------------------------------------------------------------ search
     def _leading_binary_run(self) -> int:
