@@ -8,7 +8,7 @@ from torch import nn
 
 import vqkit
 from vqkit.data import gaussian_clusters
-from vqkit.metrics import code_coverage, modes_kept, tokens_collapse
+from vqkit.metrics import code_coverage, collapse_scores, modes_kept, tokens_collapse
 
 
 @pytest.mark.parametrize("dim", [2, 3, 4, 8])
@@ -114,3 +114,49 @@ def test_pretrained_kmeans_init_prevents_tokens_collapse(seed: int) -> None:
     assert pre_distance < 0.5 * random_distance
     assert pre_starved == 0 < random_starved
     assert pre_used > random_used
+
+
+def test_collapse_scores_follow_merged_modes() -> None:
+    x, labels = gaussian_clusters(2, seed=0)
+    scores = collapse_scores(x, labels, codes=labels, num_codes=10)  # one code per mode: no tokens collapse
+    assert scores["num_modes"] == 10 and scores["modes_kept"] == 10
+    assert scores["mode_separability"] > 0.95
+    assert scores["tokens_distance"] == 0.0 and scores["starved_modes"] == 0
+    squeezed = x.clone()
+    squeezed[labels < 5] = 0.0  # an encoder that maps half the modes to one point
+    merged = collapse_scores(squeezed, labels)
+    assert merged["modes_kept"] <= 6 and merged["mode_separability"] < 0.65
+    assert "tokens_distance" not in merged
+    with pytest.raises(ValueError, match="num_codes: expected K with codes"):
+        collapse_scores(x, labels, codes=labels)
+    with pytest.raises(ValueError, match="embeddings, labels: expected one label per embedding"):
+        collapse_scores(x[:5], labels)
+
+
+def test_evaluate_reports_collapse_on_labelled_data() -> None:
+    from vqkit.data import load_dataset
+    from vqkit.models import build_model
+    from vqkit.train.config import build_config
+    from vqkit.train.evaluate import evaluate
+
+    data = load_dataset("gaussian_clusters", "test", dim=2)
+    config = build_config({"data": {"name": "gaussian_clusters"}, "model": {"name": "mlp_vqvae"}})
+    torch.manual_seed(0)
+    model = build_model(
+        {"name": "mlp_vqvae", "in_dim": 2, "hidden": [16], "latent_dim": 4, "quantizer": {"name": "vq"}}
+    )
+    result = evaluate(model, data, config)
+    assert result["collapse/num_modes"] == 10 and 0 <= result["collapse/mode_separability"] <= 1
+    assert 0 <= result["collapse/tokens_distance"] <= 1  # one code per item
+    assert "collapse/modes_kept" not in evaluate(model, data, config, quick=True)
+    residual = build_model(
+        {
+            "name": "mlp_vqvae",
+            "in_dim": 2,
+            "hidden": [16],
+            "latent_dim": 4,
+            "quantizer": {"name": "residual_vq", "kwargs": {"num_quantizers": 2}},
+        }
+    )
+    scores = evaluate(residual, data, config)
+    assert "collapse/modes_kept" in scores and "collapse/tokens_distance" not in scores  # two codes per item

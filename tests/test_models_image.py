@@ -142,3 +142,29 @@ def test_mlp_vqvae_shapes_and_rate() -> None:
         {"name": "mlp_vqvae", "in_dim": 8, "hidden": [], "latent_dim": 4, "quantizer": "fsq"}
     )
     assert [type(m) for m in linear.encoder] == [nn.Linear]
+
+
+def test_encoder_width_alone_narrows() -> None:
+    """The collapse study narrows the encoder and keeps the decoder (embeddings collapse, Fig. 4b and 5)."""
+    model = image(hidden=16, res_hidden=4, latent_dim=8, encoder_hidden=4)
+    first = next(m for m in model.encoder.modules() if isinstance(m, nn.Conv2d))
+    assert first.out_channels == 2  # encoder_hidden / 2 in the first downsampling conv
+    last = next(m for m in model.decoder.modules() if isinstance(m, nn.ConvTranspose2d))
+    assert last.in_channels == 16
+    assert model.to_config()["encoder_hidden"] == 4
+    assert "encoder_hidden" not in image(hidden=16, res_hidden=4, latent_dim=8).to_config()
+    rebuilt = build_model(model.to_config())
+    assert isinstance(rebuilt, ImageVQVAE) and rebuilt.encoder_hidden == 4
+    assert model(torch.rand(2, 1, 28, 28)).reconstruction.shape == (2, 1, 28, 28)
+    with pytest.raises(ValueError, match="encoder_hidden: expected an even width"):
+        image(encoder_hidden=5)
+    mlp = build_model(
+        {"name": "mlp_vqvae", "in_dim": 2, "hidden": [32, 32], "encoder_hidden": [4], "quantizer": "vq"}
+    )
+    assert isinstance(mlp, MLPVQVAE)
+    widths = [(m.in_features, m.out_features) for m in mlp.encoder.modules() if isinstance(m, nn.Linear)]
+    assert widths == [(2, 4), (4, 16)]
+    assert [m.in_features for m in mlp.decoder.modules() if isinstance(m, nn.Linear)] == [16, 32, 32]
+    assert build_model(mlp.to_config()).to_config() == mlp.to_config()
+    with pytest.raises(ValueError, match="encoder_hidden: expected a list of positive integers"):
+        build_model({"name": "mlp_vqvae", "encoder_hidden": 4, "quantizer": "vq"})

@@ -67,6 +67,23 @@ def tokens_collapse(codes: torch.Tensor, labels: torch.Tensor, num_codes: int) -
     return TokensCollapse(code_share.float(), data_share.float(), distance, starved)
 
 
+def _own_centroid(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per mode: how many embeddings it has, and how many are nearest its own centroid."""
+    _check("embeddings", embeddings, 2)
+    _check("labels", labels, 1)
+    if embeddings.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"embeddings, labels: expected one label per embedding, got {embeddings.shape[0]} embeddings and "
+            f"{labels.shape[0]} labels"
+        )
+    num_modes = int(labels.max()) + 1
+    counts = code_counts(labels, num_modes, embeddings.dtype)
+    sums = torch.zeros(num_modes, embeddings.shape[1], dtype=embeddings.dtype, device=embeddings.device)
+    sums.index_add_(0, labels, embeddings)
+    nearest = nearest_code(embeddings, sums / counts.clamp(min=1)[:, None]).codes
+    return counts, code_counts(labels[nearest == labels], num_modes, embeddings.dtype)
+
+
 @torch.no_grad()
 def modes_kept(embeddings: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> int:
     """Number of data modes still separable in embedding space (nearest-centroid test).
@@ -76,15 +93,40 @@ def modes_kept(embeddings: torch.Tensor, labels: torch.Tensor, threshold: float 
         labels: ``[N]`` data mode of each embedding.
         threshold: share of a mode's embeddings that must be nearest its own centroid.
     """
-    _check("embeddings", embeddings, 2)
-    num_modes = int(labels.max()) + 1
-    counts = code_counts(labels, num_modes, embeddings.dtype).clamp(min=1)
-    sums = torch.zeros(num_modes, embeddings.shape[1], dtype=embeddings.dtype).index_add_(
-        0, labels, embeddings
-    )
-    nearest = nearest_code(embeddings, sums / counts[:, None]).codes
-    own = code_counts(labels[nearest == labels], num_modes, embeddings.dtype)
-    return int((own / counts > threshold).sum())
+    counts, own = _own_centroid(embeddings, labels)
+    return int((own / counts.clamp(min=1) > threshold).sum())
+
+
+@torch.no_grad()
+def collapse_scores(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    codes: torch.Tensor | None = None,
+    num_codes: int | None = None,
+) -> dict[str, float]:
+    """The study's two collapses as scalars, for evaluation reports of labelled data.
+
+    Args:
+        embeddings: ``[N, d]`` encoder outputs, one row per item (a latent grid flattened).
+        labels: ``[N]`` class or cluster of each item.
+        codes: ``[N]`` the code of each item when an item is one code (then ``num_codes`` is K).
+
+    Returns ``num_modes``, ``modes_kept`` (``modes_kept``), ``mode_separability`` (share of items nearest their
+    own mode's centroid: the continuous form of ``modes_kept``; it falls as the encoder merges modes, i.e.
+    embeddings collapse) and, with ``codes``, ``tokens_distance`` and ``starved_modes`` (``tokens_collapse``).
+    """
+    counts, own = _own_centroid(embeddings, labels)
+    scores = {
+        "num_modes": float((counts > 0).sum()),
+        "modes_kept": float((own / counts.clamp(min=1) > 0.5).sum()),
+        "mode_separability": float(own.sum() / counts.sum()),
+    }
+    if codes is not None:
+        if num_codes is None:
+            raise ValueError("num_codes: expected K with codes, got None")
+        tokens = tokens_collapse(codes, labels, num_codes)
+        scores.update(tokens_distance=tokens.distance, starved_modes=float(tokens.starved_modes))
+    return scores
 
 
 @dataclass

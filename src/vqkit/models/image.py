@@ -113,6 +113,9 @@ class ImageVQVAE(Tokenizer):
         downsample: f, 2 or 4: H and W of the input must be multiples of it.
         output: ``"linear"`` (the reference: unconstrained) or ``"sigmoid"`` (for targets in [0, 1]).
         loss_weights: ``{"mse": 1.0}`` by default.
+        encoder_hidden: the encoder trunk's width when it differs from the decoder's (``None``: ``hidden``;
+            even for ``downsample=4``). The collapse study (arXiv 2411.16550, Fig. 4b) narrows the encoder's
+            downsampling channels alone, 64 -> 2, to show embeddings collapse.
     """
 
     modality = "image"
@@ -132,6 +135,7 @@ class ImageVQVAE(Tokenizer):
         downsample: int = 4,
         output: Output = "linear",
         loss_weights: Mapping[str, float] | None = None,
+        encoder_hidden: int | None = None,
     ) -> None:
         super().__init__(quantizer=quantizer, latent_dim=latent_dim, loss_weights=loss_weights)
         self.in_channels = _positive_int("in_channels", in_channels)
@@ -143,21 +147,18 @@ class ImageVQVAE(Tokenizer):
         if downsample not in DOWNSAMPLES or isinstance(downsample, bool):
             raise ValueError(f"downsample: expected one of {list(DOWNSAMPLES)}, got {downsample!r}")
         self.downsample = int(downsample)
-        if self.downsample == 4 and hidden % 2:
-            raise ValueError(
-                f"hidden: expected an even width with downsample=4 (hidden/2 channels), got {hidden}"
-            )
-        self.output: Output = check_choice("output", output, OUTPUTS)  # type: ignore[assignment]
-        args = (
-            self.in_channels,
-            self.hidden,
-            self.res_hidden,
-            num_res_layers,
-            self.latent_dim,
-            self.downsample,
+        self.encoder_hidden = (
+            self.hidden if encoder_hidden is None else _positive_int("encoder_hidden", encoder_hidden)
         )
-        self.encoder = _encoder(*args)
-        self.decoder = _decoder(*args, self.output)
+        for name, width in (("hidden", self.hidden), ("encoder_hidden", self.encoder_hidden)):
+            if self.downsample == 4 and width % 2:
+                raise ValueError(
+                    f"{name}: expected an even width with downsample=4 ({name}/2 channels), got {width}"
+                )
+        self.output: Output = check_choice("output", output, OUTPUTS)  # type: ignore[assignment]
+        rest = (self.res_hidden, num_res_layers, self.latent_dim, self.downsample)
+        self.encoder = _encoder(self.in_channels, self.encoder_hidden, *rest)
+        self.decoder = _decoder(self.in_channels, self.hidden, *rest, self.output)
 
     def _check_input(self, x: torch.Tensor) -> None:
         check_float_input(x)
@@ -197,4 +198,5 @@ class ImageVQVAE(Tokenizer):
             "latent_dim": self.latent_dim,
             "downsample": self.downsample,
             "output": self.output,
+            **({"encoder_hidden": self.encoder_hidden} if self.encoder_hidden != self.hidden else {}),
         }

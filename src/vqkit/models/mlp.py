@@ -29,6 +29,12 @@ def _mlp(widths: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _widths(name: str, widths: Any) -> list[int]:
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise ValueError(f"{name}: expected a list of positive integers, got {widths!r}")
+    return [_positive_int(name, w) for w in widths]
+
+
 @register_model("mlp_vqvae")
 class MLPVQVAE(Tokenizer):
     """MLP VQ-VAE: ``[B, in_dim]`` -> codes ``[B, C]`` -> ``[B, in_dim]``.
@@ -38,6 +44,9 @@ class MLPVQVAE(Tokenizer):
         in_dim: size of each input vector.
         hidden: widths of the hidden layers of the encoder (the decoder uses them reversed).
         latent_dim: D, the quantizer's ``dim``.
+        encoder_hidden: the encoder's widths when they differ from the decoder's (``None``: ``hidden``). The
+            collapse study's embeddings-collapse experiment (arXiv 2411.16550, Fig. 5) narrows the encoder alone
+            (hidden size 32 -> 4) and keeps the decoder.
         loss_weights: ``{"mse": 1.0}`` by default.
     """
 
@@ -53,14 +62,16 @@ class MLPVQVAE(Tokenizer):
         in_dim: int = 32,
         hidden: Sequence[int] = (256, 256),
         latent_dim: int = 16,
+        encoder_hidden: Sequence[int] | None = None,
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(quantizer=quantizer, latent_dim=latent_dim, loss_weights=loss_weights)
         self.in_dim = _positive_int("in_dim", in_dim)
-        if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
-            raise ValueError(f"hidden: expected a list of positive integers, got {hidden!r}")
-        self.hidden = [_positive_int("hidden", h) for h in hidden]
-        self.encoder = _mlp([self.in_dim, *self.hidden, self.latent_dim])
+        self.hidden = _widths("hidden", hidden)
+        self.encoder_hidden = (
+            self.hidden if encoder_hidden is None else _widths("encoder_hidden", encoder_hidden)
+        )
+        self.encoder = _mlp([self.in_dim, *self.encoder_hidden, self.latent_dim])
         self.decoder = _mlp([self.latent_dim, *reversed(self.hidden), self.in_dim])
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -81,4 +92,11 @@ class MLPVQVAE(Tokenizer):
         return {"mse": F.mse_loss(x_hat.float(), x.float())}
 
     def _arch_config(self) -> dict[str, Any]:
-        return {"in_dim": self.in_dim, "hidden": list(self.hidden), "latent_dim": self.latent_dim}
+        config: dict[str, Any] = {
+            "in_dim": self.in_dim,
+            "hidden": list(self.hidden),
+            "latent_dim": self.latent_dim,
+        }
+        if self.encoder_hidden != self.hidden:
+            config["encoder_hidden"] = list(self.encoder_hidden)
+        return config

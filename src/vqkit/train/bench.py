@@ -19,8 +19,9 @@ Methods that cannot reach a rate are listed with the reason.
 
 The report (``OUT/report.md``, ``OUT/results.json``, ``OUT/plots/``) gives per method: the codebook size as
 the papers write it, codebook parameters, nominal and effective bits, utilization, perplexity, dead codes, the
-modality's quality metrics, encode throughput and training time (mean ± sample standard deviation over seeds
-when there are several), and a rate-distortion plot of quality against bits per item.
+modality's quality metrics, the collapse study's scores where the data has labels, encode throughput and training
+time (mean ± sample standard deviation over seeds when there are several), and a rate-distortion plot of quality
+against bits per item.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from vqkit.train import checkpoint as ckpt
 from vqkit.train.config import ConfigError, apply_override, build_config, read_config_file
 from vqkit.utils.atomic import atomic_write_bytes, atomic_write_text
 
+# The collapse study's scores, where the data has labels (``vqkit.train.evaluate``): column title per metric.
+COLLAPSE = {"collapse/mode_separability": "mode separability", "collapse/tokens_distance": "tokens TV"}
 QUALITY = {"image": ("psnr", "lpips_alex", "ssim", "mse"), "audio": ("lsd", "stoi", "pesq", "mel_distance")}
 HIGHER_IS_BETTER = {"psnr", "ssim", "ms_ssim", "stoi", "pesq", "si_sdr", "chroma_similarity"}
 
@@ -248,13 +251,13 @@ def _pair(pair: tuple[float, float | None], digits: int = 4) -> str:
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (method, bits): means and spreads over seeds."""
+    """One entry per (method, bits): means and spreads over seeds, by bits, then in the bench file's order."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in rows:
         if "skipped" not in row:
             groups.setdefault((row["method"], row["bits"]), []).append(row)
     out = []
-    for (method, bits), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (method, bits), group in sorted(groups.items(), key=lambda kv: kv[0][1]):  # stable: file order
         metric_names = sorted({k for r in group for k in r["metrics"]})
         out.append(
             {
@@ -316,6 +319,7 @@ def write_bench_report(
     quality = [m for m in QUALITY.get(modality, ("mse",)) if any(m in e["metrics"] for e in summary)] or [
         "mse"
     ]
+    collapse = [m for m in COLLAPSE if any(m in e["metrics"] for e in summary)]
     results = {
         "bench": str(spec.config),
         "quick": quick,
@@ -345,6 +349,7 @@ def write_bench_report(
         "perplexity",
         "dead",
         *quality,
+        *[COLLAPSE[m] for m in collapse],
         "enc items/s",
         "train s",
     ]
@@ -370,7 +375,7 @@ def write_bench_report(
             _pair(m.get("codebook/utilization", nothing), 3),
             _pair(m.get("codebook/perplexity", nothing)),
             _pair(m.get("codebook/dead_codes", nothing)),
-            *[_pair(m.get(q, nothing)) for q in quality],
+            *[_pair(m.get(q, nothing)) for q in (*quality, *collapse)],
             _pair(entry["encode_items_per_s"], 3),
             _pair(entry["train_seconds"], 3),
         ]

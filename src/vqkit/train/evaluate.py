@@ -9,7 +9,10 @@ flat ``{name: float}``:
 * ``codebook/...``: ``CodebookUsage`` over every code of the split (utilization, perplexity, dead codes,
   effective and nominal bits per vector);
 * ``bits_per_item`` (and ``kbps`` for audio) from the model's latent shape and the quantizer's rate;
-* ``loss`` and ``loss/<term>``: the weighted training objective and its terms, means over items.
+* ``loss`` and ``loss/<term>``: the weighted training objective and its terms, means over items;
+* ``collapse/...`` where the dataset has ``labels`` (classes, clusters): the collapse study's scores
+  (``vqkit.metrics.collapse_scores``) on the encoder outputs, one flattened row per item, and, where an item is
+  one code, the tokens-collapse scores; not in quick evaluations.
 
 ``quick=True`` (the periodic validation inside training) skips the expensive metrics (LPIPS, FID, STOI, PESQ)
 and looks at most at 1,024 items.
@@ -44,6 +47,19 @@ def _metric_tracker(modality: str, dataset: Any, config: RunConfig, quick: bool)
     return None
 
 
+def _collapse(
+    embeddings: torch.Tensor, labels: torch.Tensor, codes: torch.Tensor, model: Tokenizer
+) -> dict[str, float]:
+    from vqkit.metrics.collapse import collapse_scores
+
+    sizes = model.quantizer.alphabet_sizes
+    single = codes.shape[1] == 1 and len(sizes) == 1  # one code per item: tokens collapse is defined
+    scores = collapse_scores(
+        embeddings, labels.long(), codes[:, 0] if single else None, int(sizes[0]) if single else None
+    )
+    return {f"collapse/{k}": v for k, v in scores.items()}
+
+
 @torch.no_grad()
 def evaluate(
     model: Tokenizer,
@@ -66,10 +82,16 @@ def evaluate(
         limit = min(limit or QUICK_ITEMS, QUICK_ITEMS)
     sums: dict[str, float] = {}
     squared_error, values, items = 0.0, 0, 0
+    labels = None if quick else getattr(dataset, "labels", None)
+    embeddings: list[torch.Tensor] = []
+    item_codes: list[torch.Tensor] = []
     for x in batches(dataset, config.eval.batch_size, limit):
         x = x.to(device)
         out = model(x)
         usage.update(out.quantizer.codes)
+        if labels is not None:
+            embeddings.append(model.embed(x).flatten(1).float().cpu())
+            item_codes.append(out.quantizer.codes.reshape(x.shape[0], -1).cpu())
         n = x.shape[0]
         items += n
         sums["loss"] = sums.get("loss", 0.0) + float(out.loss) * n
@@ -93,6 +115,8 @@ def evaluate(
     else:
         result["mse"] = squared_error / max(values, 1)
     result.update({f"codebook/{k}": v for k, v in usage.compute(sync=False).items()})
+    if labels is not None:
+        result.update(_collapse(torch.cat(embeddings), labels[:items], torch.cat(item_codes), model))
     item_shape = tuple(getattr(dataset, "item_shape", tuple(x.shape[1:])))
     result["bits_per_item"] = float(model.bits_per_item(item_shape))
     if modality == "audio":
