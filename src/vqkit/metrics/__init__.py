@@ -1,6 +1,8 @@
-"""Metrics: ``CodebookUsage`` (running collapse diagnostics), the collapse study's measures, and per-segment
-usage and code sharing of compositional quantizers (LooC)."""
+"""Metrics: ``CodebookUsage`` (running collapse diagnostics), the collapse study's measures, per-segment usage
+and code sharing of compositional quantizers (LooC), and the agreement of two codebooks that share an index
+space (IVQ's cross-modal decoding)."""
 
+from vqkit.metrics.alignment import gram_correlation, js_divergence_bits
 from vqkit.metrics.collapse import (
     Coverage,
     TokensCollapse,
@@ -19,6 +21,8 @@ __all__ = [
     "code_coverage",
     "code_sharing_curve",
     "collapse_scores",
+    "gram_correlation",
+    "js_divergence_bits",
     "mean_code_sharing",
     "modes_kept",
     "segment_usage",
