@@ -16,14 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqkit.data.base import (
-    CorruptDataError,
-    DataNotFoundError,
-    VQDataset,
-    list_files,
-    permutation_split,
-    require_dir,
-)
+from vqkit.data.base import CorruptDataError, VQDataset, split_folder_files
 from vqkit.data.base import require_nonempty as _require_nonempty
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
@@ -131,13 +124,15 @@ def _finish(segment: np.ndarray, length: int) -> torch.Tensor:
     return torch.from_numpy(np.clip(out, -1.0, 1.0, out=out))[None]
 
 
-class AudioClipsDataset(VQDataset):
-    """Segments of clips held in memory, already at ``sample_rate``."""
+class _SegmentDataset(VQDataset):
+    """Segments of ``length`` samples of several mono sources: the table of ``(source, start)`` pairs (from
+    ``segment_starts`` of each source's ``num_samples`` at ``sample_rate``) and the dataset contract, shared by
+    clips in memory and files on disk, which differ only in how ``_item`` reads a segment."""
 
     def __init__(
-        self, clips: list[np.ndarray], *, sample_rate: int, length: int, record: dict[str, Any]
+        self, num_samples: list[int], *, sample_rate: int, length: int, record: dict[str, Any]
     ) -> None:
-        table = [(c, s) for c, clip in enumerate(clips) for s in segment_starts(len(clip), length)]
+        table = [(k, s) for k, n in enumerate(num_samples) for s in segment_starts(n, length)]
         super().__init__(
             modality="audio",
             item_shape=(1, length),
@@ -145,16 +140,31 @@ class AudioClipsDataset(VQDataset):
             record=record,
             sample_rate=sample_rate,
         )
-        self._clips = clips
         self._table = np.array(table, dtype=np.int64).reshape(-1, 2)
         self._segment = length
 
+    def _source_start(self, i: int) -> tuple[int, int]:
+        """``(source index, start sample)`` of segment ``i``."""
+        source, start = (int(v) for v in self._table[i])
+        return source, start
+
+
+class AudioClipsDataset(_SegmentDataset):
+    """Segments of clips held in memory, already at ``sample_rate``."""
+
+    def __init__(
+        self, clips: list[np.ndarray], *, sample_rate: int, length: int, record: dict[str, Any]
+    ) -> None:
+        lengths = [len(clip) for clip in clips]
+        super().__init__(lengths, sample_rate=sample_rate, length=length, record=record)
+        self._clips = clips
+
     def _item(self, i: int) -> torch.Tensor:
-        clip, start = (int(v) for v in self._table[i])
+        clip, start = self._source_start(i)
         return _finish(self._clips[clip][start : start + self._segment], self._segment)
 
 
-class AudioFolderDataset(VQDataset):
+class AudioFolderDataset(_SegmentDataset):
     """Segments read from the files on each access; only the frames a segment needs (plus the resampling
     filter's reach) are read, so long files and large folders cost no memory. A segment equals the same span
     of the whole file resampled at once, up to float rounding."""
@@ -162,24 +172,12 @@ class AudioFolderDataset(VQDataset):
     def __init__(
         self, files: list[tuple[Path, int, int]], *, sample_rate: int, length: int, record: dict[str, Any]
     ) -> None:
-        table = [
-            (f, s)
-            for f, (_, frames, rate) in enumerate(files)
-            for s in segment_starts(resampled_length(frames, rate, sample_rate), length)
-        ]
-        super().__init__(
-            modality="audio",
-            item_shape=(1, length),
-            length=len(table),
-            record=record,
-            sample_rate=sample_rate,
-        )
+        lengths = [resampled_length(frames, rate, sample_rate) for _, frames, rate in files]
+        super().__init__(lengths, sample_rate=sample_rate, length=length, record=record)
         self._files = files
-        self._table = np.array(table, dtype=np.int64).reshape(-1, 2)
-        self._segment = length
 
     def _item(self, i: int) -> torch.Tensor:
-        index, start = (int(v) for v in self._table[i])
+        index, start = self._source_start(i)
         path, frames, rate = self._files[index]
         length, target = self._segment, int(self.sample_rate or rate)
         if rate == target:
@@ -201,14 +199,9 @@ def load_audio_folder(
     """Every audio file under ``data_dir`` (recursive, sorted), a seeded 80/10/10 split of the files."""
     sample_rate = check_sample_rate(sample_rate)
     length = segment_length(segment_seconds, sample_rate)
-    root = require_dir(data_dir, "audio_folder", "audio files")
-    paths = list_files(root, AUDIO_EXTENSIONS)
-    if not paths:
-        raise DataNotFoundError(
-            f"data_dir: 'audio_folder' found no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {str(root)!r}"
-        )
-    keys = [p.relative_to(root).as_posix() for p in paths]
-    indices, rule = permutation_split(keys, split, seed, unit="file")
+    root, paths, indices, rule = split_folder_files(
+        data_dir, "audio_folder", "audio files", extensions=AUDIO_EXTENSIONS, split=split, seed=seed
+    )
     _require_nonempty("audio_folder", split, indices, f"{len(paths)} files under {root}")
     files = [(paths[i], *audio_info(paths[i])) for i in indices]
     record = {

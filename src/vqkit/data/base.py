@@ -239,3 +239,29 @@ def list_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
             Path(folder, n) for n in names if not n.startswith(".") and n.lower().endswith(extensions)
         )
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def split_folder_files(
+    data_dir: str | os.PathLike[str] | None,
+    dataset: str,
+    what: str,
+    *,
+    extensions: tuple[str, ...],
+    split: str,
+    seed: int,
+) -> tuple[Path, list[Path], np.ndarray, dict[str, Any]]:
+    """The files of a folder dataset and its split, the same for every modality: ``data_dir`` must be a folder of
+    ``what`` (``require_dir``) with at least one file with one of ``extensions`` (``list_files``), and the files
+    are split by ``permutation_split`` keyed by their path relative to it (so moving the folder keeps the split).
+
+    Returns ``(folder, its files, indices of the split's files among them, split rule)``.
+    """
+    root = require_dir(data_dir, dataset, what)
+    paths = list_files(root, extensions)
+    if not paths:
+        raise DataNotFoundError(
+            f"data_dir: {dataset!r} found no {what} ({', '.join(extensions)}) under {str(root)!r}"
+        )
+    keys = [p.relative_to(root).as_posix() for p in paths]
+    indices, rule = permutation_split(keys, split, seed, unit="file")
+    return root, paths, indices, rule

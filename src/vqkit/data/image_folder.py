@@ -12,15 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqkit.data.base import (
-    CorruptDataError,
-    DataNotFoundError,
-    VQDataset,
-    list_files,
-    permutation_split,
-    require_dir,
-    require_nonempty,
-)
+from vqkit.data.base import CorruptDataError, VQDataset, require_nonempty, split_folder_files
 from vqkit.data.images import check_channels, check_size
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
@@ -74,14 +66,9 @@ def load_image_folder(
 ) -> VQDataset:
     """Every image under ``data_dir`` (recursive, sorted paths); a seeded 80/10/10 split of the files."""
     size, channels = check_size(size), check_channels(channels)
-    root = require_dir(data_dir, "image_folder", "images")
-    paths = list_files(root, IMAGE_EXTENSIONS)
-    if not paths:
-        raise DataNotFoundError(
-            f"data_dir: 'image_folder' found no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(root)!r}"
-        )
-    keys = [p.relative_to(root).as_posix() for p in paths]
-    indices, rule = permutation_split(keys, split, seed, unit="file")
+    root, paths, indices, rule = split_folder_files(
+        data_dir, "image_folder", "images", extensions=IMAGE_EXTENSIONS, split=split, seed=seed
+    )
     require_nonempty("image_folder", split, indices, f"{len(paths)} images under {root}")
     record = {
         "name": "image_folder",

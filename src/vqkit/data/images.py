@@ -123,6 +123,41 @@ def _array_dataset(
     )
 
 
+def _official_split_dataset(
+    name: str,
+    split: str,
+    seed: int,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    sources: list[str],
+    num_other: int,
+    size: int,
+    channels: int,
+) -> ImageArrayDataset:
+    """A split of a source with an official train / test division (MNIST, Fashion-MNIST, CIFAR-10), uint8.
+
+    ``images`` (and ``labels``) are the official part ``split`` is drawn from: the test set for ``test``, the
+    train set for ``train`` and ``val``; ``num_other`` is the size of the other part, which ``holdout_split``
+    needs for its counts but which is not read.
+    """
+    num_train, num_test = (num_other, len(images)) if split == "test" else (len(images), num_other)
+    indices, rule = holdout_split(num_train, num_test, split, seed)
+    return _array_dataset(
+        name,
+        split,
+        seed,
+        images,
+        indices,
+        rule,
+        scale=255.0,
+        size=size,
+        channels=channels,
+        labels=labels,
+        sources=sources,
+        options={"size": size, "channels": channels},
+    )
+
+
 # --- digits ---------------------------------------------------------------------------------------------------
 
 
@@ -224,22 +259,7 @@ def _idx_dataset(
     other_stem = _IDX_STEMS["train" if split == "test" else "test"][0]
     other = _find_idx(folder, other_stem)
     num_other = read_idx_header(other)[1][0] if other is not None else 0
-    num_train, num_test = (num_other, len(images)) if split == "test" else (len(images), num_other)
-    indices, rule = holdout_split(num_train, num_test, split, seed)
-    return _array_dataset(
-        dataset,
-        split,
-        seed,
-        images,
-        indices,
-        rule,
-        scale=255.0,
-        size=size,
-        channels=channels,
-        labels=labels,
-        sources=sources,
-        options={"size": size, "channels": channels},
-    )
+    return _official_split_dataset(dataset, split, seed, images, labels, sources, num_other, size, channels)
 
 
 def load_mnist(
@@ -318,19 +338,5 @@ def load_cifar10(
     labels = np.concatenate([p[1] for p in parts])
     others = train_files if split == "test" else [test_file]
     num_other = sum(p.stat().st_size // _CIFAR_RECORD for p in others if p.is_file())
-    num_train, num_test = (num_other, len(images)) if split == "test" else (len(images), num_other)
-    indices, rule = holdout_split(num_train, num_test, split, seed)
-    return _array_dataset(
-        "cifar10",
-        split,
-        seed,
-        images,
-        indices,
-        rule,
-        scale=255.0,
-        size=size,
-        channels=channels,
-        labels=labels,
-        sources=[str(p) for p in files],
-        options={"size": size, "channels": channels},
-    )
+    sources = [str(p) for p in files]
+    return _official_split_dataset("cifar10", split, seed, images, labels, sources, num_other, size, channels)

@@ -40,7 +40,7 @@ def index_to_bits(index: torch.Tensor, num_bits: int) -> torch.Tensor:
 def bits_to_values(
     bits: torch.Tensor, scale: float = 1.0, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """Bits -> ``{-scale, +scale}`` values of ``dtype``."""
+    """Bits (int64 in {0, 1} or bool) -> ``{-scale, +scale}`` values of ``dtype``."""
     return (bits.to(dtype) * 2.0 - 1.0) * scale
 
 

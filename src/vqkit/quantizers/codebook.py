@@ -33,7 +33,9 @@ Deviations, each deliberate:
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -57,13 +59,63 @@ RESTARTS = ("none", "dead", "anchor")
 DISTANCES = ("l2", "cosine")
 
 
+@dataclass(frozen=True)
+class CodebookOptions:
+    """A ``Codebook``'s strategies and constants, everything but its size and ``normalize``; checked on creation.
+
+    VQ, LooC and IVQ keep these as keyword arguments of their own (the registry and configs read their
+    signatures, and each has its own defaults, so the fields have none) and hand them on as this one value:
+    ``from_arguments`` picks them out of a constructor's arguments, ``Codebook.from_options`` builds from them.
+    ``Codebook`` checks its keyword arguments by building one, so the checks live here only.
+    """
+
+    init: Init
+    update: Update
+    distance: Distance
+    restart: Restart
+    decay: float
+    eps: float
+    restart_threshold: float
+    kmeans_iters: int
+    kmeans_seed: int
+
+    def __post_init__(self) -> None:
+        # Each value is replaced by its checked, normalized form (plain str, float, int), checked in field order.
+        checked = {
+            "init": check_choice("init", self.init, INITS),
+            "update": check_choice("update", self.update, UPDATES),
+            "distance": check_choice("distance", self.distance, DISTANCES),
+            "restart": check_choice("restart", self.restart, RESTARTS),
+            "decay": check_range("decay", self.decay, 0.0, 1.0, high_open=True),
+            "eps": check_range("eps", self.eps, 0.0, float("inf"), low_open=True),
+            "restart_threshold": check_range("restart_threshold", self.restart_threshold, 0.0, float("inf")),
+            "kmeans_iters": int(check_range("kmeans_iters", self.kmeans_iters, 0, 10_000)),
+            "kmeans_seed": int(self.kmeans_seed),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> CodebookOptions:
+        """The options among ``arguments`` (a quantizer constructor's ``locals()``), by field name: the one place
+        that lists what a quantizer passes through to its codebooks."""
+        return cls(**{field.name: arguments[field.name] for field in fields(cls)})
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as ``Codebook`` keyword arguments."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
 def vq_losses(z: torch.Tensor, q: torch.Tensor, *, codebook_term: bool = True) -> dict[str, torch.Tensor]:
     """The VQ-VAE pair, unweighted means over elements: ``commitment = |z - sg q|^2`` (moves the encoder) and
     ``codebook = |sg z - q|^2`` (moves a gradient-trained codebook; omitted for EMA codebooks)."""
-    losses = {"commitment": F.mse_loss(z, q.detach())}
-    if codebook_term:
-        losses["codebook"] = F.mse_loss(q, z.detach())
-    return losses
+    commitment = F.mse_loss(z, q.detach())
+    if not codebook_term:
+        return {"commitment": commitment}
+    # The two terms have one value and differ only in where the gradient goes: without autograd (evaluation)
+    # one pass over [N, D] serves both.
+    needs_grad = torch.is_grad_enabled() and (z.requires_grad or q.requires_grad)
+    return {"commitment": commitment, "codebook": F.mse_loss(q, z.detach()) if needs_grad else commitment}
 
 
 class Codebook(nn.Module):
@@ -107,15 +159,16 @@ class Codebook(nn.Module):
         super().__init__()
         self.num_codes = check_positive_int("codebook_size", num_codes)
         self.dim = check_positive_int("codebook_dim", dim)
-        self.init_mode = check_choice("init", init, INITS)
-        self.update_mode = check_choice("update", update, UPDATES)
-        self.distance: Distance = check_choice("distance", distance, DISTANCES)  # type: ignore[assignment]
-        self.restart = check_choice("restart", restart, RESTARTS)
-        self.decay = check_range("decay", decay, 0.0, 1.0, high_open=True)
-        self.eps = check_range("eps", eps, 0.0, float("inf"), low_open=True)
-        self.restart_threshold = check_range("restart_threshold", restart_threshold, 0.0, float("inf"))
-        self.kmeans_iters = int(check_range("kmeans_iters", kmeans_iters, 0, 10_000))
-        self.kmeans_seed = int(kmeans_seed)
+        options = CodebookOptions.from_arguments(locals())
+        self.init_mode: str = options.init
+        self.update_mode: str = options.update
+        self.distance: Distance = options.distance
+        self.restart: str = options.restart
+        self.decay = options.decay
+        self.eps = options.eps
+        self.restart_threshold = options.restart_threshold
+        self.kmeans_iters = options.kmeans_iters
+        self.kmeans_seed = options.kmeans_seed
         self.normalize = bool(normalize)
         self.process_group: ProcessGroup | None = None
 
@@ -133,6 +186,13 @@ class Codebook(nn.Module):
         self.register_buffer("usage", torch.zeros(num_codes))
         self.register_buffer("initialized", torch.tensor(self.init_mode != "kmeans"))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    @classmethod
+    def from_options(
+        cls, num_codes: int, dim: int, options: CodebookOptions, *, normalize: bool = False
+    ) -> Codebook:
+        """``K = num_codes`` codes of dimension ``dim`` with the strategies and constants of ``options``."""
+        return cls(num_codes, dim, **options.as_kwargs(), normalize=normalize)
 
     def _initial_weight(self) -> torch.Tensor:
         if self.init_mode == "uniform":

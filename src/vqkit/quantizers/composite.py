@@ -116,26 +116,36 @@ class ResidualQuantizer(_Composite):
             else stage_scales.float().reshape(len(self.stage_list), -1)
         )
         self.register_buffer("stage_scales", scales, persistent=False)
+        # Without scales, skip the divide and multiply: two full passes over [N, D] per stage, for nothing.
+        self.unit_scales = stage_scales is None
         self.gradient = check_choice("gradient", gradient, ("straight_through", "stages"))
+
+    def _stage_in(self, residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return residual if self.unit_scales else residual / scale
+
+    def _stage_out(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return q if self.unit_scales else q * scale
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         h = self.project_in(z)
         residual = h
-        total = torch.zeros_like(h)
-        surrogate = torch.zeros_like(h)
+        total: torch.Tensor | None = None
+        surrogate: torch.Tensor | None = None
         outputs = []
-        for stage, scale in zip(self.stage_list, self.stage_scales, strict=True):
-            out = stage._quantize(residual / scale)
-            q = out.quantized.detach() * scale
-            residual = residual - q
-            total = total + q
+        last = len(self.stage_list) - 1
+        for i, (stage, scale) in enumerate(zip(self.stage_list, self.stage_scales, strict=True)):
+            out = stage._quantize(self._stage_in(residual, scale))
+            q = self._stage_out(out.quantized.detach(), scale)
+            if i < last:  # the last residual is never read
+                residual = residual - q
+            total = q if total is None else total + q
             if self.gradient == "stages":
-                surrogate = surrogate + out.quantized * scale
+                own = self._stage_out(out.quantized, scale)
+                surrogate = own if surrogate is None else surrogate + own
             outputs.append(out)
+        assert total is not None
         return QuantizerOutput(
-            quantized=self.project_out(
-                straight_through(total, surrogate if self.gradient == "stages" else h)
-            ),
+            quantized=self.project_out(straight_through(total, surrogate if surrogate is not None else h)),
             codes=torch.cat([out.codes for out in outputs], dim=1),
             losses=_mean_losses(outputs),
             metrics=_prefixed_metrics(outputs),
@@ -146,22 +156,26 @@ class ResidualQuantizer(_Composite):
         """Residual k-means: level ``i`` is fitted to what levels ``< i`` leave of ``vectors`` ``[N, D]``."""
         residual = self.project_in(vectors.reshape(-1, self.dim).to(self.compute_dtype))
         for stage, scale in zip(self.stage_list, self.stage_scales, strict=True):
-            stage.init_codebook(residual / scale)
-            residual = residual - stage._decode(stage._encode(residual / scale)) * scale
+            stage.init_codebook(self._stage_in(residual, scale))
+            residual = residual - self._stage_out(
+                stage._decode(stage._encode(self._stage_in(residual, scale))), scale
+            )
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
         residual = self.project_in(z)
         codes = []
-        for stage, scale in zip(self.stage_list, self.stage_scales, strict=True):
-            c = stage._encode(residual / scale)
-            residual = residual - stage._decode(c) * scale
+        last = len(self.stage_list) - 1
+        for i, (stage, scale) in enumerate(zip(self.stage_list, self.stage_scales, strict=True)):
+            c = stage._encode(self._stage_in(residual, scale))
+            if i < last:
+                residual = residual - self._stage_out(stage._decode(c), scale)
             codes.append(c)
         return torch.cat(codes, dim=1)
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         total = None
         for stage, scale, cols in zip(self.stage_list, self.stage_scales, self._code_slices(), strict=True):
-            q = stage._decode(codes[:, cols]) * scale
+            q = self._stage_out(stage._decode(codes[:, cols]), scale)
             total = q if total is None else total + q
         assert total is not None
         return self.project_out(total)

@@ -77,7 +77,7 @@ from vqkit.functional import hexagram
 from vqkit.functional.contrastive import SIMILARITIES, Similarity, symmetric_contrastive
 from vqkit.functional.stats import code_counts
 from vqkit.quantizers.base import Quantizer, straight_through
-from vqkit.quantizers.codebook import Codebook, Init, Restart, Update, vq_losses
+from vqkit.quantizers.codebook import Codebook, CodebookOptions, Init, Restart, Update, vq_losses
 from vqkit.quantizers.composite import ResidualQuantizer, _mean_losses, _prefixed_metrics
 from vqkit.registry import register_quantizer
 from vqkit.types import Distance, Layout, QuantizerOutput
@@ -134,7 +134,7 @@ class IVQLevel(Quantizer):
         *,
         codebooks: Codebooks,
         beta: float,
-        codebook_kwargs: dict[str, Any],
+        codebook_options: CodebookOptions,
     ) -> None:
         super().__init__(dim)
         self.lines, self.blocks = lines, blocks
@@ -143,7 +143,7 @@ class IVQLevel(Quantizer):
         self.beta = beta
         count = blocks if codebooks == "per_block" else 1
         self.codebooks = nn.ModuleList(
-            Codebook(self.num_codes, self.sub_dim, **codebook_kwargs) for _ in range(count)
+            Codebook.from_options(self.num_codes, self.sub_dim, codebook_options) for _ in range(count)
         )
         # Per-block codebooks are looked up as one table of ``blocks * K`` rows: block j's codes are offset.
         offsets = torch.arange(count) * self.num_codes if count > 1 else torch.zeros(1, dtype=torch.long)
@@ -331,19 +331,9 @@ class IVQ(ResidualQuantizer):
                 "update: 'ema' codebooks are buffers and cannot learn from the structure losses; "
                 "pass hierarchy_weight=0 and relation_weight=0 with update='ema', or update='grad'"
             )
-        codebook_kwargs: dict[str, Any] = dict(
-            init=init,
-            update=update,
-            distance=distance,
-            restart=restart,
-            decay=decay,
-            eps=eps,
-            restart_threshold=restart_threshold,
-            kmeans_iters=kmeans_iters,
-            kmeans_seed=kmeans_seed,
-        )
+        options = CodebookOptions.from_arguments(locals())  # this signature's Codebook arguments, by name
         stages = [
-            IVQLevel(dim, lines, blocks, codebooks=codebooks, beta=self.beta, codebook_kwargs=codebook_kwargs)
+            IVQLevel(dim, lines, blocks, codebooks=codebooks, beta=self.beta, codebook_options=options)
             for _, blocks in pairs
         ]
         super().__init__(dim, stages, layout=layout, allow_nonfinite=allow_nonfinite)

@@ -70,7 +70,7 @@ from vqkit._validate import check_choice, check_positive_int, check_range
 from vqkit.functional.stats import entropy_bits
 from vqkit.metrics.sharing import code_sharing_curve, mean_code_sharing, segment_usage
 from vqkit.quantizers.base import Quantizer, _fp32_compute, straight_through
-from vqkit.quantizers.codebook import Codebook, Init, Restart, Update
+from vqkit.quantizers.codebook import Codebook, CodebookOptions, Init, Restart, Update
 from vqkit.registry import register_quantizer
 from vqkit.types import Distance, Layout, QuantizerOutput
 
@@ -145,19 +145,8 @@ class LooC(Quantizer):
         self.spatial_dims = spatial_dims
         self.split: Split = check_choice("split", split, SPLITS)  # type: ignore[assignment]
         self.beta = check_range("beta", beta, 0.0, float("inf"))
-        self.codebook = Codebook(
-            codebook_size,
-            codebook_dim,
-            init=init,
-            update=update,
-            distance=distance,
-            restart=restart,
-            decay=decay,
-            eps=eps,
-            restart_threshold=restart_threshold,
-            kmeans_iters=kmeans_iters,
-            kmeans_seed=kmeans_seed,
-        )
+        options = CodebookOptions.from_arguments(locals())  # this signature's Codebook arguments, by name
+        self.codebook = Codebook.from_options(codebook_size, codebook_dim, options)
 
     # ------------------------------------------------------------------ sizes
     @property

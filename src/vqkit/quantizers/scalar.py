@@ -153,9 +153,8 @@ class LFQ(Quantizer):
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         h = self.project_in(z)
         codes = lfq_math.signs_to_index(h)
-        hard = lfq_math.bits_to_values(
-            lfq_math.index_to_bits(codes, self.bits), self.scale, self.compute_dtype
-        )
+        # The values from the signs directly (the same bits as ``codes``), not back through the index.
+        hard = lfq_math.bits_to_values(h > 0, self.scale, self.compute_dtype)
         losses = {"commitment": F.mse_loss(h, hard)}
         if self.training:
             per_sample, codebook = lfq_math.entropy_terms(

@@ -25,7 +25,7 @@ from torch import nn
 
 from vqkit._validate import check_positive_int, check_range
 from vqkit.quantizers.base import SingleCodebookQuantizer, straight_through
-from vqkit.quantizers.codebook import Codebook, Init, Restart, Update
+from vqkit.quantizers.codebook import Codebook, CodebookOptions, Init, Restart, Update
 from vqkit.registry import register_quantizer
 from vqkit.types import Distance, Layout, QuantizerOutput
 
@@ -77,20 +77,8 @@ class VQ(SingleCodebookQuantizer):
         self.l2_normalize = bool(l2_normalize)
         self.project_in: nn.Module = nn.Identity() if code_dim == dim else nn.Linear(dim, code_dim)
         self.project_out: nn.Module = nn.Identity() if code_dim == dim else nn.Linear(code_dim, dim)
-        self.codebook = Codebook(
-            codebook_size,
-            code_dim,
-            init=init,
-            update=update,
-            distance=distance,
-            restart=restart,
-            decay=decay,
-            eps=eps,
-            restart_threshold=restart_threshold,
-            kmeans_iters=kmeans_iters,
-            kmeans_seed=kmeans_seed,
-            normalize=self.l2_normalize,
-        )
+        options = CodebookOptions.from_arguments(locals())  # this signature's Codebook arguments, by name
+        self.codebook = Codebook.from_options(codebook_size, code_dim, options, normalize=self.l2_normalize)
 
     @property
     def num_codebook_parameters(self) -> int:

@@ -21,6 +21,7 @@ distributed engine is re-implemented).
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import signal
@@ -103,13 +104,20 @@ def resolve_device(name: str) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------- batches
+@functools.lru_cache(
+    maxsize=2
+)  # a batch reads one epoch's permutation, or the end of one and the next's start
+def _epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 def stream_indices(start: int, count: int, num_items: int, seed: int) -> torch.Tensor:
     """Items ``[start, start + count)`` of the endless stream of per-epoch permutations of ``num_items``."""
     out: list[int] = []
     position = start
     while len(out) < count:
         epoch, offset = divmod(position, num_items)
-        perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        perm = _epoch_permutation(num_items, seed, epoch)
         take = perm[offset : offset + count - len(out)]
         out.extend(take.tolist())
         position += len(take)
