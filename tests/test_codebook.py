@@ -62,6 +62,21 @@ def test_kmeans_init_runs_once_on_first_training_batch() -> None:
     assert torch.equal(q.codebook.weight.detach(), first)  # grad mode: only the optimizer changes it now
 
 
+def test_initialized_is_read_from_the_device_once_and_reset_by_loading() -> None:
+    q = VQ(4, 8, init="kmeans").train()
+    q(torch.randn(200, 4))
+    q.codebook.initialized.fill_(False)  # behind the cache's back: the cached answer stands (no device read)
+    first = q.codebook.weight.detach().clone()
+    q(torch.randn(200, 4) + 10)
+    assert torch.equal(q.codebook.weight.detach(), first)
+    q.load_state_dict(VQ(4, 8, init="kmeans").state_dict())  # an uninitialized codebook: init again
+    shifted = torch.randn(200, 4) + 10
+    q(shifted)
+    assert bool(q.codebook.initialized) and q.codebook.weight.detach().mean() > 5
+    q.init_codebook(torch.randn(200, 4) - 10)  # forced k-means, e.g. from a pretrained encoder
+    assert q.codebook.weight.detach().mean() < -5
+
+
 def test_dead_code_restart_moves_unused_codes_onto_data() -> None:
     q = VQ(2, 16, init="uniform", restart="dead", restart_threshold=1.0)
     data = torch.randn(256, 2) * 3 + 20  # far from the tiny initial codebook

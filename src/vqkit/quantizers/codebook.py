@@ -185,6 +185,9 @@ class Codebook(nn.Module):
         self.register_buffer("cluster_size", torch.ones(num_codes))
         self.register_buffer("usage", torch.zeros(num_codes))
         self.register_buffer("initialized", torch.tensor(self.init_mode != "kmeans"))
+        # A host-side copy of ``initialized`` once it is true: reading the buffer on every training step is a
+        # device-to-host sync on GPU. Reset when a state dict is loaded (it may hold an uninitialized codebook).
+        self._known_initialized = False
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     @classmethod
@@ -220,7 +223,7 @@ class Codebook(nn.Module):
         """The VQ step on ``z`` ``[N, d]``: k-means init (first training batch), nearest codes (unless ``codes``
         ``[N]`` are given), the looked-up codes ``q`` ``[N, d]`` (differentiable w.r.t. the codebook), the loss
         pair, and in training the statistics / EMA / restart update. Returns ``(codes, q, losses)``."""
-        if self.training and self.init_mode == "kmeans":
+        if self.training and self.init_mode == "kmeans" and not self.is_initialized():
             self.initialize_from(z)
         if codes is None:
             codes = self.search(z)
@@ -231,11 +234,22 @@ class Codebook(nn.Module):
         return codes, q, losses
 
     # ------------------------------------------------------------------ write (training only)
+    def is_initialized(self) -> bool:
+        """Whether the codes are set (always for ``init`` other than ``"kmeans"``); syncs with the device only
+        until the answer is yes."""
+        if not self._known_initialized:
+            self._known_initialized = bool(self.initialized)
+        return self._known_initialized
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialized = False
+
     @torch.no_grad()
-    def initialize_from(self, z: torch.Tensor) -> None:
-        """k-means init from ``z`` gathered over ranks (the same result on every rank). Once, when
-        ``init="kmeans"`` and not yet initialized; call it on every rank."""
-        if bool(self.initialized):
+    def initialize_from(self, z: torch.Tensor, *, force: bool = False) -> None:
+        """k-means init from ``z`` gathered over ranks (the same result on every rank): once, when not yet
+        initialized, or again with ``force`` (k-means from a pretrained encoder); call it on every rank."""
+        if not force and self.is_initialized():
             return
         data = distributed.all_gather_cat(z.detach().to(self.weight.dtype), self.process_group)
         generator = torch.Generator(device=data.device).manual_seed(self.kmeans_seed)
@@ -244,6 +258,7 @@ class Codebook(nn.Module):
         )
         self.set_codes(result.centers, counts=result.counts)
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     @torch.no_grad()
     def set_codes(self, vectors: torch.Tensor, counts: torch.Tensor | None = None) -> None:

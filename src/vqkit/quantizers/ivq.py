@@ -248,8 +248,7 @@ class IVQLevel(Quantizer):
     @torch.no_grad()
     def init_codebook(self, vectors: torch.Tensor) -> None:
         for cb, part in zip(self.codebook_list, self._parts(vectors), strict=True):
-            cb.initialized.fill_(False)
-            cb.initialize_from(part)
+            cb.initialize_from(part, force=True)
 
 
 @register_quantizer("ivq")
@@ -545,7 +544,7 @@ class IVQ(ResidualQuantizer):
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         levels = self.level_list
         pending = [cb for level in levels for cb in level.codebook_list if cb.init_mode == "kmeans"]
-        if self.training and any(not bool(cb.initialized) for cb in pending):
+        if self.training and not all(cb.is_initialized() for cb in pending):
             # k-means on the first training batch, level by level on the residuals (gathered over ranks).
             residual = z.detach()
             for level in levels:

@@ -288,8 +288,9 @@ class LooC(Quantizer):
         ``vectors`` ``[N, D]`` (no interpolation); marks the codebook initialized. Gathers over ranks."""
         if vectors.dim() != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"vectors: expected [N, {self.dim}], got {tuple(vectors.shape)}")
-        self.codebook.initialized.fill_(False)
-        self.codebook.initialize_from(vectors.to(self.compute_dtype).reshape(-1, self.codebook_dim))
+        self.codebook.initialize_from(
+            vectors.to(self.compute_dtype).reshape(-1, self.codebook_dim), force=True
+        )
 
     # ------------------------------------------------------------------ metrics
     def _usage_metrics(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -107,8 +107,7 @@ class VQ(SingleCodebookQuantizer):
         to code space; marks the codebook initialized. Gathers over ranks like the first-batch init."""
         if vectors.dim() != 2 or vectors.shape[1] != self.dim:
             raise ValueError(f"vectors: expected [N, {self.dim}], got {tuple(vectors.shape)}")
-        self.codebook.initialized.fill_(False)
-        self.codebook.initialize_from(self._to_code_space(vectors.to(self.compute_dtype)))
+        self.codebook.initialize_from(self._to_code_space(vectors.to(self.compute_dtype)), force=True)
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
         return self.codebook.search(self._to_code_space(z))[:, None]
