@@ -103,7 +103,7 @@ def evaluate(
         elif modality == "audio":
             recon = recon.clamp(-1.0, 1.0)
         if tracker is not None:
-            tracker.update(x.float().cpu(), recon.float().cpu())
+            tracker.update(x.float(), recon.float())  # images stay on the model's device (LPIPS, FID)
         else:
             squared_error += float((recon.float() - x.float()).square().sum())
             values += x.numel()
