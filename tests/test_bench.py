@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vqkit.cli import main
-from vqkit.train.bench import load_bench
+from vqkit.train.bench import load_bench, run_bench
 from vqkit.train.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,5 +75,14 @@ def test_fixed_entries_run_at_their_own_rate(tmp_path: Path, capsys: pytest.Capt
     assert {(r["method"], r["bits"]) for r in rows} == {("VQ 1x32", 5.0), ("IVQ 2x2", 8.0)}
     assert "| IVQ 2x2 | 8.0 | 128 |" in (out / "report.md").read_text()
     capsys.readouterr()
+    # An edited bench file does not reuse runs made under the old settings: it says which setting changed.
+    longer = bench_file(
+        tmp_path, path.read_text().split("\n", 1)[1].replace("train.steps=4", "train.steps=5")
+    )
+    with pytest.raises(
+        ConfigError, match=r"holds a run made with another configuration \(changed: train.steps\)"
+    ):
+        run_bench(longer, out)
+    assert (out / "runs" / "VQ_1x32-s0" / "bench.json").exists()  # nothing is deleted
     with pytest.raises(ConfigError, match=r"bench.fixed\[0\]"):
         load_bench(bench_file(tmp_path, "fixed: [{name: nope}]\n"))

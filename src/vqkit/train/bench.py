@@ -163,7 +163,7 @@ def _run_one(
 ) -> dict[str, Any]:
     from vqkit.train.evaluate import evaluate
     from vqkit.train.loop import train
-    from vqkit.train.run import load_run_model, load_split
+    from vqkit.train.run import load_run_model, load_split, run_config
 
     dim = int(base["model"].get("latent_dim", 0))
     name = fixed["name"] if fixed is not None else method
@@ -177,16 +177,21 @@ def _run_one(
         run_dir = out / "runs" / f"{method}-{bits}b-s{seed}"
     if isinstance(kwargs, str):
         return {"method": method, "bits": bits, "seed": seed, "skipped": kwargs}
-    result_path = run_dir / "bench.json"
-    if result_path.exists():
-        return dict(json.loads(result_path.read_text()))
     raw = copy.deepcopy(base)
     for override in fixed["overrides"] if fixed is not None else []:  # e.g. train.pretrain_epochs=2
         raw = apply_override(raw, override)
     raw["seed"] = seed
     raw["model"]["quantizer"] = {"name": name, "kwargs": kwargs}
     config = build_config(raw)
+    settings = json.loads(json.dumps(config.to_dict(), default=str))  # as it reads back from JSON
+    result_path = run_dir / "bench.json"
+    if result_path.exists():
+        row = dict(json.loads(result_path.read_text()))
+        _check_same_run(run_dir, row.get("config"), settings)
+        return row
     resume = ckpt.latest_checkpoint(run_dir / "checkpoints") is not None
+    if resume:
+        _check_same_run(run_dir, json.loads(json.dumps(run_config(run_dir).to_dict(), default=str)), settings)
     started = time.perf_counter()
     train(config, run_dir, resume=resume)
     train_seconds = time.perf_counter() - started
@@ -208,9 +213,28 @@ def _run_one(
         "train_seconds": train_seconds if not resume else None,  # a resumed run's time is partial
         "metrics": metrics,
         **_throughput(model, test),
+        "config": settings,
     }
     atomic_write_text(result_path, json.dumps(row, indent=2))
     return row
+
+
+def _check_same_run(run_dir: Path, recorded: dict[str, Any] | None, settings: dict[str, Any]) -> None:
+    """A finished or interrupted run is reused only under the configuration it was made with: after an edit
+    of the bench file (more steps, other overrides) its numbers would silently stand for another setting."""
+    if recorded is None or recorded == settings:  # None: a result written before configurations were kept
+        return
+    changed = sorted(_differences(recorded, settings))
+    raise ConfigError(
+        f"out: {str(run_dir)!r} holds a run made with another configuration (changed: {', '.join(changed)}); "
+        "pass another --out, or delete that run to redo it"
+    )
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def run_bench(
