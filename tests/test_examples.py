@@ -45,7 +45,7 @@ def models(quantizer: dict[str, Any], audio_quantizer: dict[str, Any] | None = N
 def test_cross_modal_report_decodes_image_codes_as_audio() -> None:
     cross_modal = example("cross_modal")
     image, audio = models({"name": "ivq", "kwargs": {"levels": "yin-yang"}})
-    images, speech = torch.rand(3, 1, 28, 28), 0.1 * torch.randn(2, 1, 8000)
+    images, speech = torch.rand(3, 1, 28, 28), 0.1 * torch.randn(4, 1, 8000)
     report, decoded = cross_modal.cross_modal_report(image, audio, images, speech, 16000)
     assert decoded.shape == (3, 1, 49 * audio.hop_length)  # a 7 x 7 grid read as 49 frames
     assert report["frames_per_image"] == 49 and report["alphabet_sizes"] == [64] * 4
@@ -53,11 +53,9 @@ def test_cross_modal_report_decodes_image_codes_as_audio() -> None:
     # untrained: the structure comes from the binary composition.
     assert all(g > 0.5 for g in report["geometry"])
     assert all(0 <= j <= 1 for j in report["usage_js_bits"])
-    assert set(report["log_mel_distance"]) == {
-        "codec_reconstruction",
-        "from_image_codes",
-        "from_random_codes",
-    }
+    distances = report["log_mel_frechet"]
+    assert set(distances) == {"real_speech", "codec_reconstruction", "from_image_codes", "from_random_codes"}
+    assert all(d >= 0 for d in distances.values())
     rvq = {"name": "residual_vq", "kwargs": {"codebook_size": 64, "num_quantizers": 4}}
     baseline, _ = cross_modal.cross_modal_report(*models(rvq), images, speech, 16000)
     assert all(abs(g) < 0.3 for g in baseline["geometry"])  # independent codebooks: no shared geometry
