@@ -73,7 +73,7 @@ def test_fixed_entries_run_at_their_own_rate(tmp_path: Path, capsys: pytest.Capt
     assert main(["bench", str(path), "--out", str(out)]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert {(r["method"], r["bits"]) for r in rows} == {("VQ 1x32", 5.0), ("IVQ 2x2", 8.0)}
-    assert "| IVQ 2x2 | 8.0 | 128 |" in (out / "report.md").read_text()
+    assert "| IVQ 2x2 | 8 | 128 |" in (out / "report.md").read_text()
     capsys.readouterr()
     # An edited bench file does not reuse runs made under the old settings: it says which setting changed.
     longer = bench_file(

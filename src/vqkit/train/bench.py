@@ -391,7 +391,7 @@ def write_bench_report(
         m = entry["metrics"]
         cells = [
             entry["method"],
-            str(entry["bits"]),
+            f"{entry['bits']:.4g}",
             _pair(m.get("bits_per_item", nothing), 5),
             entry["codebook_size"],
             str(entry["codebook_parameters"]),
