@@ -63,12 +63,12 @@ def test_bad_bench_files_are_named(tmp_path: Path, body: str, match: str) -> Non
 
 
 def test_fixed_entries_run_at_their_own_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = bench_file(
-        tmp_path,
+    body = (
         "overrides: [train.steps=4, train.eval_every=4, train.checkpoint_every=4, eval.max_items=30]\n"
         "fixed:\n  - {label: 'VQ 1x32', name: vq, kwargs: {codebook_size: 32}}\n"
-        "  - {label: 'IVQ 2x2', name: ivq, kwargs: {lines: 4, levels: [[2, 4], [2, 4]]}}\n",
+        "  - {label: 'IVQ 2x2', name: ivq, kwargs: {lines: 4, levels: [[2, 4], [2, 4]]}}\n"
     )
+    path = bench_file(tmp_path, body)
     out = tmp_path / "out"
     assert main(["bench", str(path), "--out", str(out)]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
@@ -76,13 +76,13 @@ def test_fixed_entries_run_at_their_own_rate(tmp_path: Path, capsys: pytest.Capt
     assert "| IVQ 2x2 | 8 | 128 |" in (out / "report.md").read_text()
     capsys.readouterr()
     # An edited bench file does not reuse runs made under the old settings: it says which setting changed.
-    longer = bench_file(
-        tmp_path, path.read_text().split("\n", 1)[1].replace("train.steps=4", "train.steps=5")
-    )
+    longer = bench_file(tmp_path, body.replace("train.steps=4", "train.steps=5"))
     with pytest.raises(
         ConfigError, match=r"holds a run made with another configuration \(changed: train.steps\)"
     ):
         run_bench(longer, out)
     assert (out / "runs" / "VQ_1x32-s0" / "bench.json").exists()  # nothing is deleted
+    elsewhere = bench_file(tmp_path, body.replace("]\n", ", train.log_every=2, train.device=cpu]\n", 1))
+    run_bench(elsewhere, out)  # where and how often it logs does not change a run: the results are reused
     with pytest.raises(ConfigError, match=r"bench.fixed\[0\]"):
         load_bench(bench_file(tmp_path, "fixed: [{name: nope}]\n"))

@@ -219,12 +219,28 @@ def _run_one(
     return row
 
 
+# Settings that do not change what a run computes: where it runs and how often it logs or saves (a resumed run
+# reaches the same weights whatever the checkpoint interval). Machines of a split bench may differ in them.
+_INCIDENTAL = frozenset(
+    {
+        "train.device",
+        "train.progress",
+        "train.tensorboard",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+    }
+)
+
+
 def _check_same_run(run_dir: Path, recorded: dict[str, Any] | None, settings: dict[str, Any]) -> None:
     """A finished or interrupted run is reused only under the configuration it was made with: after an edit
     of the bench file (more steps, other overrides) its numbers would silently stand for another setting."""
-    if recorded is None or recorded == settings:  # None: a result written before configurations were kept
+    if recorded is None:  # a result written before configurations were kept
         return
-    changed = sorted(_differences(recorded, settings))
+    changed = [d for d in _differences(recorded, settings) if d not in _INCIDENTAL]
+    if not changed:
+        return
     raise ConfigError(
         f"out: {str(run_dir)!r} holds a run made with another configuration (changed: {', '.join(changed)}); "
         "pass another --out, or delete that run to redo it"
