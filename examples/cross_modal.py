@@ -195,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(min(args.examples, images.shape[0])):
                 atomic_write_bytes(out / f"image_{i}.png", image_bytes(images[i]))
                 atomic_write_bytes(out / f"image_{i}.wav", audio_bytes(audio[i], sample_rate))
+    table = _table(reports)
     atomic_write_text(out / "cross_modal.json", json.dumps(reports, indent=2))
-    atomic_write_text(out / "cross_modal.md", _table(reports))
-    print(_table(reports))
+    atomic_write_text(out / "cross_modal.md", table)
+    print(table)
     return 0
 
 

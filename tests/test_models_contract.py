@@ -107,6 +107,7 @@ def test_exact_round_trip_in_eval(name: str, quantizer: str) -> None:
     codes = model.encode(x)
     assert torch.equal(codes, out.codes)
     assert torch.equal(decode(model, codes, x), out.reconstruction)
+    assert out.latent is not None and torch.equal(out.latent, model.embed(x))  # what the quantizer saw
 
 
 @pytest.mark.parametrize(("name", "quantizer"), GRID)

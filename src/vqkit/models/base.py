@@ -53,12 +53,15 @@ class TokenizerOutput:
             is the encoder output, ``codes`` has ``C = 0``, no losses and no metrics.
         losses: the model's reconstruction terms, **unweighted** (e.g. ``mse``; audio ``l1``, ``stft``, ``mel``).
         loss_weights: the configured weight of each reconstruction term.
+        latent: the encoder output the quantizer saw (``embed(x)``, ``[B, D, *latent]`` or ``[B, D]``), so
+            diagnostics of the embeddings need no second encoder pass.
     """
 
     reconstruction: torch.Tensor
     quantizer: QuantizerOutput
     losses: dict[str, torch.Tensor]
     loss_weights: dict[str, float]
+    latent: torch.Tensor | None = None
 
     @property
     def codes(self) -> torch.Tensor:
@@ -168,10 +171,11 @@ class Tokenizer(nn.Module, ABC):
         """
         if not quantize:
             return self.forward_unquantized(x)
-        quantized = self.quantizer(self.embed(x))
+        z = self.embed(x)
+        quantized = self.quantizer(z)
         x_hat = self._finish(self.decoder(quantized.quantized.contiguous()), x)
         return TokenizerOutput(
-            x_hat, quantized, self.reconstruction_losses(x_hat, x), dict(self.loss_weights)
+            x_hat, quantized, self.reconstruction_losses(x_hat, x), dict(self.loss_weights), latent=z
         )
 
     def forward_unquantized(self, x: torch.Tensor) -> TokenizerOutput:
@@ -186,7 +190,9 @@ class Tokenizer(nn.Module, ABC):
         identity = QuantizerOutput(
             quantized=z, codes=torch.empty((*lead, 0), dtype=torch.long, device=z.device)
         )
-        return TokenizerOutput(x_hat, identity, self.reconstruction_losses(x_hat, x), dict(self.loss_weights))
+        return TokenizerOutput(
+            x_hat, identity, self.reconstruction_losses(x_hat, x), dict(self.loss_weights), latent=z
+        )
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

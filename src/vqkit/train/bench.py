@@ -183,7 +183,7 @@ def _run_one(
     raw["seed"] = seed
     raw["model"]["quantizer"] = {"name": name, "kwargs": kwargs}
     config = build_config(raw)
-    settings = json.loads(json.dumps(config.to_dict(), default=str))  # as it reads back from JSON
+    settings = _settings(config)
     result_path = run_dir / "bench.json"
     if result_path.exists():
         row = dict(json.loads(result_path.read_text()))
@@ -191,7 +191,7 @@ def _run_one(
         return row
     resume = ckpt.latest_checkpoint(run_dir / "checkpoints") is not None
     if resume:
-        _check_same_run(run_dir, json.loads(json.dumps(run_config(run_dir).to_dict(), default=str)), settings)
+        _check_same_run(run_dir, _settings(run_config(run_dir)), settings)
     started = time.perf_counter()
     train(config, run_dir, resume=resume)
     train_seconds = time.perf_counter() - started
@@ -231,6 +231,11 @@ _INCIDENTAL = frozenset(
         "train.keep_checkpoints",
     }
 )
+
+
+def _settings(config: Any) -> dict[str, Any]:
+    """A run's configuration as it reads back from ``bench.json`` (tuples become lists), for comparison."""
+    return dict(json.loads(json.dumps(config.to_dict(), default=str)))
 
 
 def _check_same_run(run_dir: Path, recorded: dict[str, Any] | None, settings: dict[str, Any]) -> None:

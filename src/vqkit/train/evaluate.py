@@ -90,7 +90,8 @@ def evaluate(
         out = model(x)
         usage.update(out.quantizer.codes)
         if labels is not None:
-            embeddings.append(model.embed(x).flatten(1).float().cpu())
+            assert out.latent is not None  # every Tokenizer.forward returns its encoder output
+            embeddings.append(out.latent.flatten(1).float().cpu())
             item_codes.append(out.quantizer.codes.reshape(x.shape[0], -1).cpu())
         n = x.shape[0]
         items += n

@@ -104,9 +104,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------- batches
-@functools.lru_cache(
-    maxsize=2
-)  # a batch reads one epoch's permutation, or the end of one and the next's start
+# A batch reads one epoch's permutation, or the end of one and the start of the next: two are enough.
+@functools.lru_cache(maxsize=2)
 def _epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
