@@ -39,7 +39,7 @@ at that level, ``[2**L, D]``) and ``g(A, B)`` the symmetric CLIP cross-entropy o
 "w.o. hierarchy" is ``hierarchy_weight=0``, "w.o. structure" is ``relation_weight=0``, both is "w.o. hier&stru";
 a term whose weight is 0 is not computed. With more than ``structure_rows`` hexagrams (``L > 10`` by default)
 each call draws that many distinct hexagrams at random and the terms are computed on them: at ``L = 12`` the full
-terms are nine 4,096 x 4,096 contrastive matrices, about 6 s per step on 2 CPU cores against 0.4 s sampled.
+terms are nine 4,096 x 4,096 contrastive matrices, and a training step costs about 24x the sampled one on CPU.
 
 Deviations, each deliberate (see ``docs/ivq.md``):
 
