@@ -43,7 +43,21 @@ def test_bench_runs_every_method_at_equal_rate_and_resumes(
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/bench.json")}
     assert main(["bench", str(path), "--out", str(out), "--methods", "vq"]) == 0  # finished runs are skipped
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    # --seeds replaces the file's seeds: seed 1 alone is reported, from the runs already made
+    assert main(["bench", str(path), "--out", str(out), "--methods", "vq", "--seeds", "1"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {(r["method"], r["seed"]) for r in rows} == {("vq", 1)}
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("seeds", ["", "a,b", "1,-2"])
+def test_bad_seed_lists_are_usage_errors(
+    tmp_path: Path, seeds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as err:
+        main(["bench", str(bench_file(tmp_path, "methods: [vq]\n")), "--seeds", seeds])
+    assert err.value.code == 2 and "--seeds" in capsys.readouterr().err
 
 
 def test_shipped_bench_files_load() -> None:

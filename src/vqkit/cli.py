@@ -3,7 +3,7 @@
 ::
 
     vqkit train CONFIG [key=value ...] [--run-dir DIR] [--resume] [--nproc N] [--pretrain-epochs N]
-    vqkit bench BENCH [--out DIR] [--quick] [--methods a,b,...]
+    vqkit bench BENCH [--out DIR] [--quick] [--methods a,b,...] [--seeds 0,1,...]
     vqkit eval RUN [--split test|val] [--max-items N] [--fid-samples N] [--checkpoint DIR]
     vqkit encode RUN FILES... -o codes.npz
     vqkit decode RUN codes.npz -o DIR
@@ -57,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("bench", type=Path, help="bench file (see configs/bench/)")
     p.add_argument("--out", type=Path, help="report folder (default runs/bench-<name>[-quick])")
     p.add_argument("--quick", action="store_true", help="the bench file's quick preset")
-    p.add_argument("--methods", help="comma-separated quantizer names (default: the bench file's)")
+    p.add_argument(
+        "--methods", help="comma-separated labels or quantizer names (default: the bench file's entries)"
+    )
+    p.add_argument(
+        "--seeds", type=_seed_list, help="comma-separated seeds, replacing the bench file's (e.g. 0,1,2)"
+    )
 
     p = sub.add_parser(
         "eval", help="evaluate a run and write eval.json and report.md", description="Evaluate a run."
@@ -120,13 +125,24 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2`` -> ``[0, 1, 2]``; anything else is a usage error naming the option."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"expected comma-separated non-negative integers, got {text!r}")
+    return seeds
+
+
 def _bench(args: argparse.Namespace) -> int:
     from vqkit.train.bench import run_bench
 
     out = args.out or Path("runs") / f"bench-{args.bench.stem}{'-quick' if args.quick else ''}"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     started = time.perf_counter()
-    report = run_bench(args.bench, out, quick=args.quick, methods=methods)
+    report = run_bench(args.bench, out, quick=args.quick, methods=methods, seeds=args.seeds)
     print(report.read_text())
     print(f"bench: {report} ({time.perf_counter() - started:.0f} s)")
     return 0

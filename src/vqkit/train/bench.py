@@ -61,8 +61,15 @@ class BenchSpec:
     fixed: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_bench(path: str | Path, *, quick: bool = False, methods: list[str] | None = None) -> BenchSpec:
-    """Read a bench file (``quick`` applies its ``quick`` section); errors name the key."""
+def load_bench(
+    path: str | Path,
+    *,
+    quick: bool = False,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> BenchSpec:
+    """Read a bench file (``quick`` applies its ``quick`` section; ``methods`` keeps the named entries and
+    ``seeds`` replaces the file's seeds); errors name the key."""
     path = Path(path)
     try:
         import yaml
@@ -95,7 +102,8 @@ def load_bench(path: str | Path, *, quick: bool = False, methods: list[str] | No
             f"bench.methods: unknown quantizer {unknown_methods[0]!r}; known: {vqkit.list_quantizers()}"
         )
     bits = [int(b) for b in section.get("bits", [8])]
-    seeds = [int(s) for s in section.get("seeds", [0])]
+    if seeds is None:
+        seeds = [int(s) for s in section.get("seeds", [0])]
     if not seeds or not ((names and bits) or fixed):
         raise ConfigError("bench: seeds, and methods with bits (or fixed entries), must not be empty")
     return BenchSpec(
@@ -259,10 +267,16 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def run_bench(
-    path: str | Path, out: str | Path, *, quick: bool = False, methods: list[str] | None = None
+    path: str | Path,
+    out: str | Path,
+    *,
+    quick: bool = False,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
 ) -> Path:
-    """Run (or resume) the bench in ``path`` into ``out``; returns the report path."""
-    spec = load_bench(path, quick=quick, methods=methods)
+    """Run (or resume) the bench in ``path`` into ``out``; returns the report path. ``methods`` and ``seeds``
+    narrow or replace the file's (a run of another seed is another run folder, so seeds add up)."""
+    spec = load_bench(path, quick=quick, methods=methods, seeds=seeds)
     base = read_config_file(spec.config)
     for override in [*spec.overrides, "train.progress=false", "train.tensorboard=false"]:
         base = apply_override(base, override)
