@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -160,3 +162,35 @@ def test_evaluate_reports_collapse_on_labelled_data() -> None:
     )
     scores = evaluate(residual, data, config)
     assert "collapse/modes_kept" in scores and "collapse/tokens_distance" not in scores  # two codes per item
+
+
+def test_evaluate_scores_collapse_on_the_first_items_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embeddings kept for the collapse scores are capped (host memory), at a batch boundary or inside one."""
+    from vqkit.data import load_dataset
+    from vqkit.metrics.collapse import collapse_scores
+    from vqkit.models import build_model
+    from vqkit.train.config import build_config
+
+    evaluate_module = importlib.import_module("vqkit.train.evaluate")  # the package re-exports the function
+
+    data = load_dataset("gaussian_clusters", "test", dim=2)
+    config = build_config(
+        {"data": {"name": "gaussian_clusters"}, "model": {"name": "mlp_vqvae"}, "eval": {"batch_size": 64}}
+    )
+    torch.manual_seed(0)
+    model = build_model(
+        {"name": "mlp_vqvae", "in_dim": 2, "hidden": [16], "latent_dim": 4, "quantizer": {"name": "vq"}}
+    ).eval()
+    monkeypatch.setattr(evaluate_module, "COLLAPSE_ITEMS", 100)  # one batch and 36 items of the next
+    result = evaluate_module.evaluate(model, data, config)
+    x = torch.stack([data[i] for i in range(100)])
+    with torch.no_grad():
+        out = model(x)
+    expected = collapse_scores(
+        out.latent.flatten(1),
+        data.labels[:100].long(),
+        out.quantizer.codes.reshape(100),
+        model.quantizer.num_codes,
+    )
+    assert result["items"] > 100
+    assert all(result[f"collapse/{k}"] == pytest.approx(v) for k, v in expected.items())

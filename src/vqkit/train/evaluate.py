@@ -11,8 +11,8 @@ flat ``{name: float}``:
 * ``bits_per_item`` (and ``kbps`` for audio) from the model's latent shape and the quantizer's rate;
 * ``loss`` and ``loss/<term>``: the weighted training objective and its terms, means over items;
 * ``collapse/...`` where the dataset has ``labels`` (classes, clusters): the collapse study's scores
-  (``vqkit.metrics.collapse_scores``) on the encoder outputs, one flattened row per item, and, where an item is
-  one code, the tokens-collapse scores; not in quick evaluations.
+  (``vqkit.metrics.collapse_scores``) on the encoder outputs, one flattened row per item (the first
+  ``COLLAPSE_ITEMS``), and, where an item is one code, the tokens-collapse scores; not in quick evaluations.
 
 ``quick=True`` (the periodic validation inside training) skips the expensive metrics (LPIPS, FID, STOI, PESQ)
 and looks at most at 1,024 items.
@@ -29,6 +29,9 @@ from vqkit.models.base import Tokenizer
 from vqkit.train.config import RunConfig
 
 QUICK_ITEMS = 1024
+# The collapse scores hold every scored item's flattened encoder output on the host (a 16x16x256 latent is
+# 256 KiB per item), so they are computed on the first COLLAPSE_ITEMS items, whatever the evaluation's size.
+COLLAPSE_ITEMS = 10_000
 
 
 def _metric_tracker(modality: str, dataset: Any, config: RunConfig, quick: bool) -> Any:
@@ -89,11 +92,12 @@ def evaluate(
         x = x.to(device)
         out = model(x)
         usage.update(out.quantizer.codes)
-        if labels is not None:
-            assert out.latent is not None  # every Tokenizer.forward returns its encoder output
-            embeddings.append(out.latent.flatten(1).float().cpu())
-            item_codes.append(out.quantizer.codes.reshape(x.shape[0], -1).cpu())
         n = x.shape[0]
+        keep = min(n, COLLAPSE_ITEMS - items)
+        if labels is not None and keep > 0:
+            assert out.latent is not None  # every Tokenizer.forward returns its encoder output
+            embeddings.append(out.latent[:keep].flatten(1).float().cpu())
+            item_codes.append(out.quantizer.codes[:keep].reshape(keep, -1).cpu())
         items += n
         sums["loss"] = sums.get("loss", 0.0) + float(out.loss) * n
         for name, value in {**out.losses, **out.quantizer.losses}.items():
@@ -117,7 +121,8 @@ def evaluate(
         result["mse"] = squared_error / max(values, 1)
     result.update({f"codebook/{k}": v for k, v in usage.compute(sync=False).items()})
     if labels is not None:
-        result.update(_collapse(torch.cat(embeddings), labels[:items], torch.cat(item_codes), model))
+        scored = min(items, COLLAPSE_ITEMS)
+        result.update(_collapse(torch.cat(embeddings), labels[:scored], torch.cat(item_codes), model))
     item_shape = tuple(getattr(dataset, "item_shape", tuple(x.shape[1:])))
     result["bits_per_item"] = float(model.bits_per_item(item_shape))
     if modality == "audio":
