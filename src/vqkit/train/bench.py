@@ -47,7 +47,10 @@ from vqkit.utils.atomic import atomic_write_bytes, atomic_write_text
 
 # The collapse study's scores, where the data has labels (``vqkit.train.evaluate``): column title per metric.
 COLLAPSE = {"collapse/mode_separability": "mode separability", "collapse/tokens_distance": "tokens TV"}
-QUALITY = {"image": ("psnr", "lpips_alex", "ssim", "mse"), "audio": ("lsd", "stoi", "pesq", "mel_distance")}
+QUALITY = {
+    "image": ("psnr", "lpips_alex", "ssim", "mse"),
+    "audio": ("lsd", "stoi", "pesq", "mel_distance", "chroma_similarity"),  # the IVQ paper's CS last
+}
 HIGHER_IS_BETTER = {"psnr", "ssim", "ms_ssim", "stoi", "pesq", "si_sdr", "chroma_similarity"}
 
 
