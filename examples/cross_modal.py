@@ -36,7 +36,7 @@ import torch
 from vqkit.functional.spectral import log_mel
 from vqkit.functional.stats import code_counts
 from vqkit.metrics import gram_correlation, js_divergence_bits
-from vqkit.metrics.fid import frechet_distance
+from vqkit.metrics.eval.fid import frechet_distance
 from vqkit.models import Tokenizer
 from vqkit.quantizers import IVQ, ResidualQuantizer
 from vqkit.utils.atomic import atomic_write_bytes, atomic_write_text
@@ -144,7 +144,7 @@ def _load(run: str) -> tuple[Tokenizer, Any]:
 
 
 def _first(dataset: Any, n: int) -> torch.Tensor:
-    from vqkit.train.loop import collate
+    from vqkit.train.batches import collate
 
     return collate(dataset, torch.arange(min(n, len(dataset))))
 

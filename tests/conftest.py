@@ -29,6 +29,62 @@ def small_kwargs(name: str) -> dict[str, object]:
     )
 
 
+OPTION_GRID: dict[str, list[dict[str, object]]] = {
+    "vq": [
+        {"codebook_dim": 4},
+        {"update": "ema", "init": "kmeans"},
+        {"distance": "cosine", "restart": "anchor"},
+        {"restart": "dead", "init": "gaussian"},
+        {"codebook_dim": 4, "l2_normalize": True},
+    ],
+    "fsq": [{"levels": [3] * DIM}],
+    "lfq": [{"bits": DIM, "entropy_mode": "factorized"}],
+    "residual_vq": [
+        {"codebook_dim": 4},
+        {"codebook_dim": 4, "l2_normalize": True},
+        {"update": "ema", "restart": "dead"},
+        {"codebook_size": 8, "num_quantizers": 3, "init": "kmeans"},
+    ],
+    "product_vq": [{"codebook_dim": 2}, {"update": "ema"}],
+    "residual_fsq": [{"levels": [3, 3, 3, 3], "num_quantizers": 3}],
+    "residual_lfq": [{"bits": DIM, "num_quantizers": 2}],
+    "simvq": [{"train_codebook": True}],
+    "looc": [
+        {"scale": 2, "spatial_dims": 1},
+        {"distance": "l2", "restart": "dead", "update": "ema"},
+        {"split": "unshuffle", "scale": 2, "spatial_dims": 1},
+    ],
+    "ivq": [
+        {"lines": 4, "levels": "yin-yang"},
+        {"lines": 4, "levels": "top-down", "codebooks": "per_block"},
+        {"lines": 4, "distance": "cosine", "similarity": "dot", "temperature": 1.0},
+        {"lines": 4, "update": "ema", "hierarchy_weight": 0.0, "relation_weight": 0.0},
+    ],
+}
+"""Options beyond ``small_kwargs`` that the contract tests run for each registered name (presets run theirs)."""
+
+
+def option_cases() -> list[tuple[str, dict[str, object]]]:
+    """Every registered name with its small kwargs, and again with each of its ``OPTION_GRID`` overrides."""
+    cases: list[tuple[str, dict[str, object]]] = []
+    for name in vqkit.list_quantizers():
+        for overrides in [{}, *OPTION_GRID.get(name, [])]:
+            cases.append((name, {**small_kwargs(name), **overrides}))
+    return cases
+
+
+def case_id(case: tuple[str, dict[str, object]]) -> str:
+    name, kwargs = case
+    extra = {k: v for k, v in kwargs.items() if small_kwargs(name).get(k, object()) != v}
+    return name + "".join(f"-{k}={v}" for k, v in extra.items()).replace(" ", "")
+
+
+@pytest.fixture(params=option_cases(), ids=case_id)
+def quantizer_case(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
+    """``(registry name, kwargs)`` over the option grid."""
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

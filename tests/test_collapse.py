@@ -167,7 +167,7 @@ def test_evaluate_reports_collapse_on_labelled_data() -> None:
 def test_evaluate_scores_collapse_on_the_first_items_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """The embeddings kept for the collapse scores are capped (host memory), at a batch boundary or inside one."""
     from vqkit.data import load_dataset
-    from vqkit.metrics.collapse import collapse_scores
+    from vqkit.metrics.codes.collapse import collapse_scores
     from vqkit.models import build_model
     from vqkit.train.config import build_config
 
@@ -190,7 +190,7 @@ def test_evaluate_scores_collapse_on_the_first_items_only(monkeypatch: pytest.Mo
         out.latent.flatten(1),
         data.labels[:100].long(),
         out.quantizer.codes.reshape(100),
-        model.quantizer.num_codes,
+        model.quantizer.codebook_size,
     )
     assert result["items"] > 100
     assert all(result[f"collapse/{k}"] == pytest.approx(v) for k, v in expected.items())

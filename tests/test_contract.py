@@ -1,22 +1,31 @@
-"""The contract every registered quantizer must honour (parametrized over the registry)."""
+"""The contract every registered quantizer must honour (parametrized over the registry and its option grid)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
+from torch import nn
 
 import vqkit
 from tests.conftest import DIM, small_kwargs
+from vqkit.functional import fsq as fsq_math
+from vqkit.quantizers.composite import ResidualQuantizer
 
 
 def make(name: str, **overrides: object) -> vqkit.Quantizer:
     return vqkit.create_quantizer(name, **{**small_kwargs(name), **overrides})
 
 
-def test_forward_shapes_dtypes_and_fields(quantizer_name: str) -> None:
-    q = make(quantizer_name)
+def build(case: tuple[str, dict[str, object]]) -> vqkit.Quantizer:
+    name, kwargs = case
+    return vqkit.create_quantizer(name, **kwargs)
+
+
+def test_forward_shapes_dtypes_and_fields(quantizer_case: tuple[str, dict[str, object]]) -> None:
+    q = build(quantizer_case)
     x = torch.randn(3, 20, DIM)
     out = q(x)
     assert isinstance(out, vqkit.QuantizerOutput)
@@ -26,26 +35,79 @@ def test_forward_shapes_dtypes_and_fields(quantizer_name: str) -> None:
     for name, value in out.losses.items():
         assert value.dim() == 0 and torch.isfinite(value), name
     assert {"utilization", "perplexity"} <= set(out.metrics)
+    assert all(value.dim() == 0 for value in out.metrics.values()), "metrics are whole-quantizer scalars"
     assert 0 < float(out.metrics["utilization"]) <= 1
     assert 1 <= float(out.metrics["perplexity"]) <= 60 + 1e-3  # at most the number of vectors
+    if q.codes_per_vector > 1:
+        for name in ("utilization", "perplexity"):
+            per = out.position_metrics[name]
+            assert per.shape == (q.codes_per_vector,)
+            torch.testing.assert_close(per.mean(), out.metrics[name])
     assert torch.isfinite(out.loss)
     for j, size in enumerate(q.alphabet_sizes):
         assert int(out.codes[..., j].min()) >= 0 and int(out.codes[..., j].max()) < size
 
 
-def test_every_trainable_parameter_gets_a_gradient(quantizer_name: str) -> None:
-    q = make(quantizer_name)
+def test_every_trainable_parameter_gets_a_nonzero_gradient(
+    quantizer_case: tuple[str, dict[str, object]],
+) -> None:
+    q = build(quantizer_case)
     x = torch.randn(4, 32, DIM, requires_grad=True)
     out = q(x)
-    (out.quantized.square().mean() + out.loss).backward()
+    ((out.quantized * torch.randn_like(x)).mean() + out.loss).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     for name, p in q.named_parameters():
-        assert p.grad is not None, f"{quantizer_name}: {name} got no gradient"
+        assert p.grad is not None, f"{quantizer_case[0]}: {name} got no gradient"
         assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{quantizer_case[0]}: {name} got an all-zero gradient"
 
 
-def test_eval_round_trip_is_exact(quantizer_name: str) -> None:
-    q = make(quantizer_name)
+def _surrogate(q: vqkit.Quantizer, x: torch.Tensor) -> torch.Tensor:
+    """The function whose gradient each quantizer's documented estimator passes to its input (an oracle
+    written from the docs: identity through the projections; FSQ's bound; residual FSQ's stage bounds)."""
+    if isinstance(q, vqkit.FSQ):
+        h = q.project_in(x)
+        return q.project_out(fsq_math.bound(h, q._levels) / fsq_math.half_width(q._levels))
+    if isinstance(q, ResidualQuantizer) and q.gradient == "stages":
+        h = q.project_in(x)
+        residual, total = h, torch.zeros_like(h)
+        for stage, scale in zip(q.stage_list, q.stage_scales, strict=True):
+            assert isinstance(stage, vqkit.FSQ)
+            s = (residual / scale).detach() + (h - h.detach()) / scale
+            total = total + _surrogate(stage, s) * scale
+            residual = residual - (stage._decode(stage._encode((residual / scale).detach())) * scale).detach()
+        return q.project_out(total)
+    if isinstance(q, vqkit.VQ):
+        return q.project_out(q._to_code_space(x))
+    if isinstance(q, vqkit.ProductQuantizer):
+        parts = torch.split(x, [stage.dim for stage in q.stage_list], dim=-1)
+        return torch.cat(
+            [_surrogate(stage, part) for stage, part in zip(q.stage_list, parts, strict=True)], -1
+        )
+    if isinstance(q, vqkit.LooC):
+        lead = x.shape[:-1]
+        flat = q._adapt(x.reshape(-1, q.dim), lead)
+        return q._merge(q._split(q._blocks(flat))).reshape(x.shape)
+    projections = [getattr(q, name, nn.Identity()) for name in ("project_in", "project_out")]
+    return projections[1](projections[0](x))
+
+
+def test_straight_through_gradient_oracle(quantizer_case: tuple[str, dict[str, object]]) -> None:
+    """For ``loss = (q(x).quantized * g).sum()``, ``x.grad`` is the documented estimator's: ``g`` itself where it
+    is the identity (the value oracle of the straight-through fix), its Jacobian-vector product elsewhere."""
+    q = build(quantizer_case)
+    q(torch.randn(4, 32, DIM))  # initialize (k-means) and move codebook state first
+    x = torch.randn(4, 32, DIM, requires_grad=True)
+    g = torch.randn(4, 32, DIM)
+    (q(x).quantized * g).sum().backward()
+    reference = x.detach().clone().requires_grad_(True)
+    (_surrogate(q, reference) * g).sum().backward()
+    assert x.grad is not None and reference.grad is not None
+    torch.testing.assert_close(x.grad, reference.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_eval_round_trip_is_exact(quantizer_case: tuple[str, dict[str, object]]) -> None:
+    q = build(quantizer_case)
     x = torch.randn(2, 50, DIM)
     q.train()
     for _ in range(3):  # move codebook state away from its initial values first
@@ -66,12 +128,42 @@ def test_eval_forward_has_no_side_effects(quantizer_name: str) -> None:
         assert torch.equal(before[k], v), k
 
 
-def test_bits_accounting(quantizer_name: str) -> None:
-    q = make(quantizer_name)
-    assert q.codes_per_vector == len(q.alphabet_sizes) >= 1
-    assert q.bits_per_vector == pytest.approx(sum(math.log2(k) for k in q.alphabet_sizes))
-    assert "×" in q.codebook_size or "+" in q.codebook_size
-    assert q.num_codebook_parameters >= 0
+def test_every_code_decodes_to_its_own_vector_and_the_rate_is_honest(
+    quantizer_case: tuple[str, dict[str, object]],
+) -> None:
+    """``bits_per_vector`` is log2 of the number of distinct decodable code tuples: every tuple of the alphabet
+    decodes (and the next value is refused), and distinct tuples decode to distinct vectors (checked by
+    enumeration where the alphabet is small, on random tuples otherwise)."""
+    q = build(quantizer_case).eval()
+    sizes = q.alphabet_sizes
+    assert q.codes_per_vector == len(sizes) >= 1
+    total = math.prod(sizes)
+    if total <= 4096:
+        codes = torch.tensor(list(itertools.product(*(range(k) for k in sizes))))
+    else:
+        codes = torch.stack([torch.randint(k, (2048,)) for k in sizes], dim=1).unique(dim=0)
+    distinct = q.decode(codes).unique(dim=0).shape[0]
+    if isinstance(q, vqkit.ResidualFSQ):
+        # A known property, documented in docs/quantizers.md: stage i's grid (scaled by (L - 1) ** -i) overlaps
+        # the coarser stages' steps, so some tuples decode alike and the nominal rate overstates the distinct
+        # reconstructions. Pinned so that a change is seen.
+        assert distinct < codes.shape[0]
+    else:
+        assert distinct == codes.shape[0], "two code tuples decode to one vector"
+    assert math.log2(total) == pytest.approx(q.bits_per_vector)
+    for j, k in enumerate(sizes):
+        bad = codes[:1].clone()
+        bad[0, j] = k
+        with pytest.raises(ValueError, match=f"code {j} must lie in"):
+            q.decode(bad)
+    assert "×" in q.codebook_label or "+" in q.codebook_label
+
+
+def test_codebook_parameter_count(quantizer_case: tuple[str, dict[str, object]]) -> None:
+    """Every parameter plus the stored (frozen or EMA) code tables, and nothing of the statistics."""
+    q = build(quantizer_case)
+    stored = sum(b.numel() for name, b in q.named_buffers() if name.split(".")[-1] in ("weight", "codebook"))
+    assert q.num_codebook_parameters == sum(p.numel() for p in q.parameters()) + stored
 
 
 @pytest.mark.parametrize("shape", [(2, DIM, 12), (2, DIM, 5, 6)])
@@ -88,12 +180,20 @@ def test_channels_first_layout_matches_channels_last(quantizer_name: str, shape:
     assert torch.equal(first.decode(first.encode(x)), out_first.quantized)
 
 
-def test_config_round_trip(quantizer_name: str) -> None:
-    q = make(quantizer_name)
-    clone = vqkit.Quantizer.from_config(q.to_config())
+def test_config_round_trip(quantizer_case: tuple[str, dict[str, object]]) -> None:
+    q = build(quantizer_case)
+    config = q.to_config()
+    clone = vqkit.quantizer_from_config(config)
     assert type(clone) is type(q)
-    assert clone.to_config() == q.to_config()
+    assert clone.to_config() == config
     assert clone.alphabet_sizes == q.alphabet_sizes
+    assert {k: v.shape for k, v in clone.state_dict().items()} == {
+        k: v.shape for k, v in q.state_dict().items()
+    }
+    # The config holds every argument the case passed, with the value the quantizer uses.
+    for key, value in quantizer_case[1].items():
+        stored = config["kwargs"][key]
+        assert stored == (list(value) if isinstance(value, tuple) else value), key
 
 
 def test_save_load_round_trip(quantizer_name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -102,7 +202,7 @@ def test_save_load_round_trip(quantizer_name: str, tmp_path) -> None:  # type: i
     q.train()
     q(x)
     q.eval()
-    path = q.save(tmp_path / "q")
+    path = vqkit.save_quantizer(q, tmp_path / "q")
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "weights.safetensors"]
     loaded = vqkit.load_quantizer(path).eval()
     assert torch.equal(loaded.encode(x), q.encode(x))

@@ -12,8 +12,10 @@ import torch
 import vqkit
 from vqkit.functional import hexagram
 from vqkit.functional.contrastive import symmetric_contrastive
+from vqkit.functional.block_search import binary_test
 from vqkit.functional.search import nearest_code
-from vqkit.quantizers.ivq import IVQ, resolve_levels
+from vqkit.quantizers.ivq import IVQ
+from vqkit.quantizers.ivq_level import resolve_levels
 
 
 def make(dim: int = 24, **kwargs: object) -> IVQ:
@@ -54,7 +56,7 @@ def test_rate_and_codebook_accounting(
     assert q.alphabet_sizes == (64,) * 4
     assert q.bits_per_vector == 24.0  # the rate of residual VQ 4×64
     assert q.stored_codes == stored
-    assert q.codebook_size == size
+    assert q.codebook_label == size
     assert q.num_codebook_parameters == params
 
 
@@ -161,7 +163,7 @@ def test_two_code_fast_path_equals_generic_search(distance: str, codebooks: str)
         dim=1,
     )
     # Equal except where the two codes are within rounding of a tie.
-    w, threshold = level._binary_test()
+    w, threshold = binary_test(level.books().detach(), distance)  # type: ignore[arg-type]
     margin = (torch.einsum("nbd,bd->nb", chunks, w.expand(level.blocks, -1)) - threshold).abs()
     differ = fast != generic
     assert bool((margin[differ] < 1e-5).all())

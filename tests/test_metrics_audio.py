@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.signal import lfilter
 
-from vqkit.metrics.audio import (
+from vqkit.metrics.eval.audio import (
     AudioMetrics,
     chroma_similarity,
     log_spectral_distance,

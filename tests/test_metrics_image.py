@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.signal import convolve2d
 
-from vqkit.metrics import fid as fid_module
-from vqkit.metrics.image import (
+from vqkit.metrics.eval import fid as fid_module
+from vqkit.metrics.eval.image import (
     MS_SSIM_BETAS,
     ImageMetrics,
     ms_ssim,
@@ -240,7 +240,7 @@ def test_constructor_and_state_errors() -> None:
 def test_missing_weight_carriers_give_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from vqkit.metrics import lpips
+    from vqkit.metrics.eval import lpips
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -1,6 +1,6 @@
 """LPIPS port: invariants, an independent numpy evaluation of the same formula on the raw flax arrays (NHWC / HWIO,
 no layout conversion), and the loading guards (pinned hash, restricted unpickler). The official example images
-cannot be fetched offline (see vqkit.metrics.lpips)."""
+cannot be fetched offline (see vqkit.metrics.eval.lpips)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from vqkit.metrics import lpips as lpips_module
-from vqkit.metrics.lpips import LPIPS, SCALE, SHIFT
+from vqkit.metrics.eval import lpips as lpips_module
+from vqkit.metrics.eval.lpips import LPIPS, SCALE, SHIFT
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from vqkit.metrics.rate import bitrate_kbps, bits_per_item, bits_per_pixel
+from vqkit.metrics.codes.rate import bitrate_kbps, bits_per_item, bits_per_pixel
 
 
 def test_rate_arithmetic() -> None:

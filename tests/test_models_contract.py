@@ -103,7 +103,10 @@ def test_exact_round_trip_in_eval(name: str, quantizer: str) -> None:
     x = make_input(name)
     model(x)  # one training forward: k-means inits, EMA / anchor updates
     model.eval()
-    out = model(x)
+    # Under the autograd mode of ``encode`` (no grad): CPU convolutions may choose another kernel with grad
+    # enabled and differ in the last bit, which can flip a near-tie (seen with seanet_codec + looc).
+    with torch.no_grad():
+        out = model(x)
     codes = model.encode(x)
     assert torch.equal(codes, out.codes)
     assert torch.equal(decode(model, codes, x), out.reconstruction)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from vqkit.train import checkpoint as ckpt
-from vqkit.train.loop import rank_share, stream_indices
+from vqkit.train.batches import rank_share, stream_indices
 
 
 def _model_and_optimizer() -> tuple[nn.Module, torch.optim.Optimizer]:

@@ -8,7 +8,7 @@
 
 from vqkit.functional import nearest_code
 from vqkit.io import load_quantizer, save_quantizer
-from vqkit.metrics.usage import CodebookUsage
+from vqkit.metrics.codes.usage import CodebookUsage
 from vqkit.models import Tokenizer, TokenizerOutput, build_model, list_models, load_tokenizer, save_tokenizer
 from vqkit.quantizers import (
     FSQ,
@@ -27,10 +27,15 @@ from vqkit.quantizers import (
     SimVQ,
 )
 from vqkit.recipes import kmeans_init_from_encoder
-from vqkit.registry import create_quantizer, list_quantizers, register_preset, register_quantizer
+from vqkit._version import __version__
+from vqkit.registry import (
+    create_quantizer,
+    list_quantizers,
+    quantizer_from_config,
+    register_preset,
+    register_quantizer,
+)
 from vqkit.types import Layout, QuantizerOutput
-
-__version__ = "0.1.0"
 
 __all__ = [
     "FSQ",
@@ -61,6 +66,7 @@ __all__ = [
     "load_quantizer",
     "load_tokenizer",
     "nearest_code",
+    "quantizer_from_config",
     "register_preset",
     "register_quantizer",
     "save_quantizer",

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 import vqkit
-from vqkit.metrics.usage import CodebookUsage
+from vqkit.metrics.codes.usage import CodebookUsage
 from vqkit.quantizers import (
     Quantizer,
 )
@@ -239,7 +239,7 @@ def run_one(name: str, data: str, sampler: Sampler, dim: int, bits: int) -> Row 
         quantizer=name,
         dim=dim,
         target_bits=bits,
-        codebook=quantizer.codebook_size,
+        codebook=quantizer.codebook_label,
         bits=quantizer.bits_per_vector,
         bound_per_dim=bound,
         ratio_to_bound=result["mse_per_dim"] / bound,

@@ -5,22 +5,37 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vqkit.quantizers.base import CONFIG_FORMAT, CONFIG_VERSION, Quantizer, load_config_json
+from vqkit._version import __version__
+from vqkit.quantizers.base import Quantizer
+from vqkit.registry import quantizer_from_config
 from vqkit.utils.atomic import atomic_directory
 
+CONFIG_FORMAT = "vqkit.quantizer"
+CONFIG_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 
 
+def load_config_json(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"path: cannot read quantizer config {str(path)!r}: {err}") from err
+    if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
+        raise ValueError(
+            f"path: {str(path)!r} is not a vqkit quantizer config (format={CONFIG_FORMAT!r} expected)"
+        )
+    return config
+
+
 def save_quantizer(quantizer: Quantizer, path: str | os.PathLike[str]) -> Path:
     """Write ``path/config.json`` and ``path/weights.safetensors``; replaces an existing folder atomically."""
-    from vqkit import __version__
-
     config = {
         "format": CONFIG_FORMAT,
         "version": CONFIG_VERSION,
@@ -42,7 +57,7 @@ def load_quantizer(path: str | os.PathLike[str], map_location: str | torch.devic
     config = load_config_json(folder / CONFIG_FILE)
     if int(config.get("version", 0)) > CONFIG_VERSION:
         raise ValueError(f"path: config version {config['version']} is newer than supported {CONFIG_VERSION}")
-    quantizer = Quantizer.from_config(config)
+    quantizer = quantizer_from_config(config)
     try:
         tensors = load_file(str(folder / WEIGHTS_FILE), device=str(map_location))
     except (OSError, SafetensorError) as err:

@@ -38,7 +38,7 @@ def kmeans_init_from_encoder(
     collected: list[torch.Tensor] = []
     total = 0
     for batch in batches:
-        z, _ = quantizer._flatten(encoder(batch), "encoder output")
+        z, _ = quantizer.flatten_vectors(encoder(batch), "encoder output")
         collected.append(z[: max_vectors - total].float())
         total += collected[-1].shape[0]
         if total >= max_vectors:

@@ -32,7 +32,11 @@ class QuantizerOutput:
         codes: integer codes, ``[..., C]`` where ``...`` are the input's vector positions (for
             ``channels_first`` input ``(B, D, *S)`` that is ``(B, *S, C)``).
         losses: named, **unweighted** scalar terms (e.g. ``commitment``, ``codebook``, ``entropy``).
-        metrics: detached scalars for logging: at least ``utilization`` and ``perplexity`` of this batch.
+        metrics: detached 0-dim scalars for logging, about the whole quantizer: at least ``utilization`` and
+            ``perplexity`` of this batch (the means over code positions), plus the quantizer's own diagnostics.
+        position_metrics: detached 1-D tensors, one value per code position ``j < C`` (``utilization``,
+            ``perplexity``), and per stage for composites (``stage/<name>``, one value per stage); empty when
+            ``C = 1`` and there are no stages. Kept apart from ``metrics`` so consumers never parse names.
         loss_weights: the quantizer's configured weight for each loss name (e.g. ``beta`` for ``commitment``);
             ``loss`` uses them. Weights live in configuration, the terms stay unweighted.
     """
@@ -42,6 +46,7 @@ class QuantizerOutput:
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
     loss_weights: dict[str, float] = field(default_factory=dict)
+    position_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def loss(self) -> torch.Tensor:
@@ -50,7 +55,15 @@ class QuantizerOutput:
 
     def weighted_loss(self, weights: Mapping[str, float]) -> torch.Tensor:
         """Sum of ``weights[name] * losses[name]``; names missing from ``weights`` get weight 1."""
-        total = self.quantized.new_zeros((), dtype=torch.float32)
-        for name, value in self.losses.items():
-            total = total + float(weights.get(name, 1.0)) * value
-        return total
+        return weighted_sum(self.losses, weights, like=self.quantized)
+
+
+def weighted_sum(
+    losses: Mapping[str, torch.Tensor], weights: Mapping[str, float], *, like: torch.Tensor
+) -> torch.Tensor:
+    """``sum(weights[name] * losses[name])`` as a float32 scalar on ``like``'s device; a name without a weight
+    gets weight 1. The one place unweighted named terms meet their configured weights."""
+    total = like.new_zeros((), dtype=torch.float32)
+    for name, value in losses.items():
+        total = total + float(weights.get(name, 1.0)) * value
+    return total

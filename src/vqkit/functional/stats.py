@@ -24,6 +24,17 @@ def code_counts(codes: torch.Tensor, num_codes: int, dtype: torch.dtype = torch.
     return counts.index_add_(0, flat, torch.ones(flat.shape, dtype=dtype, device=flat.device))
 
 
+def column_code_counts(codes: torch.Tensor, num_codes: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``[N, C]`` integer codes, column ``j`` in ``[0, num_codes)`` -> ``[C, num_codes]`` counts per column.
+
+    One ``code_counts`` over ``C * num_codes`` bins: column ``j``'s codes are offset by ``j * num_codes``. A code
+    outside ``[0, num_codes)`` would land in another column's row, so callers check the range first.
+    """
+    c = codes.shape[-1]
+    offsets = torch.arange(c, device=codes.device) * num_codes
+    return code_counts(codes.long() + offsets, c * num_codes, dtype).view(c, num_codes)
+
+
 def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
     """Entropy in bits of the distribution proportional to ``counts`` along the last axis (zeros allowed).
     ``[..., K] -> [...]``."""

@@ -197,7 +197,9 @@ class Tokenizer(nn.Module, ABC):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes of ``x``: ``[B, *latent, C]`` int64. No gradient and no state changes (the quantizer's
-        ``encode``; the encoders have no train-mode behaviour), so the codes are those of ``forward`` in eval."""
+        ``encode``; the encoders have no train-mode behaviour), so the codes are those of ``forward`` in eval
+        under ``torch.no_grad()`` (with grad enabled, CPU convolutions may pick another kernel and differ in the
+        last bit, which can flip a near-tie)."""
         return self.quantizer.encode(self.embed(x))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vqkit._version import __version__
 from vqkit.models.base import Tokenizer, build_model
 from vqkit.utils.atomic import atomic_directory
 
@@ -28,8 +29,6 @@ WEIGHTS_FILE = "weights.safetensors"
 
 def save_tokenizer(model: Tokenizer, path: str | os.PathLike[str]) -> Path:
     """Write ``path/config.json`` and ``path/weights.safetensors``; replaces an existing folder atomically."""
-    from vqkit import __version__
-
     if not isinstance(model, Tokenizer):
         raise TypeError(f"model: expected a vqkit.models.Tokenizer, got {type(model).__name__}")
     config = {"format": FORMAT, "version": VERSION, "vqkit_version": __version__, "model": model.to_config()}

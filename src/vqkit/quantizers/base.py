@@ -8,22 +8,23 @@ Subclasses work on flat float32 vectors ``[N, D]`` and implement four things:
 * ``_encode(z)``: codes ``[N, C]`` without side effects;
 * ``_decode(codes)``: ``[N, C] -> [N, D]`` from the effective codebook.
 
-The base class does everything else once: layout conversion, input validation, float32 compute with autocast
-off (outputs return in the input dtype), batch usage metrics, rate accounting, config capture, save/load.
+The base class does everything else once: layout conversion (and the ``_adapt`` hook for quantizers that read
+neighbouring positions, LooC's interpolation), input validation, float32 compute with autocast off (outputs
+return in the input dtype), batch usage metrics, rate accounting and the JSON config.
+
+This module is a leaf of the package: it imports no registry, no file I/O and no other quantizer. Saving,
+loading and building from a config live in ``vqkit.io`` and ``vqkit.registry``.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import inspect
-import json
 import math
-import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -35,11 +36,6 @@ from vqkit.types import LAYOUTS, Layout, QuantizerOutput
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
 
-CONFIG_FORMAT = "vqkit.quantizer"
-CONFIG_VERSION = 1
-
-Q = TypeVar("Q", bound="Quantizer")
-
 
 def straight_through(hard: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
     """Value of ``hard``, gradient of ``surrogate``: ``hard.detach() + (surrogate - surrogate.detach())``.
@@ -50,14 +46,29 @@ def straight_through(hard: torch.Tensor, surrogate: torch.Tensor) -> torch.Tenso
     return hard.detach() + (surrogate - surrogate.detach())
 
 
-def _jsonable(value: Any) -> Any:
+def split_rate(bits: int) -> list[int]:
+    """Two parts of ``bits`` (larger first), or one when ``bits`` is 1: the levels or groups of a two-part
+    quantizer at a given rate."""
+    return [bits] if bits < 2 else [bits - bits // 2, bits // 2]
+
+
+def _jsonable(name: str, value: Any) -> Any:
     if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return [_jsonable(name, v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(name, v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    raise TypeError(f"config values must be JSON types, got {type(value).__name__}: {value!r}")
+    raise TypeError(f"{name}: config values must be JSON types, got {type(value).__name__}: {value!r}")
+
+
+def _keyword_values(name: str, value: Any) -> dict[str, Any]:
+    """The stored value of a ``**name`` parameter: a mapping, or a dataclass of options."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"**{name}: expected the attribute {name!r} to hold a dict, got {type(value).__name__}")
 
 
 def _all_finite(x: torch.Tensor) -> bool:
@@ -90,37 +101,15 @@ class Quantizer(nn.Module, ABC):
     Attributes:
         process_group: the group codebook statistics are all-reduced over; ``None`` is the default group,
             looked up at each call. Set it with ``set_process_group``.
+
+    **Config convention** (scikit-learn's): every constructor parameter is stored on the instance under its
+    own name (a ``**name`` parameter as a dict or options dataclass under ``name``), so ``to_config`` reads the
+    arguments back from the class's own signature and nothing is captured behind the reader's back. A subclass
+    that adds a parameter stores it too; the contract test checks every registered class.
     """
 
-    registry_name: str = ""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
-        signature = inspect.signature(init)
-
-        @functools.wraps(init)
-        def capture(self: Quantizer, *args: Any, **kw: Any) -> None:
-            # Only the outermost constructor records the config (a subclass calling super().__init__ must not
-            # overwrite its own arguments with its parent's).
-            if "_config_kwargs" not in self.__dict__:
-                bound = signature.bind(self, *args, **kw)
-                bound.apply_defaults()
-                arguments = dict(bound.arguments)
-                arguments.pop("self")
-                for name, param in signature.parameters.items():
-                    if param.kind is inspect.Parameter.VAR_KEYWORD:
-                        arguments.update(arguments.pop(name))
-                try:
-                    config: Any = _jsonable(arguments)
-                except TypeError as err:  # built from modules (e.g. a composite of given stages)
-                    config = str(err)
-                object.__setattr__(self, "_config_kwargs", config)
-            init(self, *args, **kw)
-
-        cls.__init__ = capture  # type: ignore[method-assign]
+    registry_name: ClassVar[str]
+    """Set on the class by ``@register_quantizer`` (absent on unregistered classes, subclasses included)."""
 
     def __init__(self, dim: int, *, layout: Layout = "channels_last", allow_nonfinite: bool = False) -> None:
         super().__init__()
@@ -147,10 +136,39 @@ class Quantizer(nn.Module, ABC):
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``[N, C]`` int64 -> ``[N, D]`` float32 from the effective codebook."""
 
+    def _adapt(self, z: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        """Layout adapter: the vectors ``_quantize`` / ``_encode`` see, from the flat ``[N, D]`` input at the
+        positions ``lead`` (``(B, *spatial)``). The identity for every quantizer that treats positions
+        independently; LooC's extrapolation-by-interpolation reads the grid here."""
+        return z
+
+    def quantize_codes(self, z: torch.Tensor, codes: torch.Tensor | None) -> QuantizerOutput:
+        """The training forward of ``z`` ``[N, D]`` with the codes ``[N, C]`` chosen by a composite's joint (or
+        beam) search, whose value is ``_decode(codes)``; ``None`` means the quantizer's own codes
+        (``_quantize``). Quantizers whose codes are a function of the input alone accept only ``None``."""
+        if codes is not None:
+            raise TypeError(f"{type(self).__name__} cannot be given codes: its codes follow from the input")
+        return self._quantize(z)
+
+    @property
+    def needs_warm_start(self) -> bool:
+        """Whether ``warm_start`` still has work: a codebook waiting for its first batch (``init="kmeans"``)."""
+        return False
+
+    def warm_start(self, z: torch.Tensor) -> None:
+        """First-batch, data-dependent initialization from ``z`` ``[N, D]`` (k-means of a ``"kmeans"``
+        codebook; gathered over ranks, so call it on every rank); nothing once done or for other quantizers."""
+
     def init_codebook(self, vectors: torch.Tensor) -> None:
         """Initialize the codebook(s) by k-means on ``vectors`` ``[N, D]`` (e.g. a pretrained encoder's outputs:
         the pretrain-then-finetune recipe). Quantizers without a learned codebook raise ``TypeError``."""
         raise TypeError(f"{type(self).__name__} has no codebook to initialize from data")
+
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        """Keyword arguments that make this class spend exactly ``bits`` bits per vector at ``dim`` (what
+        ``vqkit.rates`` and ``vqkit bench`` use to compare methods at equal rate); ``None`` when it cannot."""
+        return None
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -173,9 +191,9 @@ class Quantizer(nn.Module, ABC):
         return float(sum(math.log2(k) for k in self.alphabet_sizes))
 
     @property
-    def codebook_size(self) -> str:
+    def codebook_label(self) -> str:
         """The codebook size as the papers write it: codes per vector × alphabet, e.g. ``"1×4096"``, ``"4×64"``
-        (``"64+128"`` when the alphabets differ)."""
+        (``"64+128"`` when the alphabets differ). The constructor argument ``codebook_size`` stays an int."""
         sizes = self.alphabet_sizes
         if len(set(sizes)) == 1:
             return f"{len(sizes)}×{sizes[0]}"
@@ -184,17 +202,17 @@ class Quantizer(nn.Module, ABC):
     # ------------------------------------------------------------------ public API
     def forward(self, x: torch.Tensor) -> QuantizerOutput:
         """Quantize ``x`` (``[..., D]`` or ``[B, D, *S]`` by ``layout``). See ``QuantizerOutput``."""
-        z, lead = self._flatten(x, "x")
+        z, lead = self.flatten_vectors(x)
         with _fp32_compute(z.device):
-            flat = self._quantize(z.to(self.compute_dtype))
+            flat = self._quantize(self._adapt(z.to(self.compute_dtype), lead))
         return self._output(flat, x.dtype, lead)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes of ``x``: ``[..., C]`` int64 (``[B, *S, C]`` for channels-first input). No state changes."""
-        z, lead = self._flatten(x, "x")
+        z, lead = self.flatten_vectors(x)
         with _fp32_compute(z.device):
-            codes = self._encode(z.to(self.compute_dtype))
+            codes = self._encode(self._adapt(z.to(self.compute_dtype), lead))
         return codes.reshape(*lead, self.codes_per_vector)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -248,38 +266,42 @@ class Quantizer(nn.Module, ABC):
                     module._buffers[name] = buffer.float()
         return self
 
-    # ------------------------------------------------------------------ config and persistence
+    # ------------------------------------------------------------------ config
     def to_config(self) -> dict[str, Any]:
-        """``{"name": registry name, "kwargs": constructor arguments}``; ``from_config`` rebuilds it."""
-        kwargs = self.__dict__["_config_kwargs"]
-        if isinstance(kwargs, str):
+        """``{"name": registry name, "kwargs": constructor arguments}`` (JSON types only);
+        ``vqkit.quantizer_from_config`` rebuilds it.
+
+        Raises:
+            TypeError: the class is not registered itself (a subclass does not inherit its parent's name), or an
+                argument is not stored under its name, or is not a JSON value (a composite of given modules).
+        """
+        cls = type(self)
+        name = cls.__dict__.get("registry_name")
+        if not name:
             raise TypeError(
-                f"{type(self).__name__} has no JSON config ({kwargs}); build it from the registry"
+                f"{cls.__name__} is not registered, so it has no config to save; decorate it with "
+                f"@vqkit.register_quantizer('<name>')"
             )
-        return {"name": self.registry_name or type(self).__name__, "kwargs": dict(kwargs)}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Quantizer:
-        from vqkit.registry import create_quantizer
-
-        if not isinstance(config, dict) or "name" not in config:
-            raise ValueError(f"config: expected a dict with 'name' and 'kwargs', got {config!r}")
-        return create_quantizer(config["name"], **dict(config.get("kwargs", {})))
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``path/`` with ``config.json`` and ``weights.safetensors``, atomically (no pickle)."""
-        from vqkit.io import save_quantizer
-
-        return save_quantizer(self, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Quantizer:
-        from vqkit.io import load_quantizer
-
-        return load_quantizer(path, map_location=map_location)
+        kwargs: dict[str, Any] = {}
+        for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                raise TypeError(f"{cls.__name__}.__init__ takes *{param.name}, which a config cannot hold")
+            if not hasattr(self, param.name):
+                raise TypeError(
+                    f"{cls.__name__}.__init__ takes {param.name!r} but does not store it as self.{param.name} "
+                    "(every constructor argument is stored under its own name; see Quantizer)"
+                )
+            value = getattr(self, param.name)
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                kwargs.update(_keyword_values(param.name, value))
+            else:
+                kwargs[param.name] = value
+        return {"name": name, "kwargs": _jsonable(cls.__name__, kwargs)}
 
     # ------------------------------------------------------------------ helpers
-    def _flatten(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Size]:
+    def flatten_vectors(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, torch.Size]:
+        """Validate ``x`` (type, layout, size ``dim``, finite) and flatten it: ``([N, D], lead)`` where ``lead``
+        is the shape of the vector positions (``(B, *S)`` for channels-first input)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
         if not x.dtype.is_floating_point:
@@ -301,60 +323,49 @@ class Quantizer(nn.Module, ABC):
 
     def _output(self, flat: QuantizerOutput, dtype: torch.dtype, lead: torch.Size) -> QuantizerOutput:
         """The public result from a flat one: input dtype and shape, usage metrics, loss weights."""
-        metrics = dict(self._usage_metrics(flat.codes))
+        metrics, positions = self._usage_metrics(flat.codes)
         metrics.update(flat.metrics)
+        positions.update(flat.position_metrics)
         return QuantizerOutput(
             quantized=self._unflatten(flat.quantized.to(dtype), lead),
             codes=flat.codes.reshape(*lead, self.codes_per_vector),
             losses=flat.losses,
             metrics=metrics,
             loss_weights=self.loss_weights,
+            position_metrics=positions,
         )
 
     def _unflatten(self, flat: torch.Tensor, lead: torch.Size) -> torch.Tensor:
         out = flat.reshape(*lead, self.dim)
         return out.movedim(-1, 1) if self.layout == "channels_first" else out
 
-    def _usage_metrics(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:
-        utils, perps = [], []
-        for j, size in enumerate(self.alphabet_sizes):
-            u, p = batch_usage(codes[:, j], size)
-            utils.append(u)
-            perps.append(p)
-        metrics = {"utilization": torch.stack(utils).mean(), "perplexity": torch.stack(perps).mean()}
-        if len(utils) > 1:
-            for j, (u, p) in enumerate(zip(utils, perps, strict=True)):
-                metrics[f"utilization/{j}"] = u
-                metrics[f"perplexity/{j}"] = p
-        return metrics
+    def _usage_metrics(self, codes: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``(scalars, per position)``: the batch's utilization and perplexity, as means over the ``C`` code
+        positions and (for ``C > 1``) one value per position."""
+        usage = [batch_usage(codes[:, j], size) for j, size in enumerate(self.alphabet_sizes)]
+        utils = torch.stack([u for u, _ in usage])
+        perps = torch.stack([p for _, p in usage])
+        scalars = {"utilization": utils.mean(), "perplexity": perps.mean()}
+        positions = {"utilization": utils, "perplexity": perps} if len(usage) > 1 else {}
+        return scalars, positions
 
 
 class SingleCodebookQuantizer(Quantizer):
-    """A quantizer with one code per vector from ``num_codes`` codes and the VQ-VAE loss pair
-    (``codebook`` weight 1, ``commitment`` weight ``beta``). Subclasses set ``num_codes`` and ``beta``."""
+    """A quantizer with one code per vector from ``codebook_size`` codes and the VQ-VAE loss pair
+    (``codebook`` weight 1, ``commitment`` weight ``beta``). Subclasses set ``codebook_size`` and ``beta``."""
 
-    num_codes: int
+    codebook_size: int
     beta: float
+
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        """One codebook of ``2 ** bits`` codes."""
+        return {"codebook_size": 2**bits}
 
     @property
     def alphabet_sizes(self) -> tuple[int, ...]:
-        return (self.num_codes,)
+        return (self.codebook_size,)
 
     @property
     def loss_weights(self) -> dict[str, float]:
         return {"commitment": self.beta, "codebook": 1.0}
-
-
-def load_config_json(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"path: cannot read quantizer config {str(path)!r}: {err}") from err
-    if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
-        raise ValueError(
-            f"path: {str(path)!r} is not a vqkit quantizer config (format={CONFIG_FORMAT!r} expected)"
-        )
-    return config
-
-
-QuantizerFactory = Callable[..., Quantizer]

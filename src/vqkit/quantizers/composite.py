@@ -1,20 +1,24 @@
 """Composite quantizers built from stages that follow the same contract.
 
 * ``ResidualQuantizer``: stage ``i`` quantizes what the previous stages left, ``r_i = r_{i-1} - q_{i-1}``
-  (residual VQ, Juang & Gray 1982; SoundStream, arXiv 2107.03312). Stage outputs are detached when forming the
-  next residual and the straight-through estimator is applied once, to the sum (the fix to Encodec issue #25
-  that IVQ and vector-quantize-pytorch use): every stage's commitment loss reaches the encoder. An optional
-  per-stage input scale lets bounded quantizers (FSQ, LFQ) resolve ever finer residuals (Residual FSQ).
+  (residual VQ, Juang & Gray 1982; SoundStream, arXiv 2107.03312). The composite owns the projections
+  (``dim -> stage_dim -> dim``) and the search: ``search`` returns every stage's codes (greedy by default; IVQ
+  overrides it with its joint binary search). Stage outputs are detached when forming the next residual and
+  the straight-through estimator is applied once, to the sum (the fix to Encodec issue #25 that IVQ and
+  vector-quantize-pytorch use): every stage's commitment loss reaches the encoder, and the out projection,
+  applied after the estimator, trains from the decoder's gradient. An optional per-stage input scale lets
+  bounded quantizers (FSQ, LFQ) resolve ever finer residuals (Residual FSQ).
 * ``ProductQuantizer``: the vector is split into ``G`` contiguous sub-vectors, each with its own quantizer
   (Jégou et al., "Product quantization for nearest neighbor search", TPAMI 2011).
 
-Codes are ``[..., num_stages]`` / ``[..., num_groups]``; losses are the means of the stages' terms.
+Codes are ``[..., num_stages]`` / ``[..., num_groups]``; losses are the means of the stages' terms; each stage's
+own diagnostics are reported per stage (``position_metrics["stage/<name>"]``) and as their mean.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, cast
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Literal, cast
 
 import torch
 from torch import nn
@@ -23,8 +27,11 @@ from vqkit._validate import check_choice
 from vqkit.quantizers.base import Quantizer, straight_through
 from vqkit.types import Layout, QuantizerOutput
 
+Gradient = Literal["straight_through", "stages"]
 
-def _mean_losses(outputs: Sequence[QuantizerOutput]) -> dict[str, torch.Tensor]:
+
+def mean_losses(outputs: Sequence[QuantizerOutput]) -> dict[str, torch.Tensor]:
+    """Each named loss term averaged over the stages that return it."""
     names: dict[str, list[torch.Tensor]] = {}
     for out in outputs:
         for name, value in out.losses.items():
@@ -32,8 +39,20 @@ def _mean_losses(outputs: Sequence[QuantizerOutput]) -> dict[str, torch.Tensor]:
     return {name: torch.stack(values).mean() for name, values in names.items()}
 
 
-def _prefixed_metrics(outputs: Sequence[QuantizerOutput]) -> dict[str, torch.Tensor]:
-    return {f"{name}/{i}": value for i, out in enumerate(outputs) for name, value in out.metrics.items()}
+def combine(quantized: torch.Tensor, outputs: Sequence[QuantizerOutput]) -> QuantizerOutput:
+    """The composite's flat output: its ``quantized``, the stages' codes side by side, their mean losses, and
+    each stage diagnostic as a mean (``metrics``) and per stage (``position_metrics["stage/<name>"]``)."""
+    names = dict.fromkeys(name for out in outputs for name in out.metrics)
+    per_stage = {
+        name: torch.stack([out.metrics[name] for out in outputs if name in out.metrics]) for name in names
+    }
+    return QuantizerOutput(
+        quantized=quantized,
+        codes=torch.cat([out.codes for out in outputs], dim=1),
+        losses=mean_losses(outputs),
+        metrics={name: values.mean() for name, values in per_stage.items()},
+        position_metrics={f"stage/{name}": values for name, values in per_stage.items()},
+    )
 
 
 class _Composite(Quantizer):
@@ -80,15 +99,22 @@ class ResidualQuantizer(_Composite):
         stages: the stage quantizers, channels-last, all of dimension ``stage_dim``.
         stage_scales: optional ``[S, stage_dim]`` (or ``[S]``) factors: stage ``i`` quantizes ``r_i / s_i`` and
             contributes ``q_i * s_i``.
-        project: add learned linear maps ``dim -> stage_dim -> dim`` (needed when they differ).
-        gradient: ``"straight_through"`` (default): identity from the summed output to the input, applied once.
-            ``"stages"``: the sum of each stage's own estimator (``q_i`` as the stage returns it, times ``s_i``):
-            for bounded stages (FSQ) whose estimator passes through ``tanh``. With the identity, inputs beyond the
-            bound keep being pushed outwards (FSQ has no commitment loss) and grow without limit; the demo measured
-            the projected input's std going from 0.8 to 54-84 in 1,500 steps.
+        project: learned linear maps ``dim -> stage_dim -> dim`` owned by the composite (needed when they
+            differ): the factorized codes of DAC and ViT-VQGAN, one projection pair for all stages.
+        gradient: ``"straight_through"`` (default): identity from the summed output to the (projected) input,
+            applied once. ``"stages"``: the sum of each stage's own estimator (``q_i`` as the stage returns
+            it, times ``s_i``): for bounded stages (FSQ) whose estimator passes through ``tanh``; with the
+            identity, inputs beyond the bound keep being pushed outwards (FSQ has no commitment loss) and grow
+            without limit (``docs/performance.md`` has the measurement).
+
+    A stage with its own out projection is refused under ``"straight_through"``: its output is detached into
+    the sum, so the projection would never train (the composite's ``project`` is the way to factorize).
     """
 
     stage_scales: torch.Tensor
+    joint_search: ClassVar[bool] = False
+    """Whether ``forward`` takes its codes from ``search`` (IVQ's joint search) before the stages' losses;
+    otherwise each stage searches inside its own training forward (one pass, no recomputation)."""
 
     def __init__(
         self,
@@ -97,7 +123,7 @@ class ResidualQuantizer(_Composite):
         *,
         stage_scales: torch.Tensor | None = None,
         project: bool = False,
-        gradient: Literal["straight_through", "stages"] = "straight_through",
+        gradient: Gradient = "straight_through",
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
     ) -> None:
@@ -108,6 +134,19 @@ class ResidualQuantizer(_Composite):
             raise ValueError(f"stages: expected equal dims, got {[s.dim for s in self.stage_list]}")
         if not project and stage_dim != dim:
             raise ValueError(f"stages: stage dim {stage_dim} differs from dim={dim}; pass project=True")
+        self.gradient: Gradient = check_choice("gradient", gradient, ("straight_through", "stages"))  # type: ignore[assignment]
+        for i, stage in enumerate(self.stage_list):
+            own = getattr(stage, "project_out", None)
+            if (
+                self.gradient == "straight_through"
+                and isinstance(own, nn.Module)
+                and any(True for _ in own.parameters())
+            ):
+                raise ValueError(
+                    f"stages[{i}]: a {type(stage).__name__} with its own out projection would never train under "
+                    "gradient='straight_through' (its output is detached into the sum); build the stages at "
+                    "the projected width with project=True, or pass gradient='stages'"
+                )
         self.project_in: nn.Module = nn.Linear(dim, stage_dim) if project else nn.Identity()
         self.project_out: nn.Module = nn.Linear(stage_dim, dim) if project else nn.Identity()
         scales = (
@@ -118,7 +157,6 @@ class ResidualQuantizer(_Composite):
         self.register_buffer("stage_scales", scales, persistent=False)
         # Without scales, skip the divide and multiply: two full passes over [N, D] per stage, for nothing.
         self.unit_scales = stage_scales is None
-        self.gradient = check_choice("gradient", gradient, ("straight_through", "stages"))
 
     def _stage_in(self, residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return residual if self.unit_scales else residual / scale
@@ -126,51 +164,69 @@ class ResidualQuantizer(_Composite):
     def _stage_out(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return q if self.unit_scales else q * scale
 
+    # ------------------------------------------------------------------ search
+    @torch.no_grad()
+    def search(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's codes ``[N, C_i]`` for ``h`` ``[N, stage_dim]`` (after ``project_in``): greedy, each
+        stage's nearest codes for what the earlier stages left. Subclasses may search jointly."""
+        codes: list[torch.Tensor] = []
+
+        def visit(stage: Quantizer, x: torch.Tensor) -> torch.Tensor:
+            codes.append(stage._encode(x))
+            return codes[-1]
+
+        self._walk(h, visit)
+        return codes
+
+    def _walk(self, h: torch.Tensor, visit: Callable[[Quantizer, torch.Tensor], torch.Tensor | None]) -> None:
+        """Run ``visit(stage, stage input)`` down the stages; ``visit`` returns the stage's codes (``None``:
+        its own nearest codes), which are subtracted to form the next residual (the last one is never read)."""
+        residual = h
+        last = len(self.stage_list) - 1
+        for i, (stage, scale) in enumerate(zip(self.stage_list, self.stage_scales, strict=True)):
+            x = self._stage_in(residual, scale)
+            codes = visit(stage, x)
+            if i < last:
+                codes = stage._encode(x) if codes is None else codes
+                residual = residual - self._stage_out(stage._decode(codes), scale)
+
+    # ------------------------------------------------------------------ contract
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         h = self.project_in(z)
-        residual = h
-        total: torch.Tensor | None = None
-        surrogate: torch.Tensor | None = None
+        found: list[torch.Tensor] | None = None
+        if self.joint_search:
+            if self.training and any(stage.needs_warm_start for stage in self.stage_list):
+                # First training batch: data-dependent init (k-means) stage by stage on the residuals.
+                self._walk(h.detach(), lambda stage, x: stage.warm_start(x))
+            found = self.search(h.detach())
+        residual, total, surrogate = h, torch.zeros_like(h), torch.zeros_like(h)
         outputs = []
         last = len(self.stage_list) - 1
         for i, (stage, scale) in enumerate(zip(self.stage_list, self.stage_scales, strict=True)):
-            out = stage._quantize(self._stage_in(residual, scale))
-            q = self._stage_out(out.quantized.detach(), scale)
+            x = self._stage_in(residual, scale)
+            out = stage._quantize(x) if found is None else stage.quantize_codes(x, found[i])
+            q = self._stage_out(out.quantized.detach(), scale)  # its value is exactly the decoded codes
             if i < last:  # the last residual is never read
                 residual = residual - q
-            total = q if total is None else total + q
+            total = total + q
             if self.gradient == "stages":
-                own = self._stage_out(out.quantized, scale)
-                surrogate = own if surrogate is None else surrogate + own
+                surrogate = surrogate + self._stage_out(out.quantized, scale)
             outputs.append(out)
-        assert total is not None
-        return QuantizerOutput(
-            quantized=self.project_out(straight_through(total, surrogate if surrogate is not None else h)),
-            codes=torch.cat([out.codes for out in outputs], dim=1),
-            losses=_mean_losses(outputs),
-            metrics=_prefixed_metrics(outputs),
-        )
+        estimate = surrogate if self.gradient == "stages" else h
+        return combine(self.project_out(straight_through(total, estimate)), outputs)
+
+    @property
+    def needs_warm_start(self) -> bool:
+        return any(stage.needs_warm_start for stage in self.stage_list)
 
     @torch.no_grad()
     def init_codebook(self, vectors: torch.Tensor) -> None:
         """Residual k-means: level ``i`` is fitted to what levels ``< i`` leave of ``vectors`` ``[N, D]``."""
-        residual = self.project_in(vectors.reshape(-1, self.dim).to(self.compute_dtype))
-        for stage, scale in zip(self.stage_list, self.stage_scales, strict=True):
-            stage.init_codebook(self._stage_in(residual, scale))
-            residual = residual - self._stage_out(
-                stage._decode(stage._encode(self._stage_in(residual, scale))), scale
-            )
+        h = self.project_in(vectors.reshape(-1, self.dim).to(self.compute_dtype))
+        self._walk(h, lambda stage, x: stage.init_codebook(x))
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        residual = self.project_in(z)
-        codes = []
-        last = len(self.stage_list) - 1
-        for i, (stage, scale) in enumerate(zip(self.stage_list, self.stage_scales, strict=True)):
-            c = stage._encode(self._stage_in(residual, scale))
-            if i < last:
-                residual = residual - self._stage_out(stage._decode(c), scale)
-            codes.append(c)
-        return torch.cat(codes, dim=1)
+        return torch.cat(self.search(self.project_in(z)), dim=1)
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         total = None
@@ -204,12 +260,11 @@ class ProductQuantizer(_Composite):
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         outputs = [stage._quantize(part) for stage, part in zip(self.stage_list, self._split(z), strict=True)]
-        return QuantizerOutput(
-            quantized=torch.cat([out.quantized for out in outputs], dim=-1),
-            codes=torch.cat([out.codes for out in outputs], dim=1),
-            losses=_mean_losses(outputs),
-            metrics=_prefixed_metrics(outputs),
-        )
+        return combine(torch.cat([out.quantized for out in outputs], dim=-1), outputs)
+
+    @property
+    def needs_warm_start(self) -> bool:
+        return any(stage.needs_warm_start for stage in self.stage_list)
 
     @torch.no_grad()
     def init_codebook(self, vectors: torch.Tensor) -> None:

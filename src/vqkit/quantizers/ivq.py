@@ -39,7 +39,10 @@ at that level, ``[2**L, D]``) and ``g(A, B)`` the symmetric CLIP cross-entropy o
 "w.o. hierarchy" is ``hierarchy_weight=0``, "w.o. structure" is ``relation_weight=0``, both is "w.o. hier&stru";
 a term whose weight is 0 is not computed. With more than ``structure_rows`` hexagrams (``L > 10`` by default)
 each call draws that many distinct hexagrams at random and the terms are computed on them: at ``L = 12`` the full
-terms are nine 4,096 x 4,096 contrastive matrices, and a training step costs about 24x the sampled one on CPU.
+terms are nine 4,096 x 4,096 contrastive matrices (``docs/performance.md`` has the cost).
+
+Search: ``search`` is ``vqkit.functional.block_search.residual_block_search`` over the levels' codebooks, the
+joint search of ``ResidualQuantizer``'s hook, shared by ``forward`` and ``encode``.
 
 Deviations, each deliberate (see ``docs/ivq.md``):
 
@@ -66,189 +69,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from vqkit._validate import check_choice, check_positive_int, check_range
 from vqkit.functional import hexagram
+from vqkit.functional.block_search import residual_block_search
 from vqkit.functional.contrastive import SIMILARITIES, Similarity, symmetric_contrastive
-from vqkit.functional.stats import code_counts
-from vqkit.quantizers.base import Quantizer, straight_through
-from vqkit.quantizers.codebook import Codebook, CodebookOptions, Init, Restart, Update, vq_losses
-from vqkit.quantizers.composite import ResidualQuantizer, _mean_losses, _prefixed_metrics
+from vqkit.quantizers.codebook import CodebookOptions
+from vqkit.quantizers.composite import ResidualQuantizer
+from vqkit.quantizers.ivq_level import Codebooks, IVQLevel, resolve_levels
 from vqkit.registry import register_quantizer
-from vqkit.types import Distance, Layout, QuantizerOutput
+from vqkit.types import Layout, QuantizerOutput
 
-Codebooks = Literal["shared", "per_block"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from vqkit.quantizers.codebook import CodebookKwargs
+
 RelationTerm = Literal["zong", "cuo", "cuozong"]
 RELATION_TERMS: tuple[RelationTerm, ...] = ("zong", "cuo", "cuozong")
-PRESETS = ("yin-yang", "bottom-up", "top-down")
 MAX_LINES = 24
-
-_CPU_ENCODE_CHUNK_BYTES = 1 << 21
-"""On CPU, ``encode`` runs all levels on row chunks of about this size: the residual stays in cache across
-levels, which matters because a two-code level is a handful of memory passes and almost no arithmetic."""
-
-
-def resolve_levels(levels: str | Sequence[Sequence[int]], lines: int) -> tuple[tuple[int, int], ...]:
-    """A preset name or a list of ``(codes per codebook, blocks)`` -> validated ``((codes, blocks), ...)``."""
-    if isinstance(levels, str):
-        check_choice("levels", levels, PRESETS)
-        if levels == "yin-yang":
-            return ((2, lines),) * 4
-        sizes = [g for g in range(1, lines + 1) if lines % g == 0]  # lines per block, fine to coarse
-        pairs = tuple((2**g, lines // g) for g in sizes)
-        return pairs if levels == "bottom-up" else pairs[::-1]
-    if not isinstance(levels, (list, tuple)) or not levels:
-        raise ValueError(
-            f"levels: expected one of {list(PRESETS)} or a list of (codes, blocks), got {levels!r}"
-        )
-    out = []
-    for level in levels:
-        ok = isinstance(level, (list, tuple)) and len(level) == 2
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in level)
-        if not ok or lines % level[1] or level[0] != 2 ** (lines // level[1]):
-            raise ValueError(
-                f"levels: each level is (codes, blocks) with blocks dividing lines={lines} and "
-                f"codes = 2 ** (lines / blocks), got {level!r}"
-            )
-        out.append((int(level[0]), int(level[1])))
-    return tuple(out)
-
-
-class IVQLevel(Quantizer):
-    """One IVQ level: ``[N, D]`` -> one hexagram index ``[N, 1]`` in ``[0, 2**L)``.
-
-    The residual is split into ``blocks`` chunks of ``D / blocks`` dims; each is matched against the level's
-    codebook of ``2 ** (L / blocks)`` codes (shared by the blocks, or one per block).
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        lines: int,
-        blocks: int,
-        *,
-        codebooks: Codebooks,
-        beta: float,
-        codebook_options: CodebookOptions,
-    ) -> None:
-        super().__init__(dim)
-        self.lines, self.blocks = lines, blocks
-        self.num_codes = 2 ** (lines // blocks)
-        self.sub_dim = dim // blocks
-        self.beta = beta
-        count = blocks if codebooks == "per_block" else 1
-        self.codebooks = nn.ModuleList(
-            Codebook.from_options(self.num_codes, self.sub_dim, codebook_options) for _ in range(count)
-        )
-        # Per-block codebooks are looked up as one table of ``blocks * K`` rows: block j's codes are offset.
-        offsets = torch.arange(count) * self.num_codes if count > 1 else torch.zeros(1, dtype=torch.long)
-        self.register_buffer("offsets", offsets, persistent=False)
-
-    offsets: torch.Tensor
-
-    @property
-    def codebook_list(self) -> list[Codebook]:
-        return cast(list[Codebook], list(self.codebooks))
-
-    @property
-    def alphabet_sizes(self) -> tuple[int, ...]:
-        return (2**self.lines,)
-
-    @property
-    def num_codebook_parameters(self) -> int:
-        return sum(cb.weight.numel() for cb in self.codebook_list)
-
-    # ------------------------------------------------------------------ search and lookup
-    def _parts(self, r: torch.Tensor) -> list[torch.Tensor]:
-        """The vectors each codebook sees: all blocks ``[N * blocks, d]`` (shared) or block ``j`` ``[N, d]``."""
-        chunks = r.reshape(r.shape[0], self.blocks, self.sub_dim)
-        if len(self.codebooks) == 1:
-            return [chunks.reshape(-1, self.sub_dim)]
-        return list(chunks.unbind(1))
-
-    def _binary_test(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """For two-code codebooks: ``w = c1 - c0`` ``[P, d]`` and threshold ``[P]``; code 1 iff ``x . w > t``."""
-        codes = torch.stack([cb.vectors.detach() for cb in self.codebook_list])  # [P, 2, d]
-        if self.codebook_list[0].distance == "cosine":
-            codes = F.normalize(codes, dim=-1)
-            return codes[:, 1] - codes[:, 0], codes.new_zeros(codes.shape[0])
-        norms = codes.square().sum(-1)
-        return codes[:, 1] - codes[:, 0], 0.5 * (norms[:, 1] - norms[:, 0])
-
-    def block_codes(
-        self, r: torch.Tensor, binary_test: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """``[N, D]`` -> each block's nearest code ``[N, blocks]`` (``binary_test``: a precomputed
-        ``_binary_test()`` for two-code codebooks, reused across row chunks)."""
-        n = r.shape[0]
-        if self.num_codes == 2:
-            w, threshold = self._binary_test() if binary_test is None else binary_test
-            chunks = r.reshape(n, self.blocks, self.sub_dim)
-            scores = chunks @ w[0] if w.shape[0] == 1 else torch.einsum("nbd,bd->nb", chunks, w)
-            return (scores > threshold).long()
-        parts = self._parts(r)
-        found = [cb.search(part) for cb, part in zip(self.codebook_list, parts, strict=True)]
-        return found[0].reshape(n, self.blocks) if len(found) == 1 else torch.stack(found, dim=1)
-
-    def lookup(self, block_codes: torch.Tensor) -> torch.Tensor:
-        """``[N, blocks]`` -> ``[N, D]``, differentiable w.r.t. the codebooks (the same values in every path)."""
-        table = torch.cat([cb.vectors for cb in self.codebook_list]) if len(self.codebooks) > 1 else None
-        if table is None:
-            return F.embedding(block_codes, self.codebook_list[0].vectors).reshape(-1, self.dim)
-        return F.embedding(block_codes + self.offsets, table).reshape(-1, self.dim)
-
-    def hexagram_table(self, hexagrams: torch.Tensor | None = None) -> torch.Tensor:
-        """What each hexagram decodes to at this level: ``[2**L, D]`` (or ``[M, D]`` for ``hexagrams`` ``[M]``)."""
-        if hexagrams is None:
-            hexagrams = torch.arange(2**self.lines, device=self.offsets.device)
-        return self.lookup(hexagram.block_codes(hexagrams, self.lines, self.blocks))
-
-    # ------------------------------------------------------------------ contract
-    @torch.no_grad()
-    def initialize_from(self, r: torch.Tensor) -> None:
-        """k-means init of codebooks not yet initialized (``init="kmeans"``) from this level's residual."""
-        for cb, part in zip(self.codebook_list, self._parts(r), strict=True):
-            if cb.init_mode == "kmeans":
-                cb.initialize_from(part)
-
-    def quantize_codes(self, r: torch.Tensor, codes: torch.Tensor) -> QuantizerOutput:
-        """The training forward for given block codes ``[N, blocks]`` (from ``block_codes`` or IVQ's joint
-        search): losses, straight-through output, codebook statistics."""
-        q = self.lookup(codes)
-        losses = vq_losses(r, q, codebook_term=self.codebook_list[0].update_mode == "grad")
-        used = code_counts(codes + self.offsets, len(self.codebooks) * self.num_codes, torch.float32) > 0
-        if self.training:
-            parts = self._parts(r)
-            per_codebook = [codes.reshape(-1)] if len(self.codebooks) == 1 else list(codes.unbind(1))
-            for cb, part, c in zip(self.codebook_list, parts, per_codebook, strict=True):
-                cb.update(part, c)
-        return QuantizerOutput(
-            quantized=straight_through(q, r),
-            codes=hexagram.blocks_to_index(codes, self.lines)[:, None],
-            losses=losses,
-            metrics={"codebook_utilization": used.float().mean()},
-        )
-
-    def _quantize(self, r: torch.Tensor) -> QuantizerOutput:
-        if self.training:
-            self.initialize_from(r)
-        return self.quantize_codes(r, self.block_codes(r.detach()))
-
-    def _encode(self, r: torch.Tensor) -> torch.Tensor:
-        return hexagram.blocks_to_index(self.block_codes(r), self.lines)[:, None]
-
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.lookup(hexagram.block_codes(codes[:, 0], self.lines, self.blocks))
-
-    @torch.no_grad()
-    def init_codebook(self, vectors: torch.Tensor) -> None:
-        for cb, part in zip(self.codebook_list, self._parts(vectors), strict=True):
-            cb.initialize_from(part, force=True)
 
 
 @register_quantizer("ivq")
@@ -260,9 +102,6 @@ class IVQ(ResidualQuantizer):
         levels: ``"yin-yang"`` (default), ``"bottom-up"``, ``"top-down"``, or a list of ``(codes, blocks)``.
         lines: L, lines per hexagram (6: the 64 hexagrams; 4 and 12 are the paper's other variants).
         codebooks: ``"shared"`` (IVQ: one codebook per level) or ``"per_block"`` (hybrid RVQ + PVQ).
-        distance: ``"l2"`` or ``"cosine"`` matching.
-        init, update, restart, decay, eps, restart_threshold, kmeans_iters, kmeans_seed: every codebook's
-            strategies (``vqkit.quantizers.codebook``); ``update="ema"`` needs the structure weights at 0.
         beta: weight of ``commitment``. codebook_weight: weight of ``codebook``.
         hierarchy_weight: weight of ``hierarchy``. relation_weight: weight of each of ``relation_terms``.
         relation_terms: which of ``"zong"``, ``"cuo"``, ``"cuozong"`` to compute.
@@ -270,7 +109,12 @@ class IVQ(ResidualQuantizer):
         similarity, temperature: the contrastive logits (``"cosine"`` or ``"dot"``, divided by ``temperature``).
         structure_rows: the most hexagrams a structure term is computed on per call (sampled beyond it).
         layout, allow_nonfinite: see ``Quantizer``.
+        **codebook_options: every codebook's strategies (``CodebookOptions``), over IVQ's defaults
+            ``init="kmeans"``, ``kmeans_iters=5`` (the authors' RVQ); ``update="ema"`` needs the structure
+            weights at 0.
     """
+
+    joint_search: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -279,15 +123,6 @@ class IVQ(ResidualQuantizer):
         *,
         lines: int = 6,
         codebooks: Codebooks = "shared",
-        distance: Distance = "l2",
-        init: Init = "kmeans",
-        update: Update = "grad",
-        restart: Restart = "none",
-        decay: float = 0.99,
-        eps: float = 1e-5,
-        restart_threshold: float = 1.0,
-        kmeans_iters: int = 5,
-        kmeans_seed: int = 0,
         beta: float = 0.25,
         codebook_weight: float = 1.0,
         hierarchy_weight: float = 0.1,
@@ -299,6 +134,7 @@ class IVQ(ResidualQuantizer):
         structure_rows: int = 1024,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
+        **codebook_options: Unpack[CodebookKwargs],
     ) -> None:
         if isinstance(lines, bool) or not isinstance(lines, int) or not 2 <= lines <= MAX_LINES or lines % 2:
             raise ValueError(f"lines: expected an even integer in [2, {MAX_LINES}], got {lines!r}")
@@ -309,45 +145,63 @@ class IVQ(ResidualQuantizer):
                 raise ValueError(
                     f"dim: expected a multiple of every level's blocks {[b for _, b in pairs]}, got dim={dim}"
                 )
+        self.levels = levels if isinstance(levels, str) else [list(pair) for pair in pairs]
         self.lines = lines
         self.level_layout = pairs
-        self.codebooks_mode = check_choice("codebooks", codebooks, ("shared", "per_block"))
-        self.beta = check_range("beta", beta, 0.0, math.inf)
-        self.codebook_weight = check_range("codebook_weight", codebook_weight, 0.0, math.inf)
-        self.hierarchy_weight = check_range("hierarchy_weight", hierarchy_weight, 0.0, math.inf)
-        self.relation_weight = check_range("relation_weight", relation_weight, 0.0, math.inf)
-        if isinstance(relation_terms, str) or not all(t in RELATION_TERMS for t in relation_terms):
-            raise ValueError(
-                f"relation_terms: expected a list from {list(RELATION_TERMS)}, got {relation_terms!r}"
-            )
-        self.relation_terms = tuple(dict.fromkeys(relation_terms))
-        self.relation_levels = self._check_relation_levels(relation_levels, len(pairs))
-        self.similarity: Similarity = check_choice("similarity", similarity, SIMILARITIES)  # type: ignore[assignment]
-        self.temperature = check_range("temperature", temperature, 0.0, math.inf, low_open=True)
-        self.structure_rows = check_positive_int("structure_rows", structure_rows)
-        if update == "ema" and (self.hierarchy_weight > 0 or self.relation_weight > 0):
+        self.codebooks: Codebooks = check_choice("codebooks", codebooks, ("shared", "per_block"))  # type: ignore[assignment]
+        self._set_weights(beta, codebook_weight, hierarchy_weight, relation_weight)
+        self._set_structure(
+            relation_terms, relation_levels, similarity, temperature, structure_rows, len(pairs)
+        )
+        self.codebook_options = CodebookOptions.resolve(codebook_options, init="kmeans", kmeans_iters=5)
+        if self.codebook_options.update == "ema" and (self.hierarchy_weight > 0 or self.relation_weight > 0):
             raise ValueError(
                 "update: 'ema' codebooks are buffers and cannot learn from the structure losses; "
                 "pass hierarchy_weight=0 and relation_weight=0 with update='ema', or update='grad'"
             )
-        options = CodebookOptions.from_arguments(locals())  # this signature's Codebook arguments, by name
         stages = [
-            IVQLevel(dim, lines, blocks, codebooks=codebooks, beta=self.beta, codebook_options=options)
+            IVQLevel(dim, lines, blocks, codebooks=self.codebooks, options=self.codebook_options)
             for _, blocks in pairs
         ]
         super().__init__(dim, stages, layout=layout, allow_nonfinite=allow_nonfinite)
 
-    @staticmethod
-    def _check_relation_levels(value: Sequence[int] | str, count: int) -> tuple[int, ...]:
-        if value == "all":
-            return tuple(range(count))
-        ok = not isinstance(value, str) and isinstance(value, (list, tuple))
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < count for v in value)
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        """``R/4`` yin-yang levels of four lines (two codes of ``D/4`` dims each); ``R`` a multiple of 4."""
+        if bits % 4 or dim % 4:
+            return None
+        return {"lines": 4, "levels": [[2, 4]] * (bits // 4)}
+
+    def _set_weights(self, beta: float, codebook: float, hierarchy: float, relation: float) -> None:
+        self.beta = check_range("beta", beta, 0.0, math.inf)
+        self.codebook_weight = check_range("codebook_weight", codebook, 0.0, math.inf)
+        self.hierarchy_weight = check_range("hierarchy_weight", hierarchy, 0.0, math.inf)
+        self.relation_weight = check_range("relation_weight", relation, 0.0, math.inf)
+
+    def _set_structure(
+        self,
+        terms: Sequence[RelationTerm],
+        levels: Sequence[int] | str,
+        similarity: Similarity,
+        temperature: float,
+        rows: int,
+        count: int,
+    ) -> None:
+        if isinstance(terms, str) or not all(t in RELATION_TERMS for t in terms):
+            raise ValueError(f"relation_terms: expected a list from {list(RELATION_TERMS)}, got {terms!r}")
+        self.relation_terms = tuple(dict.fromkeys(terms))
+        if levels == "all":
+            levels = tuple(range(count))
+        ok = not isinstance(levels, str) and isinstance(levels, (list, tuple))
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < count for v in levels)
         if not ok:
             raise ValueError(
-                f"relation_levels: expected 'all' or level numbers in [0, {count}), got {value!r}"
+                f"relation_levels: expected 'all' or level numbers in [0, {count}), got {levels!r}"
             )
-        return tuple(dict.fromkeys(cast(Sequence[int], value)))
+        self.relation_levels = tuple(dict.fromkeys(cast(Sequence[int], levels)))
+        self.similarity: Similarity = check_choice("similarity", similarity, SIMILARITIES)  # type: ignore[assignment]
+        self.temperature = check_range("temperature", temperature, 0.0, math.inf, low_open=True)
+        self.structure_rows = check_positive_int("structure_rows", rows)
 
     # ------------------------------------------------------------------ structure
     @property
@@ -365,11 +219,11 @@ class IVQ(ResidualQuantizer):
         return sum(len(level.codebooks) * level.num_codes for level in self.level_list)
 
     @property
-    def codebook_size(self) -> str:
+    def codebook_label(self) -> str:
         """The stored codebooks as the paper writes them: ``"4×2"`` (yin-yang), ``"2+4+8+64"`` (bottom-up),
         ``"2×6+4×3+8×2+64×1"`` (per-block); the hexagram alphabet is ``alphabet_sizes``."""
         sizes = [(lvl.num_codes, len(lvl.codebooks)) for lvl in self.level_list]
-        if self.codebooks_mode == "per_block":
+        if self.codebooks == "per_block":
             return "+".join(f"{k}×{p}" for k, p in sizes)
         if len({k for k, _ in sizes}) == 1:
             return f"{len(sizes)}×{sizes[0][0]}"
@@ -398,7 +252,7 @@ class IVQ(ResidualQuantizer):
         losses: dict[str, torch.Tensor] = {}
         if self.hierarchy_weight == 0 and (self.relation_weight == 0 or not self.relation_terms):
             return losses
-        device = self.level_list[0].offsets.device
+        device = self.level_list[0].codebook_list[0].weight.device
         rows = self._structure_hexagrams(device)
         g = self._contrastive
         if self.hierarchy_weight > 0 and len(self.level_list) > 1:
@@ -435,142 +289,18 @@ class IVQ(ResidualQuantizer):
             return torch.arange(total, device=device)
         return torch.randperm(total, device=device)[: self.structure_rows].sort().values
 
-    # ------------------------------------------------------------------ search
-    def _leading_binary_run(self) -> int:
-        """How many leading levels are two-code levels with level 0's blocks (all of them for yin-yang)."""
-        first = self.level_list[0]
-        run = 0
-        for level in self.level_list:
-            if level.num_codes != 2 or level.blocks != first.blocks:
-                break
-            run += 1
-        return run
-
-    def _binary_run_tables(self, run: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For the leading two-code run of ``R`` levels (``P`` codebooks per level, 1 when shared):
-
-        * ``normals`` ``[P, d, R]``: level ``k``'s half-space normal ``w_k = c_{k,1} - c_{k,0}``;
-        * ``thresholds`` ``[R, P]``: level ``k``'s threshold plus ``sum_{i<k} c_{i,0} . w_k`` (what the earlier
-          levels subtract from its score when they pick code 0);
-        * ``steps`` ``[R, R, P]``: ``steps[i, k] = (c_{i,1} - c_{i,0}) . w_k`` for ``i < k`` (else 0), the extra
-          amount when level ``i`` picks code 1.
-        """
-        tests = [level._binary_test() for level in self.level_list[:run]]
-        normals = torch.stack([w for w, _ in tests], dim=-1)  # [P, d, R]
-        codes = torch.stack(
-            [
-                torch.stack([cb.vectors.detach() for cb in level.codebook_list])
-                for level in self.level_list[:run]
-            ]
-        )  # [R(i), P, 2, d]
-        later = torch.ones(run, run, dtype=codes.dtype, device=codes.device).triu(1)  # [i, k]: 1 where i < k
-        base = torch.einsum("ipd,pdk->ikp", codes[:, :, 0], normals) * later[..., None]  # [i, k, P]
-        thresholds = torch.stack([t for _, t in tests]) + base.sum(0)  # [R(k), P]
-        steps = torch.einsum("ipd,pdk->ikp", codes[:, :, 1] - codes[:, :, 0], normals) * later[..., None]
-        return normals, thresholds, steps
-
-    def _place_values(self, device: torch.device) -> list[torch.Tensor]:
-        """Per level, the float32 weights ``[blocks]`` that turn block codes into the hexagram index (exact:
-        indices stay below ``2**24``)."""
-        return [
-            hexagram.blocks_to_index(
-                torch.eye(level.blocks, dtype=torch.long, device=device), self.lines
-            ).float()
-            for level in self.level_list
-        ]
-
+    # ------------------------------------------------------------------ search and contract
     @torch.no_grad()
-    def _search(self, z: torch.Tensor, out: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Every level's block codes for ``z`` ``[N, D]``: the nearest code of each block of each level's
-        residual, by one procedure shared by ``forward`` and ``encode`` (so their codes agree bit for bit).
-        Returns ``[N, blocks]`` int64 per level, or, given ``out`` ``[N, levels]``, writes the hexagram indices
-        there instead (``encode``: nothing per level is kept).
+    def search(self, h: torch.Tensor) -> list[torch.Tensor]:
+        """Every level's hexagram index ``[N, 1]``: the joint residual block search (module docstring)."""
+        levels = [(level.books(), level.blocks) for level in self.level_list]
+        found = residual_block_search(h, levels, self.codebook_options.distance)
+        return [hexagram.blocks_to_index(codes, self.lines)[:, None] for codes in found]
 
-        The leading run of two-code levels with equal blocks (all of yin-yang) never forms its residuals: with
-        ``r_k = x - sum_{i<k} q_i``, level ``k``'s test ``r_k . w_k > t_k`` is ``x . w_k - sum_{i<k} q_i . w_k
-        > t_k``, and ``q_i . w_k`` is one of two precomputed numbers per block. So the run costs one
-        ``[N * blocks, d] x [d, R]`` product and a few ``[N, blocks]`` operations: the residual search, with
-        different rounding only at exact ties. Later levels search their residual explicitly. On CPU the rows
-        go in chunks that stay in cache."""
-        levels = self.level_list
-        run = self._leading_binary_run()
-        tables = self._binary_run_tables(run) if run else None
-        tests = [level._binary_test() if level.num_codes == 2 else None for level in levels]
-        places = self._place_values(z.device) if out is not None else []
-        rows = z.shape[0] or 1
-        if z.device.type == "cpu":
-            rows = max(1, _CPU_ENCODE_CHUNK_BYTES // (z.element_size() * self.dim))
-        pieces: list[list[torch.Tensor]] = [[] for _ in levels]
-        for start in range(0, max(z.shape[0], 1), rows):
-            chunk = z[start : start + rows]
-            found = self._binary_run(chunk, tables) if tables is not None else []
-            residual = chunk
-            if len(found) < len(levels):
-                for level, codes in zip(levels, found, strict=False):
-                    residual = residual - level.lookup(codes.long())
-            for level, test in zip(levels[len(found) :], tests[len(found) :], strict=True):
-                codes = level.block_codes(residual, test)
-                found.append(codes)
-                if len(found) < len(levels):
-                    residual = residual - level.lookup(codes)
-            if out is not None:
-                for j, (codes, place) in enumerate(zip(found, places, strict=True)):
-                    out[start : start + rows, j] = (codes.to(place.dtype) @ place).long()
-            else:
-                for piece, codes in zip(pieces, found, strict=True):
-                    piece.append(codes.long())
-        return [] if out is not None else [torch.cat(piece) for piece in pieces]
-
-    def _binary_run(
-        self, x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    ) -> list[torch.Tensor]:
-        """The leading two-code run on rows ``x`` ``[n, D]``: bits ``[n, blocks]`` (float 0/1) per level."""
-        normals, thresholds, steps = tables
-        first = self.level_list[0]
-        chunks = x.reshape(x.shape[0], first.blocks, first.sub_dim)
-        if normals.shape[0] == 1:  # shared codebooks: one matrix product for every block of every level
-            scores = (chunks.reshape(-1, first.sub_dim) @ normals[0]).T.reshape(-1, x.shape[0], first.blocks)
-        else:
-            scores = torch.einsum("nbd,bdr->rnb", chunks, normals)
-        bits: list[torch.Tensor] = []
-        for k in range(scores.shape[0]):
-            score = scores[k]
-            for i, earlier in enumerate(bits):
-                score = torch.addcmul(score, earlier, steps[i, k], value=-1.0)
-            bits.append((score > thresholds[k]).to(score.dtype))
-        return bits
-
-    # ------------------------------------------------------------------ contract
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        levels = self.level_list
-        pending = [cb for level in levels for cb in level.codebook_list if cb.init_mode == "kmeans"]
-        if self.training and not all(cb.is_initialized() for cb in pending):
-            # k-means on the first training batch, level by level on the residuals (gathered over ranks).
-            residual = z.detach()
-            for level in levels:
-                level.initialize_from(residual)
-                residual = residual - level.lookup(level.block_codes(residual)).detach()
-        found = self._search(z)
-        residual, total, outputs = z, torch.zeros_like(z), []
-        for level, codes in zip(levels, found, strict=True):
-            out = level.quantize_codes(residual, codes)
-            q = out.quantized.detach()  # its value is exactly the looked-up codes
-            residual = residual - q
-            total = total + q
-            outputs.append(out)
-        losses = _mean_losses(outputs)
-        losses.update(self.structure_losses())
-        return QuantizerOutput(
-            quantized=straight_through(total, z),
-            codes=torch.cat([out.codes for out in outputs], dim=1),
-            losses=losses,
-            metrics=_prefixed_metrics(outputs),
-        )
-
-    def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        codes = torch.empty(z.shape[0], len(self.level_list), dtype=torch.long, device=z.device)
-        self._search(z, out=codes)
-        return codes
+        out = super()._quantize(z)
+        out.losses.update(self.structure_losses())
+        return out
 
     def cross_decode(self, codes: torch.Tensor, source: IVQ) -> torch.Tensor:
         """Decode with this IVQ's codebooks ``codes`` produced by ``source`` (cross-modal decoding: the index

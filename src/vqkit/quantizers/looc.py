@@ -40,8 +40,9 @@ multiply-adds, like plain VQ with ``K`` codes on the ``P``-times larger interpol
 **Shapes.** ``scale = 1``: any ``[..., D]`` (or ``[B, D, *S]``) input, codes ``[..., C]``. ``scale > 1`` needs the
 grid: ``[B, H, W, D]`` / ``[B, D, H, W]`` (``spatial_dims=2``) or ``[B, T, D]`` / ``[B, D, T]``
 (``spatial_dims=1``) by ``layout``; codes are ``[B, H, W, C]`` / ``[B, T, C]``, one group per original
-position, and ``decode`` (per position) returns the input's shape. The flat ``_encode`` / ``_quantize`` of the
-contract (used by composite quantizers) work only at ``scale = 1``.
+position, and ``decode`` (per position) returns the input's shape. The interpolation is the base class's layout
+adapter (``_adapt``): it turns the grid into ``[N, D * P]`` rows of each position's interpolated neighbours,
+which ``_quantize`` / ``_encode`` take; without the grid (a composite's stage) only ``scale = 1`` works.
 
 **Metrics** (besides per-code-slot ``utilization/j`` and ``perplexity/j``): ``codebook_utilization``, the
 share of the ``K`` codes used by any slot in the batch, and ``code_sharing``, the mean over used codes of the
@@ -61,18 +62,23 @@ Deviations from the authors' code, each deliberate:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from vqkit._validate import check_choice, check_positive_int, check_range
+from vqkit.functional.sharing import code_sharing_curve, mean_code_sharing, segment_usage
 from vqkit.functional.stats import entropy_bits
-from vqkit.metrics.sharing import code_sharing_curve, mean_code_sharing, segment_usage
-from vqkit.quantizers.base import Quantizer, _fp32_compute, straight_through
-from vqkit.quantizers.codebook import Codebook, CodebookOptions, Init, Restart, Update
+from vqkit.quantizers.base import Quantizer, straight_through
+from vqkit.quantizers.codebook import Codebook, CodebookOptions
 from vqkit.registry import register_quantizer
-from vqkit.types import Distance, Layout, QuantizerOutput
+from vqkit.types import Layout, QuantizerOutput
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from vqkit.quantizers.codebook import CodebookKwargs
 
 Split = Literal["channels", "unshuffle"]
 SPLITS = ("channels", "unshuffle")
@@ -94,17 +100,15 @@ class LooC(Quantizer):
         dim: D.
         codebook_size: K, the codes of the shared codebook (the paper: 256, down to 8).
         codebook_dim: d*, the sub-vector size; must divide ``dim`` (the paper: 4).
-        distance: ``"cosine"`` (the authors' configs; raw codes are returned) or ``"l2"``.
-        restart: ``"anchor"`` (CVQ, the authors' configs), ``"dead"`` or ``"none"``.
-        init: ``"uniform"`` U(-1/K, 1/K), ``"gaussian"`` or ``"kmeans"`` (first training batch of sub-vectors).
-        update: ``"grad"`` (``codebook`` loss) or ``"ema"``.
         beta: weight of ``commitment``.
-        decay, eps, restart_threshold, kmeans_iters, kmeans_seed: see ``Codebook``.
         scale: β of extrapolation-by-interpolation (1: off; the paper uses 2). Integer >= 1.
         spatial_dims: 2 for image maps (bilinear), 1 for sequences (linear); used only when ``scale > 1``.
         split: ``"channels"`` (the paper's reading) or ``"unshuffle"`` (the authors' code); see the module
             docstring. Identical when ``scale = 1``.
         layout, allow_nonfinite: see ``Quantizer``.
+        **codebook_options: the shared codebook's strategies (``CodebookOptions``) over LooC's defaults, the
+            authors' configs: ``distance="cosine"`` (raw codes returned), ``restart="anchor"`` (CVQ),
+            ``init="uniform"`` U(-1/K, 1/K), ``update="grad"`` (``codebook`` loss).
     """
 
     def __init__(
@@ -113,24 +117,16 @@ class LooC(Quantizer):
         codebook_size: int = 256,
         codebook_dim: int = 4,
         *,
-        distance: Distance = "cosine",
-        restart: Restart = "anchor",
-        init: Init = "uniform",
-        update: Update = "grad",
         beta: float = 0.25,
-        decay: float = 0.99,
-        eps: float = 1e-5,
-        restart_threshold: float = 1.0,
-        kmeans_iters: int = 10,
-        kmeans_seed: int = 0,
         scale: int = 1,
         spatial_dims: int = 2,
         split: Split = "channels",
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
+        **codebook_options: Unpack[CodebookKwargs],
     ) -> None:
         super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
-        self.num_codes = check_positive_int("codebook_size", codebook_size)
+        self.codebook_size = check_positive_int("codebook_size", codebook_size)
         self.codebook_dim = check_positive_int("codebook_dim", codebook_dim)
         if dim % codebook_dim != 0:
             raise ValueError(
@@ -145,8 +141,15 @@ class LooC(Quantizer):
         self.spatial_dims = spatial_dims
         self.split: Split = check_choice("split", split, SPLITS)  # type: ignore[assignment]
         self.beta = check_range("beta", beta, 0.0, float("inf"))
-        options = CodebookOptions.from_arguments(locals())  # this signature's Codebook arguments, by name
-        self.codebook = Codebook.from_options(codebook_size, codebook_dim, options)
+        self.codebook_options = CodebookOptions.resolve(codebook_options, distance="cosine", restart="anchor")
+        self.codebook = Codebook(codebook_size, codebook_dim, self.codebook_options)
+
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        """Two sub-vectors of ``D/2`` dims from one shared codebook of ``2^(R/2)`` codes (``R`` even)."""
+        if bits % 2 or dim % 2:
+            return None
+        return {"codebook_size": 2 ** (bits // 2), "codebook_dim": dim // 2}
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -173,7 +176,7 @@ class LooC(Quantizer):
 
     @property
     def alphabet_sizes(self) -> tuple[int, ...]:
-        return (self.num_codes,) * self.num_segments
+        return (self.codebook_size,) * self.num_segments
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -182,7 +185,7 @@ class LooC(Quantizer):
     @property
     def num_codebook_parameters(self) -> int:
         """K * d*: the shared codebook is the only stored codebook state."""
-        return self.num_codes * self.codebook_dim
+        return self.codebook_size * self.codebook_dim
 
     # ------------------------------------------------------------------ sub-vectors
     def _split(self, blocks: torch.Tensor) -> torch.Tensor:
@@ -221,27 +224,32 @@ class LooC(Quantizer):
         order = [0, *(2 + 2 * i for i in range(k)), 1, *(3 + 2 * i for i in range(k))]
         return up.reshape(split_shape).permute(order).reshape(-1, self.dim, s**k)
 
-    def _grid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
-        """Validate ``x`` (as ``_flatten`` does) and its rank for ``scale > 1``: ``[N, D]`` and ``(B, *S)``."""
-        z, lead = self._flatten(x, "x")
+    def _adapt(self, z: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        """The layout adapter: at ``scale > 1`` the grid ``lead = (B, *S)`` is interpolated and each original
+        position becomes one row ``[D * P]`` of its sub-pixels' vectors (``_split``'s block, flattened)."""
+        if self.scale == 1:
+            return z
         if len(lead) != 1 + self.spatial_dims:
             other = "channels_first" if self.layout == "channels_last" else "channels_last"
             raise ValueError(
                 f"x: scale={self.scale} interpolates over spatial_dims={self.spatial_dims} grid axes, so it "
                 f"expects {_GRID_SHAPES[self.spatial_dims, self.layout]} (layout={self.layout!r}; "
-                f"{_GRID_SHAPES[self.spatial_dims, other]} with layout={other!r}), got shape {tuple(x.shape)}"
+                f"{_GRID_SHAPES[self.spatial_dims, other]} with layout={other!r}), got {len(lead)} position axes"
             )
-        return z, lead
+        return self._interpolated_blocks(z, lead).reshape(z.shape[0], self.dim * self.subpixels)
 
-    def _require_flat_ok(self, what: str) -> None:
-        if self.scale > 1:
+    def _blocks(self, v: torch.Tensor) -> torch.Tensor:
+        """Adapted rows ``[N, D * P]`` -> ``[N, D, P]``; flat ``[N, D]`` rows only at ``scale = 1``."""
+        if v.shape[1] != self.dim * self.subpixels:
             raise ValueError(
-                f"x: {what} on flat [N, D] vectors needs scale=1, got scale={self.scale}: interpolation needs "
-                f"the grid; call forward/encode on {_GRID_SHAPES[self.spatial_dims, self.layout]} input"
+                f"x: flat [N, {self.dim}] vectors need scale=1, got scale={self.scale}: interpolation needs the "
+                f"grid; call forward/encode on {_GRID_SHAPES[self.spatial_dims, self.layout]} input"
             )
+        return v.reshape(v.shape[0], self.dim, self.subpixels)
 
     # ------------------------------------------------------------------ quantization
-    def _quantize_blocks(self, blocks: torch.Tensor) -> QuantizerOutput:
+    def _quantize(self, v: torch.Tensor) -> QuantizerOutput:
+        blocks = self._blocks(v)
         n = blocks.shape[0]
         sub = self._split(blocks)
         codes, q, losses = self.codebook.quantize(sub)
@@ -251,36 +259,11 @@ class LooC(Quantizer):
             losses=losses,
         )
 
-    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        self._require_flat_ok("_quantize")
-        return self._quantize_blocks(z[:, :, None])
-
-    def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        self._require_flat_ok("_encode")
-        return self.codebook.search(self._split(z[:, :, None])).view(-1, self.num_segments)
+    def _encode(self, v: torch.Tensor) -> torch.Tensor:
+        return self.codebook.search(self._split(self._blocks(v))).view(-1, self.num_segments)
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self._merge(self.codebook.lookup(codes.reshape(-1)))
-
-    def forward(self, x: torch.Tensor) -> QuantizerOutput:
-        """Quantize ``x``; see ``Quantizer.forward``. With ``scale > 1``, ``x`` is a grid (module docstring)."""
-        if self.scale == 1:
-            return super().forward(x)
-        z, lead = self._grid(x)
-        with _fp32_compute(z.device):
-            flat = self._quantize_blocks(self._interpolated_blocks(z.to(self.compute_dtype), lead))
-        return self._output(flat, x.dtype, lead)
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes ``[..., C]`` (``[B, *S, C]`` for a grid); no state changes."""
-        if self.scale == 1:
-            return super().encode(x)
-        z, lead = self._grid(x)
-        with _fp32_compute(z.device):
-            blocks = self._interpolated_blocks(z.to(self.compute_dtype), lead)
-            codes = self.codebook.search(self._split(blocks))
-        return codes.reshape(*lead, self.num_segments)
 
     @torch.no_grad()
     def init_codebook(self, vectors: torch.Tensor) -> None:
@@ -293,25 +276,25 @@ class LooC(Quantizer):
         )
 
     # ------------------------------------------------------------------ metrics
-    def _usage_metrics(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The base metrics (``utilization``, ``perplexity``, and per slot ``/j``) from one ``[C, K]`` count
-        table instead of a loop over the ``C`` slots, plus ``codebook_utilization`` and ``code_sharing``."""
-        counts = segment_usage(codes, self.num_codes, validate=False)  # [C, K] float64
-        used = (counts > 0).sum(dim=1).to(torch.float32)
-        utils = used / float(self.num_codes)
+    def _usage_metrics(self, codes: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The base metrics (``utilization``, ``perplexity``: means, and per slot) from one ``[C, K]`` count
+        table instead of a loop over the ``C`` slots, plus ``codebook_utilization`` (the share of the shared
+        codebook any slot used) and ``code_sharing``."""
+        counts = segment_usage(codes, self.codebook_size, validate=False)  # [C, K] float64
+        utils = (counts > 0).sum(dim=1).to(torch.float32) / float(self.codebook_size)
         perps = torch.exp2(entropy_bits(counts)).to(torch.float32)
-        metrics = {"utilization": utils.mean(), "perplexity": perps.mean()}
-        if self.num_segments > 1:
-            for j in range(self.num_segments):
-                metrics[f"utilization/{j}"] = utils[j]
-                metrics[f"perplexity/{j}"] = perps[j]
-        metrics["codebook_utilization"] = code_sharing_curve(counts)[0]
-        metrics["code_sharing"] = mean_code_sharing(counts)
-        return metrics
+        scalars = {
+            "utilization": utils.mean(),
+            "perplexity": perps.mean(),
+            "codebook_utilization": code_sharing_curve(counts)[0],
+            "code_sharing": mean_code_sharing(counts),
+        }
+        positions = {"utilization": utils, "perplexity": perps} if self.num_segments > 1 else {}
+        return scalars, positions
 
     def extra_repr(self) -> str:
         return (
-            f"dim={self.dim}, codebook_size={self.num_codes}, codebook_dim={self.codebook_dim}, "
+            f"dim={self.dim}, codebook_size={self.codebook_size}, codebook_dim={self.codebook_dim}, "
             f"segments={self.num_segments}, scale={self.scale}, spatial_dims={self.spatial_dims}, "
             f"split={self.split}"
         )

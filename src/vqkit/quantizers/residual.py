@@ -2,6 +2,11 @@
 
 * ``ResidualVQ``: residual vector quantization (SoundStream, arXiv 2107.03312; Encodec, arXiv 2210.13438), with
   per-level codebook sizes; every stage is a ``VQ`` and takes the same options (EMA, k-means init, restarts…).
+  ``codebook_dim`` factorizes the codes (DAC, arXiv 2306.06546): the composite projects ``dim -> codebook_dim``
+  once, every level quantizes there, and one out projection maps the sum back. Deviation from DAC, whose every
+  level has its own in/out projections: one pair serves all levels, so the out projection sits after the one
+  straight-through estimator and trains from the decoder's gradient (per-level out projections inside a
+  detached sum would never train), at one level's projection cost.
 * ``ProductVQ``: product quantization (Jégou et al., TPAMI 2011): ``num_groups`` sub-vectors, a separate
   codebook each (IVQ's "PVQ" baseline).
 """
@@ -12,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vqkit._validate import check_divisible, check_int_list, check_positive_int
+from vqkit.quantizers.base import split_rate
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
 from vqkit.quantizers.vq import VQ
 from vqkit.registry import register_quantizer
@@ -40,6 +46,7 @@ class ResidualVQ(ResidualQuantizer):
         dim: D.
         codebook_size: one size for every level, or one per level (``[1024, 512, 256]``).
         num_quantizers: number of levels (default: ``len(codebook_size)`` or 4 for one size).
+        codebook_dim: the levels' code dimension (default ``dim``); smaller adds the composite's projections.
         **vq_kwargs: options of every level's ``VQ`` (``update``, ``init``, ``beta``, ``restart``, ...).
     """
 
@@ -49,6 +56,7 @@ class ResidualVQ(ResidualQuantizer):
         codebook_size: int | Sequence[int] = 64,
         num_quantizers: int | None = None,
         *,
+        codebook_dim: int | None = None,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
         **vq_kwargs: Any,
@@ -56,8 +64,19 @@ class ResidualVQ(ResidualQuantizer):
         if isinstance(codebook_size, int) and num_quantizers is None:
             num_quantizers = 4
         sizes = _level_sizes(codebook_size, num_quantizers)
-        levels = [VQ(dim, size, **vq_kwargs) for size in sizes]
-        super().__init__(dim, levels, layout=layout, allow_nonfinite=allow_nonfinite)
+        self.codebook_size = sizes if len(set(sizes)) > 1 else sizes[0]
+        self.num_quantizers = len(sizes)
+        self.codebook_dim = None if codebook_dim is None else check_positive_int("codebook_dim", codebook_dim)
+        self.vq_kwargs = dict(vq_kwargs)
+        width = dim if codebook_dim is None else codebook_dim
+        levels = [VQ(width, size, **vq_kwargs) for size in sizes]
+        super().__init__(dim, levels, project=width != dim, layout=layout, allow_nonfinite=allow_nonfinite)
+
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        """Two levels of ``ceil(R/2)`` and ``floor(R/2)`` bits (one level for one bit)."""
+        parts = split_rate(bits)
+        return {"codebook_size": [2**b for b in parts], "num_quantizers": len(parts)}
 
 
 @register_quantizer("product_vq")
@@ -84,5 +103,16 @@ class ProductVQ(ProductQuantizer):
         check_positive_int("num_groups", num_groups)
         check_divisible("dim", check_positive_int("dim", dim), "num_groups", num_groups)
         sizes = _level_sizes(codebook_size, num_groups, "num_groups")
+        self.codebook_size = sizes if len(set(sizes)) > 1 else sizes[0]
+        self.num_groups = num_groups
+        self.vq_kwargs = dict(vq_kwargs)
         groups = [VQ(dim // num_groups, size, **vq_kwargs) for size in sizes]
         super().__init__(dim, groups, layout=layout, allow_nonfinite=allow_nonfinite)
+
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        """Two groups of ``ceil(R/2)`` and ``floor(R/2)`` bits, or one group when ``dim`` is odd."""
+        parts = split_rate(bits)
+        if dim % len(parts):
+            return {"codebook_size": [2**bits], "num_groups": 1}
+        return {"codebook_size": [2**b for b in parts], "num_groups": len(parts)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from torch import nn
 from vqkit._validate import check_choice, check_int_list, check_positive_int, check_range
 from vqkit.functional import fsq as fsq_math
 from vqkit.functional import lfq as lfq_math
-from vqkit.quantizers.base import Quantizer, straight_through
+from vqkit.quantizers.base import Quantizer, split_rate, straight_through
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
@@ -36,6 +37,23 @@ def _projections(dim: int, channels: int) -> tuple[nn.Module, nn.Module]:
     if dim == channels:
         return nn.Identity(), nn.Identity()
     return nn.Linear(dim, channels), nn.Linear(channels, dim)
+
+
+def fsq_levels(bits: int) -> list[int]:
+    """Levels with ``prod = 2^bits``: fours, and one eight for an odd rate (a lone two for one bit).
+
+    Two levels are avoided: FSQ's bound maps 0 to 0, which for ``L = 2`` puts the only decision threshold at
+    ``z = -atanh(0.999) ≈ -3.8``, far in the tail of the input, so nearly every value lands on one digit.
+    """
+    if bits == 1:
+        return [2]
+    return [4] * ((bits - 3) // 2) + [8] if bits % 2 else [4] * (bits // 2)
+
+
+def _equal_stages(bits: int) -> list[int]:
+    """Residual scalar stages share their levels: two stages of ``R/2`` bits, or one for an odd rate."""
+    parts = split_rate(bits)
+    return parts if len(set(parts)) == 1 else [bits]
 
 
 def _projection_parameters(*modules: nn.Module) -> int:
@@ -67,6 +85,10 @@ class FSQ(Quantizer):
             raise ValueError(f"levels: prod(levels) must stay below 2^{MAX_INDEX_BITS}, got {self.levels}")
         self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.long), persistent=False)
         self.project_in, self.project_out = _projections(dim, len(self.levels))
+
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        return {"levels": fsq_levels(bits)}
 
     @property
     def alphabet_sizes(self) -> tuple[int, ...]:
@@ -138,6 +160,10 @@ class LFQ(Quantizer):
         self.entropy_weight = check_range("entropy_weight", entropy_weight, 0.0, float("inf"))
         self.project_in, self.project_out = _projections(dim, self.bits)
 
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        return {"bits": bits}
+
     @property
     def alphabet_sizes(self) -> tuple[int, ...]:
         return (2**self.bits,)
@@ -191,6 +217,7 @@ class ResidualFSQ(ResidualQuantizer):
     ) -> None:
         lv = check_int_list("levels", levels, minimum=2)
         n = check_positive_int("num_quantizers", num_quantizers)
+        self.levels, self.num_quantizers = lv, n
         scales = torch.stack([(torch.tensor(lv, dtype=torch.float32) - 1) ** -i for i in range(n)])
         stages = [FSQ(len(lv), lv) for _ in range(n)]
         # Each stage's own estimator (through its tanh bound), not one identity step: see ResidualQuantizer.
@@ -203,6 +230,11 @@ class ResidualFSQ(ResidualQuantizer):
             layout=layout,
             allow_nonfinite=allow_nonfinite,
         )
+
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        parts = _equal_stages(bits)
+        return {"levels": fsq_levels(parts[0]), "num_quantizers": len(parts)}
 
 
 @register_quantizer("residual_lfq")
@@ -228,7 +260,16 @@ class ResidualLFQ(ResidualQuantizer):
             LFQ(b, b, temperature=temperature, diversity=diversity, beta=beta, entropy_weight=entropy_weight)
             for _ in range(n)
         ]
+        # The configuration is the stages' (they checked it): stored under the constructor's names.
+        self.bits, self.num_quantizers = b, n
+        self.temperature, self.diversity = stages[0].temperature, stages[0].diversity
+        self.beta, self.entropy_weight = stages[0].beta, stages[0].entropy_weight
         scales = torch.tensor([2.0**-i for i in range(n)])
         super().__init__(
             dim, stages, stage_scales=scales, project=dim != b, layout=layout, allow_nonfinite=allow_nonfinite
         )
+
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        parts = _equal_stages(bits)
+        return {"bits": parts[0], "num_quantizers": len(parts)}

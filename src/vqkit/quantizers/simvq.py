@@ -55,7 +55,7 @@ class SimVQ(SingleCodebookQuantizer):
         allow_nonfinite: bool = False,
     ) -> None:
         super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
-        self.num_codes = check_positive_int("codebook_size", codebook_size)
+        self.codebook_size = check_positive_int("codebook_size", codebook_size)
         self.beta = check_range("beta", beta, 0.0, float("inf"))
         self.train_codebook = bool(train_codebook)
         initial = torch.randn(codebook_size, dim) * dim**-0.5

@@ -19,15 +19,22 @@ directions but the returned code is the raw (unnormalized) vector, as in CVQ.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vqkit._validate import check_positive_int, check_range
 from vqkit.quantizers.base import SingleCodebookQuantizer, straight_through
-from vqkit.quantizers.codebook import Codebook, CodebookOptions, Init, Restart, Update
+from vqkit.quantizers.codebook import Codebook, CodebookOptions
 from vqkit.registry import register_quantizer
-from vqkit.types import Distance, Layout, QuantizerOutput
+from vqkit.types import Layout, QuantizerOutput
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from vqkit.quantizers.codebook import CodebookKwargs
 
 
 @register_quantizer("vq")
@@ -38,16 +45,13 @@ class VQ(SingleCodebookQuantizer):
         dim: D.
         codebook_size: K.
         codebook_dim: dimension of the codes; ``None`` = ``dim``. Smaller values add learned in/out projections.
-        update: ``"grad"`` (codebook loss, optimizer) or ``"ema"`` (moving averages).
         beta: weight of the commitment loss.
-        decay, eps: EMA decay and Laplace smoothing (EMA statistics and usage tracking).
-        init: ``"uniform"``, ``"gaussian"`` or ``"kmeans"`` (first training batch, k-means++ seeding).
-        kmeans_iters, kmeans_seed: Lloyd iterations and seeding generator for ``init="kmeans"``.
-        distance: ``"l2"`` or ``"cosine"`` matching.
         l2_normalize: normalize inputs and codes (VQGAN-FC); matching is then l2 on the unit sphere.
-        restart: ``"none"``, ``"dead"`` (restart codes whose EMA count < ``restart_threshold``) or ``"anchor"`` (CVQ).
-        restart_threshold: see ``restart``.
         layout, allow_nonfinite: see ``Quantizer``.
+        **codebook_options: the codebook's strategies and constants (``CodebookOptions``): ``init``
+            (``"uniform"``), ``update`` (``"grad"``; ``"ema"`` for moving averages), ``distance`` (``"l2"``),
+            ``restart`` (``"none"``; ``"dead"``, ``"anchor"`` for CVQ), ``decay`` (0.99), ``eps`` (1e-5),
+            ``restart_threshold`` (1.0), ``kmeans_iters`` (10), ``kmeans_seed`` (0).
     """
 
     def __init__(
@@ -56,29 +60,22 @@ class VQ(SingleCodebookQuantizer):
         codebook_size: int = 1024,
         *,
         codebook_dim: int | None = None,
-        update: Update = "grad",
         beta: float = 0.25,
-        decay: float = 0.99,
-        eps: float = 1e-5,
-        init: Init = "uniform",
-        kmeans_iters: int = 10,
-        kmeans_seed: int = 0,
-        distance: Distance = "l2",
         l2_normalize: bool = False,
-        restart: Restart = "none",
-        restart_threshold: float = 1.0,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
+        **codebook_options: Unpack[CodebookKwargs],
     ) -> None:
         super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
-        self.num_codes = check_positive_int("codebook_size", codebook_size)
-        code_dim = dim if codebook_dim is None else check_positive_int("codebook_dim", codebook_dim)
+        self.codebook_size = check_positive_int("codebook_size", codebook_size)
+        self.codebook_dim = None if codebook_dim is None else check_positive_int("codebook_dim", codebook_dim)
+        code_dim = dim if codebook_dim is None else codebook_dim
         self.beta = check_range("beta", beta, 0.0, float("inf"))
         self.l2_normalize = bool(l2_normalize)
+        self.codebook_options = CodebookOptions.resolve(codebook_options)
         self.project_in: nn.Module = nn.Identity() if code_dim == dim else nn.Linear(dim, code_dim)
         self.project_out: nn.Module = nn.Identity() if code_dim == dim else nn.Linear(code_dim, dim)
-        options = CodebookOptions.from_arguments(locals())  # this signature's Codebook arguments, by name
-        self.codebook = Codebook.from_options(codebook_size, code_dim, options, normalize=self.l2_normalize)
+        self.codebook = Codebook(codebook_size, code_dim, self.codebook_options, normalize=self.l2_normalize)
 
     @property
     def num_codebook_parameters(self) -> int:
@@ -95,11 +92,23 @@ class VQ(SingleCodebookQuantizer):
         return F.normalize(h, dim=-1) if self.l2_normalize else h
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        return self.quantize_codes(z, None)
+
+    def quantize_codes(self, z: torch.Tensor, codes: torch.Tensor | None) -> QuantizerOutput:
+        """The training forward of ``z`` ``[N, D]`` with given ``codes`` ``[N, 1]`` (from a composite's joint
+        or beam search) or, for ``None``, its own nearest codes."""
         h = self._to_code_space(z)
-        codes, q, losses = self.codebook.quantize(h)
+        found, q, losses = self.codebook.quantize(h, None if codes is None else codes[:, 0])
         return QuantizerOutput(
-            quantized=self.project_out(straight_through(q, h)), codes=codes[:, None], losses=losses
+            quantized=self.project_out(straight_through(q, h)), codes=found[:, None], losses=losses
         )
+
+    @property
+    def needs_warm_start(self) -> bool:
+        return self.codebook.options.init == "kmeans" and not self.codebook.is_initialized()
+
+    def warm_start(self, z: torch.Tensor) -> None:
+        self.codebook.warm_start(self._to_code_space(z.detach()))
 
     @torch.no_grad()
     def init_codebook(self, vectors: torch.Tensor) -> None:

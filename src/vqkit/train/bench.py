@@ -155,7 +155,7 @@ def _throughput(model: Any, dataset: Any, batch: int = 256) -> dict[str, float]:
     """Items/s of ``model.encode`` (encoder + quantizer) and vectors/s of ``quantizer.encode`` alone."""
     x = torch.stack([dataset[i] for i in range(min(batch, len(dataset)))])
     z = model.embed(x)
-    vectors = model.quantizer._flatten(z, "z")[0].shape[0]
+    vectors = model.quantizer.flatten_vectors(z, "z")[0].shape[0]
     return {
         "encode_items_per_s": x.shape[0] / _best_rate(lambda: model.encode(x)),
         "quantizer_vectors_per_s": vectors / _best_rate(lambda: model.quantizer.encode(z)),
@@ -216,7 +216,7 @@ def _run_one(
         "bits": bits if bits is not None else q.bits_per_vector,
         "seed": seed,
         "quantizer_kwargs": kwargs,
-        "codebook_size": q.codebook_size,
+        "codebook_size": q.codebook_label,
         "codebook_parameters": q.num_codebook_parameters,
         "nominal_bits": q.bits_per_vector,
         "modality": getattr(test, "modality", "vector"),

@@ -24,9 +24,11 @@ from typing import Any
 
 import torch
 
-from vqkit.metrics.usage import CodebookUsage
-from vqkit.models.base import Tokenizer
+from vqkit.metrics.codes.usage import CodebookUsage
+from vqkit.models.base import Tokenizer, TokenizerOutput
+from vqkit.train.batches import batches
 from vqkit.train.config import RunConfig
+from vqkit.train.log import loss_terms
 
 QUICK_ITEMS = 1024
 # The collapse scores hold every scored item's flattened encoder output on the host (a 16x16x256 latent is
@@ -36,13 +38,13 @@ COLLAPSE_ITEMS = 10_000
 
 def _metric_tracker(modality: str, dataset: Any, config: RunConfig, quick: bool) -> Any:
     if modality == "image":
-        from vqkit.metrics.image import ImageMetrics
+        from vqkit.metrics.eval.image import ImageMetrics
 
         return ImageMetrics(
             lpips=None if quick else config.eval.lpips, fid_samples=0 if quick else config.eval.fid_samples
         )
     if modality == "audio":
-        from vqkit.metrics.audio import AudioMetrics
+        from vqkit.metrics.eval.audio import AudioMetrics
 
         return AudioMetrics(
             int(dataset.sample_rate), stoi=config.eval.stoi and not quick, pesq=config.eval.pesq and not quick
@@ -53,7 +55,7 @@ def _metric_tracker(modality: str, dataset: Any, config: RunConfig, quick: bool)
 def _collapse(
     embeddings: torch.Tensor, labels: torch.Tensor, codes: torch.Tensor, model: Tokenizer
 ) -> dict[str, float]:
-    from vqkit.metrics.collapse import collapse_scores
+    from vqkit.metrics.codes.collapse import collapse_scores
 
     sizes = model.quantizer.alphabet_sizes
     single = codes.shape[1] == 1 and len(sizes) == 1  # one code per item: tokens collapse is defined
@@ -72,61 +74,96 @@ def evaluate(
     device: torch.device | None = None,
     quick: bool = False,
 ) -> dict[str, float]:
-    from vqkit.train.loop import batches
-
+    """The metrics of ``model`` on ``dataset`` (see the module docstring); the model's mode is restored."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    modality = getattr(dataset, "modality", "vector")
-    tracker = _metric_tracker(modality, dataset, config, quick)
-    usage = CodebookUsage(model.quantizer.alphabet_sizes).to(device)
-    limit = config.eval.max_items
-    if quick:
-        limit = min(limit or QUICK_ITEMS, QUICK_ITEMS)
-    sums: dict[str, float] = {}
-    squared_error, values, items = 0.0, 0, 0
-    labels = None if quick else getattr(dataset, "labels", None)
-    embeddings: list[torch.Tensor] = []
-    item_codes: list[torch.Tensor] = []
-    for x in batches(dataset, config.eval.batch_size, limit):
+    totals = _Totals(model, dataset, config, device, quick)
+    for x in batches(dataset, config.eval.batch_size, _item_limit(config, quick)):
         x = x.to(device)
-        out = model(x)
-        usage.update(out.quantizer.codes)
-        n = x.shape[0]
-        keep = min(n, COLLAPSE_ITEMS - items)
-        if labels is not None and keep > 0:
-            assert out.latent is not None  # every Tokenizer.forward returns its encoder output
-            embeddings.append(out.latent[:keep].flatten(1).float().cpu())
-            item_codes.append(out.quantizer.codes[:keep].reshape(keep, -1).cpu())
-        items += n
-        sums["loss"] = sums.get("loss", 0.0) + float(out.loss) * n
-        for name, value in {**out.losses, **out.quantizer.losses}.items():
-            sums[f"loss/{name}"] = sums.get(f"loss/{name}", 0.0) + float(value) * n
-        recon = out.reconstruction
-        if modality == "image":
-            recon = recon.clamp(0.0, 1.0)
-        elif modality == "audio":
-            recon = recon.clamp(-1.0, 1.0)
-        if tracker is not None:
-            tracker.update(x.float(), recon.float())  # images stay on the model's device (LPIPS, FID)
-        else:
-            squared_error += float((recon.float() - x.float()).square().sum())
-            values += x.numel()
-    if items == 0:
-        raise ValueError("dataset: expected at least one item to evaluate, got none")
-    result = {name: total / items for name, total in sums.items()}
-    if tracker is not None:
-        result.update(tracker.compute())
-    else:
-        result["mse"] = squared_error / max(values, 1)
-    result.update({f"codebook/{k}": v for k, v in usage.compute(sync=False).items()})
-    if labels is not None:
-        scored = min(items, COLLAPSE_ITEMS)
-        result.update(_collapse(torch.cat(embeddings), labels[:scored], torch.cat(item_codes), model))
-    item_shape = tuple(getattr(dataset, "item_shape", tuple(x.shape[1:])))
-    result["bits_per_item"] = float(model.bits_per_item(item_shape))
-    if modality == "audio":
-        result["kbps"] = float(getattr(model, "bitrate_kbps")(int(dataset.sample_rate)))  # noqa: B009 (audio models)
-    result["items"] = float(items)
+        totals.update(x, model(x))
+    result = totals.compute(model)
+    result.update(_rate(model, dataset, totals.item_shape))
+    result["items"] = float(totals.items)
     model.train(was_training)
     return result
+
+
+def _item_limit(config: RunConfig, quick: bool) -> int | None:
+    """How many items to evaluate: ``eval.max_items`` (None: all), at most ``QUICK_ITEMS`` when ``quick``."""
+    limit = config.eval.max_items
+    return min(limit or QUICK_ITEMS, QUICK_ITEMS) if quick else limit
+
+
+def _as_written(recon: torch.Tensor, modality: str) -> torch.Tensor:
+    """A reconstruction clamped as a decoder's output is when written to a file ([0, 1] images, [-1, 1] audio)."""
+    if modality == "image":
+        return recon.clamp(0.0, 1.0)
+    if modality == "audio":
+        return recon.clamp(-1.0, 1.0)
+    return recon
+
+
+class _Totals:
+    """What the evaluation accumulates over batches: loss sums, the modality's metric tracker (or the squared
+    error of vectors), code usage, and the first ``COLLAPSE_ITEMS`` embeddings and codes of labelled data."""
+
+    def __init__(self, model: Tokenizer, dataset: Any, config: RunConfig, device: torch.device, quick: bool):
+        self.modality = getattr(dataset, "modality", "vector")
+        self.tracker = _metric_tracker(self.modality, dataset, config, quick)
+        self.usage = CodebookUsage(model.quantizer.alphabet_sizes).to(device)
+        self.labels = None if quick else getattr(dataset, "labels", None)
+        self.sums: dict[str, float] = {}
+        self.squared_error, self.values, self.items = 0.0, 0, 0
+        self.embeddings: list[torch.Tensor] = []
+        self.item_codes: list[torch.Tensor] = []
+        self.dataset_item_shape = getattr(dataset, "item_shape", None)
+        self.last_item_shape: tuple[int, ...] = ()
+
+    def update(self, x: torch.Tensor, out: TokenizerOutput) -> None:
+        self.usage.update(out.quantizer.codes)
+        n = x.shape[0]
+        keep = min(n, COLLAPSE_ITEMS - self.items)
+        if self.labels is not None and keep > 0:
+            assert out.latent is not None  # every Tokenizer.forward returns its encoder output
+            self.embeddings.append(out.latent[:keep].flatten(1).float().cpu())
+            self.item_codes.append(out.quantizer.codes[:keep].reshape(keep, -1).cpu())
+        self.items += n
+        for name, value in loss_terms(out).items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value) * n
+        recon = _as_written(out.reconstruction, self.modality)
+        if self.tracker is not None:
+            self.tracker.update(x.float(), recon.float())  # images stay on the model's device (LPIPS, FID)
+        else:
+            self.squared_error += float((recon.float() - x.float()).square().sum())
+            self.values += x.numel()
+        self.last_item_shape = tuple(x.shape[1:])
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        """The dataset's ``item_shape``, else that of the items evaluated."""
+        shape = self.dataset_item_shape
+        return tuple(shape) if shape is not None else self.last_item_shape
+
+    def compute(self, model: Tokenizer) -> dict[str, float]:
+        if self.items == 0:
+            raise ValueError("dataset: expected at least one item to evaluate, got none")
+        result = {name: total / self.items for name, total in self.sums.items()}
+        if self.tracker is not None:
+            result.update(self.tracker.compute())
+        else:
+            result["mse"] = self.squared_error / max(self.values, 1)
+        result.update({f"codebook/{k}": v for k, v in self.usage.compute(sync=False).items()})
+        if self.labels is not None:
+            scored = min(self.items, COLLAPSE_ITEMS)
+            embeddings, codes = torch.cat(self.embeddings), torch.cat(self.item_codes)
+            result.update(_collapse(embeddings, self.labels[:scored], codes, model))
+        return result
+
+
+def _rate(model: Tokenizer, dataset: Any, item_shape: tuple[int, ...]) -> dict[str, float]:
+    """``bits_per_item``, and ``kbps`` for audio."""
+    rate = {"bits_per_item": float(model.bits_per_item(item_shape))}
+    if getattr(dataset, "modality", "vector") == "audio":
+        rate["kbps"] = float(getattr(model, "bitrate_kbps")(int(dataset.sample_rate)))  # noqa: B009 (audio models)
+    return rate

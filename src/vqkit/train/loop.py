@@ -3,203 +3,48 @@
 Why not Lightning: resuming a killed run must reach the same weights as an uninterrupted one, and checkpoints
 must not be pickles. Both need the loop to own the sample order and the checkpoint format, so the loop is a
 short plain-torch one (DDP from ``torch.nn.parallel``, collectives from ``torch.distributed``; nothing of a
-distributed engine is re-implemented).
+distributed engine is re-implemented). Its pieces each live in their own module:
 
-* **Batches are a function of the step.** The sample stream is the concatenation of per-epoch permutations
-  drawn from ``(seed, epoch)``; global step ``s`` takes items ``[s * B, (s + 1) * B)`` of it and rank ``r`` of
-  ``W`` takes every ``W``-th of those. A resumed run therefore sees exactly the batches it would have seen.
+* **Batches are a function of the step** (``vqkit.train.batches``): a resumed run sees exactly the batches it
+  would have seen.
+* **One step** (``vqkit.train.step``): forward, backward, optimizer, and the discriminator of adversarial runs
+  (``vqkit.train.adversary``); device and DDP in ``vqkit.train.runtime``.
 * **Checkpoints** every ``checkpoint_every`` steps and at the end hold the model (codebook statistics included),
   the optimizer, the step and every generator state (``vqkit.train.checkpoint``); ``resume=True`` continues
   from the latest complete one.
-* **Pretrain-then-finetune** (``pretrain_epochs > 0``): the first ``pretrain_epochs`` epochs train encoder and
-  decoder without the quantizer; then the codebook is k-means-initialized from the pretrained encoder's outputs
-  (``vqkit.recipes.kmeans_init_from_encoder``) and training goes on with the quantizer.
-* **Logs**: ``metrics.csv`` (one row per ``log_every`` steps; evaluation rows have ``phase=val``), TensorBoard
-  under ``tb/`` when installed, a progress bar on rank 0.
+* **Pretrain-then-finetune** (``pretrain_epochs > 0``, ``vqkit.train.pretrain``): the first ``pretrain_epochs``
+  epochs train encoder and decoder without the quantizer; then the codebook is k-means-initialized from the
+  pretrained encoder's outputs and training goes on with the quantizer.
+* **Logs** (``vqkit.train.log``): ``metrics.csv`` (one row per ``log_every`` steps; evaluation rows have
+  ``phase=val``), TensorBoard under ``tb/`` when installed, a progress bar on rank 0.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
+import json
 import math
 import os
-import signal
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch import nn
 
+from vqkit import distributed
+from vqkit.models import build_model
 from vqkit.models.base import Tokenizer
-from vqkit.recipes import kmeans_init_from_encoder
 from vqkit.train import checkpoint as ckpt
+from vqkit.train.batches import step_batch
 from vqkit.train.config import RunConfig, dump_config
 from vqkit.train.evaluate import evaluate
+from vqkit.train.log import RunLog, progress, truncate_log
+from vqkit.train.pretrain import kmeans_from_encoder
+from vqkit.train.run import RunPaths, load_split
+from vqkit.train.runtime import barrier, init_distributed_from_env, resolve_device
+from vqkit.train.step import TrainStep
 from vqkit.utils.atomic import atomic_write_text
-
-FAIL_AT_STEP_ENV = "VQKIT_FAIL_AT_STEP"
-"""Test hook: the rank-0 process kills itself (SIGKILL, no cleanup) right after finishing this step."""
-
-
-@dataclass
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
-    def eval(self) -> Path:
-        return self.root / "eval.json"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.md"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
-
-
-# ---------------------------------------------------------------------------------------------- distributed
-def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed_from_env(device: torch.device) -> bool:
-    """Join the process group ``torchrun`` (or ``vqkit train --nproc``) describes in the environment."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return True
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("train.device: 'cuda' was asked for but CUDA is not available")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return torch.device("cuda", local)
-
-
-# ---------------------------------------------------------------------------------------------- batches
-# A batch reads one epoch's permutation, or the end of one and the start of the next: two are enough.
-@functools.lru_cache(maxsize=2)
-def _epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-def stream_indices(start: int, count: int, num_items: int, seed: int) -> torch.Tensor:
-    """Items ``[start, start + count)`` of the endless stream of per-epoch permutations of ``num_items``."""
-    out: list[int] = []
-    position = start
-    while len(out) < count:
-        epoch, offset = divmod(position, num_items)
-        perm = _epoch_permutation(num_items, seed, epoch)
-        take = perm[offset : offset + count - len(out)]
-        out.extend(take.tolist())
-        position += len(take)
-    return torch.tensor(out, dtype=torch.long)
-
-
-def collate(dataset: Any, indices: torch.Tensor) -> torch.Tensor:
-    return torch.stack([dataset[int(i)] for i in indices])
-
-
-def batches(dataset: Any, batch_size: int, limit: int | None = None) -> Iterator[torch.Tensor]:
-    """The dataset in order, in batches (evaluation)."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    for start in range(0, n, batch_size):
-        yield collate(dataset, torch.arange(start, min(start + batch_size, n)))
-
-
-def rank_share(indices: torch.Tensor, rank: int, size: int) -> torch.Tensor:
-    return indices[rank::size]
-
-
-# ---------------------------------------------------------------------------------------------- the loop
-def _scalar_metrics(out: Any) -> dict[str, float]:
-    row = {"loss": float(out.loss.detach())}
-    for name, value in out.losses.items():
-        row[f"loss/{name}"] = float(value.detach())
-    for name, value in out.quantizer.losses.items():
-        row[f"loss/{name}"] = float(value.detach())
-    for name, value in out.quantizer.metrics.items():
-        # Whole-quantizer scalars only (per-position "name/j" entries would swamp the log): utilization and
-        # perplexity of the batch, and each quantizer's own diagnostics (SimVQ's w_rank and w_frobenius for
-        # its Fig. 4, LooC's code_sharing, ...).
-        if "/" not in name and value.numel() == 1:
-            key = f"batch_{name}" if name in ("utilization", "perplexity") else f"quantizer/{name}"
-            row[key] = float(value)
-    return row
-
-
-class _Log:
-    """metrics.csv (append; rows from a resumed run continue it) and TensorBoard, rank 0 only."""
-
-    def __init__(self, paths: RunPaths, tensorboard: bool, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = paths.metrics
-        self.writer: Any = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(paths.root / "tb"))
-            except ImportError:
-                self.writer = None
-
-    def write(self, step: int, phase: str, row: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        record: dict[str, Any] = {"step": step, "phase": phase, **row}
-        new = not self.path.exists()
-        with self.path.open("a", newline="") as handle:
-            # Columns vary by phase and quantizer: one long-format line per value keeps the file rectangular.
-            writer = csv.writer(handle)
-            if new:
-                writer.writerow(["step", "phase", "name", "value"])
-            for name, value in row.items():
-                writer.writerow([step, phase, name, f"{value:.8g}"])
-        if self.writer is not None:
-            for name, value in record.items():
-                if name not in ("step", "phase"):
-                    self.writer.add_scalar(f"{phase}/{name}", value, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows after ``step`` (a resumed run redoes those steps)."""
-    if not path.exists():
-        return
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    atomic_write_text(path, "".join(",".join(r) + "\n" for r in kept))
 
 
 def train(
@@ -209,198 +54,50 @@ def train(
     resume: bool = False,
     model: Tokenizer | None = None,
     datasets: dict[str, Any] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> Path:
-    """Train ``config`` into ``run_dir``; returns the final checkpoint. Call on every rank under DDP."""
-    from vqkit.models import build_model
-    from vqkit.train.run import load_split
+    """Train ``config`` into ``run_dir``; returns the final checkpoint. Call on every rank under DDP.
 
-    paths = RunPaths(Path(run_dir))
+    ``model`` and ``datasets`` (``{"train": ..., "val": ...}``) replace what ``config`` would build. ``on_step``
+    is called on every rank with the number of finished steps, once that step is logged, validated and
+    checkpointed and the ranks have met (the tests use it to kill a run at a known point).
+    """
     device = resolve_device(config.train.device)
     init_distributed_from_env(device)
-    rank, size = world()
+    rank, size = distributed.rank(), distributed.world_size()
     if config.train.batch_size % size:
         raise ValueError(
             f"train.batch_size: expected a multiple of the {size} ranks, got {config.train.batch_size}"
         )
     torch.manual_seed(config.seed)
-
-    if datasets is None:
-        datasets = {split: load_split(config, split) for split in ("train", "val")}
-    train_set, val_set = datasets["train"], datasets["val"]
-    net = model if model is not None else build_model(dict(config.model))
-    net.to(device)
-    if size > 1:
-        net.quantizer.set_process_group(None)  # the default group, looked up at call time
-    trainable = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(
-        trainable, lr=config.train.lr, betas=config.train.betas, weight_decay=config.train.weight_decay
-    )
-
-    adversary = _Adversary(net, config, device, size) if config.train.adversarial else None
-    others = adversary.parts() if adversary is not None else None
-
-    steps_per_epoch = math.ceil(len(train_set) / config.train.batch_size)
-    pretrain_steps = config.train.pretrain_epochs * steps_per_epoch
-    total = pretrain_steps + config.train.steps
-    step = 0
-    if resume:
-        latest = ckpt.latest_checkpoint(paths.checkpoints)
-        if latest is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint under {str(paths.checkpoints)!r}")
-        step = ckpt.load_checkpoint(latest, net, optimizer, others=others).step
-    elif rank == 0 and paths.checkpoints.exists() and ckpt.list_checkpoints(paths.checkpoints):
-        raise FileExistsError(
-            f"run_dir: {str(paths.root)!r} already holds checkpoints; pass --resume to continue it or choose "
-            "another run directory"
-        )
+    datasets = datasets if datasets is not None else {s: load_split(config, s) for s in ("train", "val")}
+    train_set = datasets["train"]
+    stepper = TrainStep(_placed_model(config, model, device), config, device)
+    schedule = Schedule.of(config, len(train_set))
+    paths = RunPaths(run_dir)
+    step = _starting_step(paths, stepper, resume=resume, rank=rank)
     if rank == 0:
-        paths.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(paths.config, dump_config(config))
-        import json
-
-        info = {split: ds.info() for split, ds in datasets.items() if hasattr(ds, "info")}
-        atomic_write_text(paths.data, json.dumps(info, indent=2, default=str))
-        _truncate_log(paths.metrics, step)
-    log = _Log(paths, config.train.tensorboard, enabled=rank == 0)
-    ddp: nn.Module = (
-        nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-        if size > 1
-        else net
-    )
-    # The pretrain stage skips the quantizer; under DDP it needs its own wrapper (DDP syncs what ``forward``
-    # runs) that tolerates the quantizer's unused parameters.
-    pretrain: nn.Module = _Unquantized(net)
-    if size > 1 and pretrain_steps > step:
-        pretrain = nn.parallel.DistributedDataParallel(
-            pretrain,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True,
-        )
-    progress = _progress(total, step, enabled=rank == 0 and config.train.progress)
-    fail_at = int(os.environ.get(FAIL_AT_STEP_ENV, "-1"))
-    started = time.perf_counter()
+        _record_run(paths, config, datasets, step)
+    stepper.distribute(device, pretraining=schedule.pretraining(step))
+    bar = progress(schedule.total, step, enabled=rank == 0 and config.train.progress)
+    run = _Run(config, paths, device, rank, schedule, stepper, datasets["val"])
     try:
-        while step < total:
-            if step == pretrain_steps and pretrain_steps > 0:
-                _kmeans_from_encoder(net, train_set, config, device)
-            indices = stream_indices(
-                step * config.train.batch_size, config.train.batch_size, len(train_set), config.seed
-            )
-            x = collate(train_set, rank_share(indices, rank, size)).to(device)
-            net.train()
-            if step < pretrain_steps:
-                loss = pretrain(x).loss
-                row = {"loss": float(loss.detach())}
-            else:
-                out = ddp(x)
-                row = _scalar_metrics(out)
-                loss = out.loss
-                if adversary is not None:
-                    loss = loss + adversary.generator_loss(x, out.reconstruction, row)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable, config.train.grad_clip)
-            optimizer.step()
-            if adversary is not None and step >= pretrain_steps:
-                adversary.step(x, out.reconstruction.detach(), row)
+        while step < schedule.total:
+            if schedule.quantizer_starts(step):
+                kmeans_from_encoder(stepper.net, train_set, config, device)
+            x = step_batch(train_set, step, config.train.batch_size, config.seed, rank, size).to(device)
+            row = stepper(x, pretraining=schedule.pretraining(step))
             step += 1
-            progress.update(1)
-            if step % config.train.log_every == 0 or step == total:
-                row["seconds"] = time.perf_counter() - started
-                log.write(step, "pretrain" if step <= pretrain_steps else "train", row)
-            if rank == 0 and step > pretrain_steps and (step % config.train.eval_every == 0 or step == total):
-                # Rank 0 alone: evaluation runs no collective (the others wait at the barrier below).
-                log.write(step, "val", evaluate(net, val_set, config, device=device, quick=True))
-            if rank == 0 and (step % config.train.checkpoint_every == 0 or step == total):
-                ckpt.save_checkpoint(
-                    paths.checkpoints,
-                    step,
-                    net,
-                    optimizer,
-                    {"config": config.to_dict(), "total_steps": total},
-                    others=others,
-                )
-                ckpt.prune_checkpoints(paths.checkpoints, config.train.keep_checkpoints)
-            if size > 1:
-                dist.barrier()
-            if step == fail_at and rank == 0:
-                os.kill(os.getpid(), signal.SIGKILL)
+            bar.update(1)
+            run.after_step(step, row)
+            if on_step is not None:
+                on_step(step)
     finally:
-        progress.close()
-        log.close()
+        bar.close()
+        run.log.close()
     final = ckpt.latest_checkpoint(paths.checkpoints)
     assert final is not None or rank != 0
     return final if final is not None else paths.checkpoints
-
-
-class _Adversary:
-    """Optional adversarial training of audio models: Encodec's multi-scale STFT discriminator with hinge
-    losses; the generator gets ``adversarial_weight * hinge + feature_matching_weight * feature matching``
-    (no loss balancer: the weights are plain multipliers). The discriminator steps after the generator, on the
-    detached reconstruction, with its own Adam (same learning rate and betas); under DDP it is wrapped too."""
-
-    def __init__(self, net: Tokenizer, config: RunConfig, device: torch.device, size: int) -> None:
-        from vqkit.models.discriminator import MultiScaleSTFTDiscriminator
-
-        if net.modality != "audio":
-            raise ValueError(
-                f"train.adversarial: only audio models have a discriminator, got a {net.modality} model"
-            )
-        self.config = config.train
-        channels = int(getattr(net, "channels", 1))
-        self.module = MultiScaleSTFTDiscriminator(
-            filters=config.train.discriminator_filters, in_channels=channels
-        )
-        self.module.to(device)
-        self.optimizer = torch.optim.Adam(
-            self.module.parameters(), lr=config.train.lr, betas=config.train.betas
-        )
-        self.wrapped: nn.Module = (
-            nn.parallel.DistributedDataParallel(
-                self.module, device_ids=[device.index] if device.type == "cuda" else None
-            )
-            if size > 1
-            else self.module
-        )
-
-    def parts(self) -> dict[str, tuple[nn.Module, torch.optim.Optimizer | None]]:
-        return {"discriminator": (self.module, self.optimizer)}
-
-    def generator_loss(self, x: torch.Tensor, recon: torch.Tensor, row: dict[str, float]) -> torch.Tensor:
-        from vqkit.models.discriminator import feature_matching_loss, generator_hinge_loss
-
-        # The unwrapped discriminator: only the generator's gradients matter here (they flow back into the
-        # DDP-wrapped model); the discriminator's own gradients from this pass are cleared before its step.
-        with torch.no_grad():
-            real = self.module(x)
-        fake = self.module(recon)
-        adversarial = generator_hinge_loss(fake.logits)
-        matching = feature_matching_loss(real.features, fake.features)
-        row["loss/adversarial"] = float(adversarial.detach())
-        row["loss/feature_matching"] = float(matching.detach())
-        return self.config.adversarial_weight * adversarial + self.config.feature_matching_weight * matching
-
-    def step(self, x: torch.Tensor, recon: torch.Tensor, row: dict[str, float]) -> None:
-        from vqkit.models.discriminator import discriminator_hinge_loss
-
-        self.optimizer.zero_grad(set_to_none=True)
-        real, fake = self.wrapped(x), self.wrapped(recon)
-        loss = discriminator_hinge_loss(real.logits, fake.logits)
-        loss.backward()
-        self.optimizer.step()
-        row["loss/discriminator"] = float(loss.detach())
-
-
-class _Unquantized(nn.Module):
-    """``forward`` = the model's ``forward_unquantized`` (encoder -> decoder), for the pretrain stage."""
-
-    def __init__(self, net: Tokenizer) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> Any:
-        return self.net.forward_unquantized(x)
 
 
 def train_worker(config: RunConfig, run_dir: str | os.PathLike[str], resume: bool) -> None:
@@ -408,33 +105,101 @@ def train_worker(config: RunConfig, run_dir: str | os.PathLike[str], resume: boo
     train(config, run_dir, resume=resume)
 
 
-def _kmeans_from_encoder(net: Tokenizer, train_set: Any, config: RunConfig, device: torch.device) -> None:
-    """The pretrain-then-finetune recipe's second stage (same result on every rank: k-means gathers)."""
-    was_training = net.training
-    net.eval()
-    limit = max(1, config.train.kmeans_vectors)
-    kmeans_init_from_encoder(
-        net.quantizer,
-        lambda x: net.embed(x.to(device)),
-        batches(train_set, config.eval.batch_size),
-        max_vectors=limit,
-    )
-    net.train(was_training)
+@dataclass(frozen=True)
+class Schedule:
+    """A run's steps: ``pretrain_steps`` (whole epochs of the training split, without the quantizer), then
+    ``train.steps`` with it. Steps are counted from 0; "after step ``s``" means ``s`` steps have finished."""
+
+    pretrain_steps: int
+    total: int
+
+    @classmethod
+    def of(cls, config: RunConfig, num_items: int) -> Schedule:
+        pretrain = config.train.pretrain_epochs * math.ceil(num_items / config.train.batch_size)
+        return cls(pretrain, pretrain + config.train.steps)
+
+    def pretraining(self, step: int) -> bool:
+        """Whether step ``step`` (0-based, about to run) trains without the quantizer."""
+        return step < self.pretrain_steps
+
+    def quantizer_starts(self, step: int) -> bool:
+        """Whether step ``step`` is the first with the quantizer after a pretrain stage (k-means runs first)."""
+        return self.pretrain_steps > 0 and step == self.pretrain_steps
+
+    def due(self, finished: int, every: int) -> bool:
+        """Whether a periodic action (log, validation, checkpoint) runs after ``finished`` steps."""
+        return finished % every == 0 or finished == self.total
 
 
-class _NoProgress:
-    def update(self, n: int) -> None:
-        pass
+@dataclass
+class _Run:
+    """What one rank does between steps: log, validate (rank 0), checkpoint (rank 0), wait for the others."""
 
-    def close(self) -> None:
-        pass
+    config: RunConfig
+    paths: RunPaths
+    device: torch.device
+    rank: int
+    schedule: Schedule
+    stepper: TrainStep
+    val_set: Any
+    log: RunLog = field(init=False)
+    started: float = field(init=False, default_factory=time.perf_counter)  # the log's "seconds"
+
+    def __post_init__(self) -> None:
+        self.log = RunLog(self.paths, self.config.train.tensorboard, enabled=self.rank == 0)
+
+    def after_step(self, finished: int, row: dict[str, float]) -> None:
+        train, schedule = self.config.train, self.schedule
+        if schedule.due(finished, train.log_every):
+            row["seconds"] = time.perf_counter() - self.started
+            self.log.write(finished, "pretrain" if finished <= schedule.pretrain_steps else "train", row)
+        quantized = finished > schedule.pretrain_steps
+        if self.rank == 0 and quantized and schedule.due(finished, train.eval_every):
+            # Rank 0 alone: evaluation runs no collective (the others wait at the barrier below).
+            metrics = evaluate(self.stepper.net, self.val_set, self.config, device=self.device, quick=True)
+            self.log.write(finished, "val", metrics)
+        if self.rank == 0 and schedule.due(finished, train.checkpoint_every):
+            self._checkpoint(finished)
+        barrier()
+
+    def _checkpoint(self, finished: int) -> None:
+        stepper, directory = self.stepper, self.paths.checkpoints
+        extra = {"config": self.config.to_dict(), "total_steps": self.schedule.total}
+        ckpt.save_checkpoint(
+            directory, finished, stepper.net, stepper.optimizer, extra, others=stepper.others()
+        )
+        ckpt.prune_checkpoints(directory, self.config.train.keep_checkpoints)
 
 
-def _progress(total: int, start: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoProgress()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoProgress()
-    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+def _placed_model(config: RunConfig, model: Tokenizer | None, device: torch.device) -> Tokenizer:
+    """The model to train (``config``'s unless one is given), on ``device``, its quantizer syncing over ranks."""
+    net = model if model is not None else build_model(dict(config.model))
+    net.to(device)
+    if distributed.world_size() > 1:
+        net.quantizer.set_process_group(None)  # the default group, looked up at call time
+    return net
+
+
+def _starting_step(paths: RunPaths, stepper: TrainStep, *, resume: bool, rank: int) -> int:
+    """0 for a new run; for ``resume``, the latest complete checkpoint's step, with the model, optimizers and
+    generators restored from it. A new run refuses a directory that already holds checkpoints."""
+    if resume:
+        latest = ckpt.latest_checkpoint(paths.checkpoints)
+        if latest is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint under {str(paths.checkpoints)!r}")
+        return ckpt.load_checkpoint(latest, stepper.net, stepper.optimizer, others=stepper.others()).step
+    if rank == 0 and ckpt.list_checkpoints(paths.checkpoints):
+        raise FileExistsError(
+            f"run_dir: {str(paths.root)!r} already holds checkpoints; pass --resume to continue it or choose "
+            "another run directory"
+        )
+    return 0
+
+
+def _record_run(paths: RunPaths, config: RunConfig, datasets: dict[str, Any], step: int) -> None:
+    """Rank 0, before the first step: the resolved config, the data's description, the log cut to ``step``."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths.config, dump_config(config))
+    info = {split: ds.info() for split, ds in datasets.items() if hasattr(ds, "info")}
+    atomic_write_text(paths.data, json.dumps(info, indent=2, default=str))
+    truncate_log(paths.metrics, step)

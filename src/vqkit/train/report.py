@@ -93,9 +93,9 @@ def plot_pca(model: Tokenizer, x: torch.Tensor, out: Path) -> str | None:
     """Encoder outputs and their quantized vectors on the outputs' first two principal components."""
     quantizer = model.quantizer
     z = model.embed(x)
-    flat, _ = quantizer._flatten(z, "embedding")
+    flat, _ = quantizer.flatten_vectors(z, "embedding")
     q = quantizer.decode(quantizer.encode(z))
-    qflat, _ = quantizer._flatten(q, "quantized")
+    qflat, _ = quantizer.flatten_vectors(q, "quantized")
     if flat.shape[0] < 3 or flat.shape[1] < 2:
         return None
     mean = flat.mean(0)

@@ -23,12 +23,28 @@ from vqkit.train import checkpoint as ckpt
 from vqkit.train.config import RunConfig, build_config, read_config_file
 
 
+class RunPaths:
+    """Where a run directory keeps each thing: ``vqkit train`` writes them, ``eval``, ``report`` and ``bench``
+    read them. One place for the names, so a writer and its readers cannot drift apart."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.config = self.root / "config.yaml"  # the resolved config (``dump_config``)
+        self.data = self.root / "data.json"  # each split's ``info()``
+        self.checkpoints = self.root / "checkpoints"  # ``step_XXXXXXX/`` (``vqkit.train.checkpoint``)
+        self.metrics = self.root / "metrics.csv"  # the training log (``vqkit.train.log``)
+        self.eval = self.root / "eval.json"  # ``vqkit eval``'s result
+        self.report = self.root / "report.md"
+        self.plots = self.root / "plots"
+
+
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
+    paths = RunPaths(path)
+    return paths.config.is_file() and paths.checkpoints.is_dir()
 
 
 def run_config(path: Path) -> RunConfig:
-    return build_config(read_config_file(path / "config.yaml"))
+    return build_config(read_config_file(RunPaths(path).config))
 
 
 def load_run_model(
@@ -46,12 +62,13 @@ def load_run_model(
         meta = getattr(model, "io_info", None) or {}
         return model.eval(), {"modality": getattr(model, "modality", None), **meta}
     config = run_config(root)
+    paths = RunPaths(root)
     model = build_model(dict(config.model))
-    chosen = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(root / "checkpoints")
+    chosen = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(paths.checkpoints)
     if chosen is None:
         raise FileNotFoundError(f"run: {str(root)!r} has no complete checkpoint yet")
     ckpt.load_checkpoint(chosen, model, restore_rng=False)
-    info = json.loads((root / "data.json").read_text()) if (root / "data.json").exists() else {}
+    info = json.loads(paths.data.read_text()) if paths.data.exists() else {}
     train_info = info.get("train", {})
     meta = {
         "modality": getattr(model, "modality", None),

@@ -18,7 +18,7 @@ from torch import nn
 from vqkit import distributed
 from vqkit._validate import check_codes_in_range
 from vqkit.distributed import ProcessGroup
-from vqkit.functional.stats import entropy_bits
+from vqkit.functional.stats import column_code_counts, entropy_bits
 
 MAX_TRACKED_CODES = 1 << 24
 
@@ -61,11 +61,7 @@ class CodebookUsage(nn.Module):
             raise ValueError(f"codes: expected shape [..., {c}], got {tuple(codes.shape)}")
         flat = codes.reshape(-1, c).long().to(self.counts.device)
         check_codes_in_range(flat, self.alphabet_sizes)
-        width = self.counts.shape[1]
-        offsets = torch.arange(c, device=flat.device) * width
-        self.counts.view(-1).index_add_(
-            0, (flat + offsets).reshape(-1), torch.ones(flat.numel(), dtype=torch.float64, device=flat.device)
-        )
+        self.counts += column_code_counts(flat, self.counts.shape[1])
 
     @torch.no_grad()
     def compute(self, *, sync: bool = True) -> dict[str, float]:

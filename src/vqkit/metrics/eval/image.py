@@ -10,7 +10,7 @@
   scales), ``prod_j relu(cs_j)^b_j * relu(ssim_M)^b_M``. The five-scale form needs images of at least 176 px;
   smaller images get fewer scales (``ms_ssim_plan``) with the paper's first M betas renormalized to sum to one
   (a truncated, unnormalized set would push every score towards 1).
-* LPIPS v0.1 (``vqkit.metrics.lpips``) and FID (``vqkit.metrics.fid``): see those modules.
+* LPIPS v0.1 (``vqkit.metrics.eval.lpips``) and FID (``vqkit.metrics.eval.fid``): see those modules.
 
 SSIM / MS-SSIM are our own torch code so that small images get a well-defined window and scale count; the tests
 check them against a scipy ``convolve2d(mode="valid")`` reference and torchmetrics' SSIM map cropped to the valid
@@ -27,7 +27,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from vqkit.metrics._running import RunningMeans
+from vqkit._validate import is_int
+from vqkit.metrics.eval._running import RunningMeans
 
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
 SSIM_SIGMA = 1.5
@@ -235,8 +236,7 @@ class ImageMetrics:
     ) -> None:
         if lpips not in ("alex", "vgg", None):
             raise ValueError(f"lpips: expected 'alex', 'vgg' or None, got {lpips!r}")
-        is_count = isinstance(fid_samples, int) and not isinstance(fid_samples, bool)
-        if not is_count or not (fid_samples == 0 or fid_samples >= 2):
+        if not is_int(fid_samples) or not (fid_samples == 0 or fid_samples >= 2):
             raise ValueError(
                 f"fid_samples: expected 0 (no FID) or an integer >= 2 (FID needs two items per side), "
                 f"got {fid_samples!r}"
@@ -246,12 +246,12 @@ class ImageMetrics:
         self.device = torch.device(device) if device is not None else None
         self._lpips: Any = None
         if lpips is not None:
-            from vqkit.metrics.lpips import LPIPS
+            from vqkit.metrics.eval.lpips import LPIPS
 
             self._lpips = LPIPS(lpips)
         self._fid: Any = None
         if fid_samples:
-            from vqkit.metrics.fid import FrechetInceptionDistance
+            from vqkit.metrics.eval.fid import FrechetInceptionDistance
 
             self._fid = FrechetInceptionDistance(self.device)
         self._means = RunningMeans()

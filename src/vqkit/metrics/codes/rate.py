@@ -6,20 +6,7 @@ All figures are nominal (``bits_per_vector = sum(log2(alphabet))``, no entropy c
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
-
-def _check_nonnegative(name: str, value: Any) -> float:
-    ok = (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
-    if not ok:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-    return float(value)
+from vqkit._validate import check_nonnegative_number, check_positive_int
 
 
 def bits_per_item(latent_positions: int, bits_per_vector: float) -> float:
@@ -30,9 +17,8 @@ def bits_per_item(latent_positions: int, bits_per_vector: float) -> float:
             count of a clip).
         bits_per_vector: the quantizer's ``bits_per_vector``.
     """
-    if isinstance(latent_positions, bool) or not isinstance(latent_positions, int) or latent_positions < 1:
-        raise ValueError(f"latent_positions: expected a positive integer, got {latent_positions!r}")
-    return latent_positions * _check_nonnegative("bits_per_vector", bits_per_vector)
+    check_positive_int("latent_positions", latent_positions)
+    return latent_positions * check_nonnegative_number("bits_per_vector", bits_per_vector)
 
 
 def bitrate_kbps(bits_per_item: float, items_per_second: float) -> float:
@@ -41,15 +27,14 @@ def bitrate_kbps(bits_per_item: float, items_per_second: float) -> float:
     For a codec, an item is usually one latent frame: ``bitrate_kbps(bits_per_vector, sample_rate / hop)``.
     """
     return (
-        _check_nonnegative("bits_per_item", bits_per_item)
-        * _check_nonnegative("items_per_second", items_per_second)
+        check_nonnegative_number("bits_per_item", bits_per_item)
+        * check_nonnegative_number("items_per_second", items_per_second)
         / 1000.0
     )
 
 
 def bits_per_pixel(bits_per_item: float, height: int, width: int) -> float:
     """Bits per pixel (bpp) of an image coded with ``bits_per_item`` bits (channels are not counted)."""
-    for name, side in (("height", height), ("width", width)):
-        if isinstance(side, bool) or not isinstance(side, int) or side < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {side!r}")
-    return _check_nonnegative("bits_per_item", bits_per_item) / (height * width)
+    check_positive_int("height", height)
+    check_positive_int("width", width)
+    return check_nonnegative_number("bits_per_item", bits_per_item) / (height * width)

@@ -46,9 +46,10 @@ from typing import Any
 
 import torch
 
+from vqkit._validate import check_int
 from vqkit.functional.spectral import chroma_filterbank, magnitude_stft, mel_filterbank
-from vqkit.metrics._running import RunningMeans
-from vqkit.metrics.image import ssim as image_ssim
+from vqkit.metrics.eval._running import RunningMeans
+from vqkit.metrics.eval.image import ssim as image_ssim
 
 LSD_EPS = 1e-8
 MEL_EPS = 1e-5
@@ -206,9 +207,9 @@ class AudioMetrics:
     """
 
     def __init__(self, sample_rate: int, *, stoi: bool = True, pesq: bool = True) -> None:
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1000:
-            raise ValueError(f"sample_rate: expected an integer rate in Hz (>= 1000), got {sample_rate!r}")
-        self.sample_rate = sample_rate
+        self.sample_rate = check_int(
+            "sample_rate", sample_rate, minimum=1000, expected="an integer rate in Hz (>= 1000)"
+        )
         self._stoi: Any = None
         self._pesq: Any = None
         self.notes: dict[str, str] = {}

@@ -14,7 +14,9 @@ codebook is used across segments, as in the LooC paper's supplementary analysis 
   used code serves every segment; ``1/C``: segments use disjoint codes, as separate codebooks would).
 
 All functions are pure and vectorized (no Python loop over vectors or codes). Counting over many batches is
-the caller's sum of ``segment_usage`` tables.
+the caller's sum of ``segment_usage`` tables. They live in ``functional`` (not ``metrics``) because ``LooC``
+reports them as per-batch metrics, and quantizers import nothing above ``functional``; ``vqkit.metrics``
+re-exports them with the other code statistics.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from vqkit._validate import check_codes_in_range, check_positive_int
+from vqkit.functional.stats import code_counts, column_code_counts
 
 
 @torch.no_grad()
@@ -37,7 +40,7 @@ def segment_usage(codes: torch.Tensor, num_codes: int, *, validate: bool = True)
 
     Returns:
         ``[C, K]`` float64 counts: entry ``[j, k]`` is the number of vectors whose segment ``j`` has code ``k``.
-        One scatter-add (no ``bincount``, which syncs on CUDA to size its output).
+        One scatter-add (``column_code_counts``; no ``bincount``, which syncs on CUDA to size its output).
     """
     if validate:
         check_positive_int("num_codes", num_codes)
@@ -47,12 +50,7 @@ def segment_usage(codes: torch.Tensor, num_codes: int, *, validate: bool = True)
         if codes.dim() != 2:
             raise ValueError(f"codes: expected shape [N, C], got {tuple(codes.shape)}")
         check_codes_in_range(codes, (num_codes,) * codes.shape[1])
-    c = codes.shape[1]
-    offsets = torch.arange(c, device=codes.device) * num_codes
-    index = (codes.long() + offsets).reshape(-1)
-    counts = torch.zeros(c * num_codes, dtype=torch.float64, device=codes.device)
-    counts.index_add_(0, index, torch.ones(index.shape, dtype=torch.float64, device=codes.device))
-    return counts.view(c, num_codes)
+    return column_code_counts(codes, num_codes)
 
 
 def _check_counts(counts: torch.Tensor) -> None:
@@ -86,9 +84,7 @@ def code_sharing_curve(counts: torch.Tensor) -> torch.Tensor:
     """
     _check_counts(counts)
     c, k = counts.shape
-    users = _users(counts)
-    histogram = torch.zeros(c + 1, dtype=torch.float64, device=counts.device)
-    histogram.index_add_(0, users, torch.ones(users.shape, dtype=torch.float64, device=counts.device))
+    histogram = code_counts(_users(counts), c + 1)  # histogram[n] = #codes used by exactly n segments
     at_least = histogram.flip(0).cumsum(0).flip(0)[1:]  # at_least[n - 1] = #codes with users >= n
     return (at_least / max(k, 1)).to(torch.float32)
 

@@ -1,0 +1,149 @@
+"""Residual search over levels of block codebooks (IVQ's search), as pure functions of the codebook tensors.
+
+A **level** is ``(books, blocks)``: ``books`` ``[P, K, d]`` holds ``P`` codebooks of ``K`` codes of ``d`` dims
+(``P = 1``: one codebook shared by every block; ``P = blocks``: one per block), and a vector ``[D = blocks *
+d]`` is cut into ``blocks`` contiguous chunks, each matched against its codebook. Levels are residual: level
+``k`` quantizes what levels ``< k`` left. ``residual_block_search`` is the reference procedure; it is what
+``vqkit.quantizers.IVQ`` runs in ``forward`` and ``encode``, so their codes agree bit for bit.
+
+**The binary run.** With two codes per codebook the nearest-code test of a block is one dot product against
+``w = c1 - c0``: code 1 iff ``x . w > (|c1|^2 - |c0|^2) / 2`` (ties to code 0, like ``nearest_code``). For a
+leading run of two-code levels with equal blocks (all of IVQ's yin-yang layout) the residuals need not be formed:
+with ``r_k = x - sum_{i<k} q_i``, level ``k``'s test ``r_k . w_k > t_k`` is ``x . w_k - sum_{i<k} q_i . w_k >
+t_k``, and ``q_i . w_k`` is one of two precomputed numbers per block. The run costs one ``[N * blocks, d] x [d,
+R]`` product and a few ``[N, blocks]`` operations: the residual search, with different rounding only at exact
+ties. ``tests/test_functional_block_search.py`` compares it with the plain level-by-level search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from vqkit.functional.search import nearest_code
+from vqkit.types import Distance
+
+Level = tuple[torch.Tensor, int]
+"""``(books [P, K, d], blocks)``: one level's codebooks and how many blocks a vector is cut into."""
+
+CPU_CHUNK_BYTES = 1 << 21
+"""On CPU the rows go through all levels in chunks of about this size: the residual stays in cache across
+levels, which matters because a two-code level is a handful of memory passes and almost no arithmetic."""
+
+
+def block_lookup(codes: torch.Tensor, books: torch.Tensor) -> torch.Tensor:
+    """``[N, blocks]`` block codes -> ``[N, blocks * d]`` vectors (differentiable w.r.t. ``books``)."""
+    p, k, d = books.shape
+    if p == 1:
+        return F.embedding(codes, books[0]).reshape(codes.shape[0], -1)
+    offsets = torch.arange(p, device=codes.device) * k
+    return F.embedding(codes + offsets, books.reshape(p * k, d)).reshape(codes.shape[0], -1)
+
+
+def binary_test(books: torch.Tensor, distance: Distance) -> tuple[torch.Tensor, torch.Tensor]:
+    """For two-code ``books`` ``[P, 2, d]``: normals ``w = c1 - c0`` ``[P, d]`` and thresholds ``[P]``;
+    code 1 iff ``x . w > threshold`` (cosine compares directions: both codes normalized, threshold 0)."""
+    if distance == "cosine":
+        books = F.normalize(books, dim=-1)
+        return books[:, 1] - books[:, 0], books.new_zeros(books.shape[0])
+    norms = books.square().sum(-1)
+    return books[:, 1] - books[:, 0], 0.5 * (norms[:, 1] - norms[:, 0])
+
+
+def block_search(r: torch.Tensor, books: torch.Tensor, blocks: int, distance: Distance) -> torch.Tensor:
+    """Each block's nearest code: ``r`` ``[N, blocks * d]`` -> ``[N, blocks]`` int64."""
+    n, (p, k, d) = r.shape[0], books.shape
+    chunks = r.reshape(n, blocks, d)
+    if k == 2:
+        w, threshold = binary_test(books, distance)
+        scores = chunks @ w[0] if p == 1 else torch.einsum("nbd,bd->nb", chunks, w)
+        return (scores > threshold).long()
+    if p == 1:
+        return nearest_code(chunks.reshape(-1, d), books[0], distance=distance).codes.reshape(n, blocks)
+    found = [nearest_code(chunks[:, j], books[j], distance=distance).codes for j in range(p)]
+    return torch.stack(found, dim=1)
+
+
+def leading_binary_run(levels: Sequence[Level]) -> int:
+    """How many leading levels have two codes per codebook and level 0's blocks and codebooks."""
+    first_books, first_blocks = levels[0]
+    run = 0
+    for books, blocks in levels:
+        if books.shape[1] != 2 or blocks != first_blocks or books.shape[0] != first_books.shape[0]:
+            break
+        run += 1
+    return run
+
+
+def binary_run_tables(
+    levels: Sequence[Level], distance: Distance
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For a run of ``R`` two-code levels with ``P`` codebooks each:
+
+    * ``normals`` ``[P, d, R]``: level ``k``'s half-space normal ``w_k = c_{k,1} - c_{k,0}``;
+    * ``thresholds`` ``[R, P]``: level ``k``'s threshold plus ``sum_{i<k} c_{i,0} . w_k`` (what the earlier
+      levels subtract from its score when they pick code 0);
+    * ``steps`` ``[R, R, P]``: ``steps[i, k] = (c_{i,1} - c_{i,0}) . w_k`` for ``i < k`` (else 0), the extra
+      amount when level ``i`` picks code 1.
+    """
+    tests = [binary_test(books, distance) for books, _ in levels]
+    normals = torch.stack([w for w, _ in tests], dim=-1)  # [P, d, R]
+    codes = torch.stack([books for books, _ in levels])  # [R(i), P, 2, d]
+    run = len(levels)
+    later = torch.ones(run, run, dtype=codes.dtype, device=codes.device).triu(1)  # [i, k]: 1 where i < k
+    base = torch.einsum("ipd,pdk->ikp", codes[:, :, 0], normals) * later[..., None]  # [i, k, P]
+    thresholds = torch.stack([t for _, t in tests]) + base.sum(0)  # [R(k), P]
+    steps = torch.einsum("ipd,pdk->ikp", codes[:, :, 1] - codes[:, :, 0], normals) * later[..., None]
+    return normals, thresholds, steps
+
+
+def binary_run(
+    x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor], blocks: int
+) -> list[torch.Tensor]:
+    """The binary run on rows ``x`` ``[n, blocks * d]``: bits ``[n, blocks]`` (float 0/1) per level."""
+    normals, thresholds, steps = tables
+    d = normals.shape[1]
+    chunks = x.reshape(x.shape[0], blocks, d)
+    if normals.shape[0] == 1:  # shared codebooks: one matrix product for every block of every level
+        scores = (chunks.reshape(-1, d) @ normals[0]).T.reshape(-1, x.shape[0], blocks)
+    else:
+        scores = torch.einsum("nbd,bdr->rnb", chunks, normals)
+    bits: list[torch.Tensor] = []
+    for k in range(scores.shape[0]):
+        score = scores[k]
+        for i, earlier in enumerate(bits):
+            score = torch.addcmul(score, earlier, steps[i, k], value=-1.0)
+        bits.append((score > thresholds[k]).to(score.dtype))
+    return bits
+
+
+@torch.no_grad()
+def residual_block_search(
+    z: torch.Tensor, levels: Sequence[Level], distance: Distance, *, fast: bool = True
+) -> list[torch.Tensor]:
+    """Every level's block codes ``[N, blocks]`` int64 for ``z`` ``[N, D]``: the nearest code of each block of
+    each level's residual. ``fast=False`` is the plain level-by-level search (the reference); ``fast`` uses the
+    binary run for the leading two-code levels and, on CPU, row chunks that stay in cache."""
+    books_detached = [(books.detach(), blocks) for books, blocks in levels]
+    run = leading_binary_run(books_detached) if fast else 0
+    tables = binary_run_tables(books_detached[:run], distance) if run else None
+    rows = max(z.shape[0], 1)
+    if fast and z.device.type == "cpu":
+        rows = max(1, CPU_CHUNK_BYTES // (z.element_size() * z.shape[1]))
+    pieces: list[list[torch.Tensor]] = [[] for _ in levels]
+    for start in range(0, max(z.shape[0], 1), rows):
+        chunk = z[start : start + rows]
+        found = [b.long() for b in binary_run(chunk, tables, levels[0][1])] if tables is not None else []
+        residual = chunk
+        if len(found) < len(levels):
+            for (books, _), codes in zip(books_detached, found, strict=False):
+                residual = residual - block_lookup(codes, books)
+        for books, blocks in books_detached[len(found) :]:
+            found.append(block_search(residual, books, blocks, distance))
+            if len(found) < len(levels):
+                residual = residual - block_lookup(found[-1], books)
+        for piece, codes in zip(pieces, found, strict=True):
+            piece.append(codes)
+    return [torch.cat(piece) for piece in pieces]

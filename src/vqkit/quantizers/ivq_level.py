@@ -1,0 +1,165 @@
+"""One level of IVQ (``vqkit.quantizers.ivq``): block codebooks whose codes compose a hexagram index.
+
+A level with ``blocks`` blocks splits its ``[N, D]`` input into ``blocks`` contiguous chunks of ``D / blocks``
+dims and matches each against a codebook of ``2 ** (L / blocks)`` codes, by default one codebook shared by the
+blocks (``codebooks="per_block"``: one each). The blocks' codes concatenate into one hexagram index in
+``[0, 2**L)`` (``vqkit.functional.hexagram``). The search is ``vqkit.functional.block_search``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, cast
+
+import torch
+from torch import nn
+
+from vqkit._validate import check_choice
+from vqkit.functional import hexagram
+from vqkit.functional.block_search import block_lookup, block_search
+from vqkit.functional.stats import code_counts
+from vqkit.quantizers.base import Quantizer, straight_through
+from vqkit.quantizers.codebook import Codebook, CodebookOptions
+from vqkit.types import QuantizerOutput
+
+Codebooks = Literal["shared", "per_block"]
+PRESETS = ("yin-yang", "bottom-up", "top-down")
+
+
+def resolve_levels(levels: str | Sequence[Sequence[int]], lines: int) -> tuple[tuple[int, int], ...]:
+    """A preset name or a list of ``(codes per codebook, blocks)`` -> validated ``((codes, blocks), ...)``."""
+    if isinstance(levels, str):
+        check_choice("levels", levels, PRESETS)
+        if levels == "yin-yang":
+            return ((2, lines),) * 4
+        sizes = [g for g in range(1, lines + 1) if lines % g == 0]  # lines per block, fine to coarse
+        pairs = tuple((2**g, lines // g) for g in sizes)
+        return pairs if levels == "bottom-up" else pairs[::-1]
+    if not isinstance(levels, (list, tuple)) or not levels:
+        raise ValueError(
+            f"levels: expected one of {list(PRESETS)} or a list of (codes, blocks), got {levels!r}"
+        )
+    out = []
+    for level in levels:
+        ok = isinstance(level, (list, tuple)) and len(level) == 2
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in level)
+        if not ok or lines % level[1] or level[0] != 2 ** (lines // level[1]):
+            raise ValueError(
+                f"levels: each level is (codes, blocks) with blocks dividing lines={lines} and "
+                f"codes = 2 ** (lines / blocks), got {level!r}"
+            )
+        out.append((int(level[0]), int(level[1])))
+    return tuple(out)
+
+
+class IVQLevel(Quantizer):
+    """One IVQ level: ``[N, D]`` -> one hexagram index ``[N, 1]`` in ``[0, 2**L)``.
+
+    Args:
+        dim: D (a multiple of ``blocks``).
+        lines: L.
+        blocks: how many blocks a vector is cut into (a divisor of ``L``).
+        codebooks: ``"shared"`` (one codebook for every block) or ``"per_block"``.
+        options: the codebooks' strategies and constants.
+    """
+
+    def __init__(
+        self, dim: int, lines: int, blocks: int, *, codebooks: Codebooks, options: CodebookOptions
+    ) -> None:
+        super().__init__(dim)
+        self.lines, self.blocks = lines, blocks
+        self.num_codes = 2 ** (lines // blocks)
+        self.sub_dim = dim // blocks
+        count = blocks if codebooks == "per_block" else 1
+        self.codebooks = nn.ModuleList(Codebook(self.num_codes, self.sub_dim, options) for _ in range(count))
+
+    @property
+    def codebook_list(self) -> list[Codebook]:
+        return cast(list[Codebook], list(self.codebooks))
+
+    @property
+    def options(self) -> CodebookOptions:
+        return self.codebook_list[0].options
+
+    @property
+    def alphabet_sizes(self) -> tuple[int, ...]:
+        return (2**self.lines,)
+
+    @property
+    def num_codebook_parameters(self) -> int:
+        return sum(cb.weight.numel() for cb in self.codebook_list)
+
+    def books(self) -> torch.Tensor:
+        """The codebooks as one tensor ``[P, K, d]`` (differentiable; ``P`` is 1 when shared)."""
+        return torch.stack([cb.vectors for cb in self.codebook_list])
+
+    # ------------------------------------------------------------------ search and lookup
+    def _parts(self, r: torch.Tensor) -> list[torch.Tensor]:
+        """The vectors each codebook sees: all blocks ``[N * blocks, d]`` (shared) or block ``j`` ``[N, d]``."""
+        chunks = r.reshape(r.shape[0], self.blocks, self.sub_dim)
+        if len(self.codebooks) == 1:
+            return [chunks.reshape(-1, self.sub_dim)]
+        return list(chunks.unbind(1))
+
+    def block_codes(self, r: torch.Tensor) -> torch.Tensor:
+        """``[N, D]`` -> each block's nearest code ``[N, blocks]``."""
+        return block_search(r.detach(), self.books().detach(), self.blocks, self.options.distance)
+
+    def lookup(self, block_codes: torch.Tensor) -> torch.Tensor:
+        """``[N, blocks]`` -> ``[N, D]``, differentiable w.r.t. the codebooks (the same values in every path)."""
+        return block_lookup(block_codes, self.books())
+
+    def hexagram_table(self, hexagrams: torch.Tensor | None = None) -> torch.Tensor:
+        """What each hexagram decodes to at this level: ``[2**L, D]`` (or ``[M, D]`` for ``hexagrams`` ``[M]``)."""
+        if hexagrams is None:
+            hexagrams = torch.arange(2**self.lines, device=self.codebook_list[0].weight.device)
+        return self.lookup(hexagram.block_codes(hexagrams, self.lines, self.blocks))
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def needs_warm_start(self) -> bool:
+        return self.options.init == "kmeans" and not all(cb.is_initialized() for cb in self.codebook_list)
+
+    def warm_start(self, r: torch.Tensor) -> None:
+        """k-means init of codebooks not yet initialized (``init="kmeans"``) from this level's residual."""
+        for cb, part in zip(self.codebook_list, self._parts(r.detach()), strict=True):
+            cb.warm_start(part)
+
+    def quantize_codes(self, r: torch.Tensor, codes: torch.Tensor | None) -> QuantizerOutput:
+        """The training forward for hexagram ``codes`` ``[N, 1]`` (from IVQ's joint search; ``None``: this
+        level's nearest codes): losses, straight-through output, codebook statistics."""
+        if codes is None:
+            if self.training:
+                self.warm_start(r)
+            blocks = self.block_codes(r)
+        else:
+            blocks = hexagram.block_codes(codes[:, 0], self.lines, self.blocks)
+        q = self.lookup(blocks)
+        losses = self.codebook_list[0].losses(r, q)
+        count = len(self.codebooks)
+        offsets = torch.arange(count, device=blocks.device) * self.num_codes if count > 1 else 0
+        used = code_counts(blocks + offsets, count * self.num_codes, torch.float32) > 0
+        if self.training:
+            per_codebook = [blocks.reshape(-1)] if count == 1 else list(blocks.unbind(1))
+            for cb, part, c in zip(self.codebook_list, self._parts(r), per_codebook, strict=True):
+                cb.update(part, c)
+        return QuantizerOutput(
+            quantized=straight_through(q, r),
+            codes=hexagram.blocks_to_index(blocks, self.lines)[:, None],
+            losses=losses,
+            metrics={"codebook_utilization": used.float().mean()},
+        )
+
+    def _quantize(self, r: torch.Tensor) -> QuantizerOutput:
+        return self.quantize_codes(r, None)
+
+    def _encode(self, r: torch.Tensor) -> torch.Tensor:
+        return hexagram.blocks_to_index(self.block_codes(r), self.lines)[:, None]
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.lookup(hexagram.block_codes(codes[:, 0], self.lines, self.blocks))
+
+    @torch.no_grad()
+    def init_codebook(self, vectors: torch.Tensor) -> None:
+        for cb, part in zip(self.codebook_list, self._parts(vectors), strict=True):
+            cb.initialize_from(part, force=True)
