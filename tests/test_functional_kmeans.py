@@ -57,9 +57,14 @@ def test_kmeanspp_picks_distinct_points_and_finds_separated_clusters() -> None:
 
 
 def test_more_centres_than_points() -> None:
+    """With fewer points than centres every point is a centre (zero distortion), and every other centre is a
+    point's duplicate with the documented jitter (1e-3 of the data's std)."""
     x = torch.randn(5, 3)
     result = kmeans(x, 9, iters=2, generator=torch.Generator().manual_seed(0))
-    assert result.centers.shape == (9, 3) and torch.isfinite(result.centers).all()
+    assert result.centers.shape == (9, 3)
+    distances = torch.cdist(x, result.centers)
+    torch.testing.assert_close(distances.min(dim=1).values, torch.zeros(5), atol=1e-6, rtol=0)
+    assert float(distances.min(dim=0).values.max()) < 1e-2 * float(x.std())
 
 
 def test_spherical_kmeans_returns_unit_centres() -> None:

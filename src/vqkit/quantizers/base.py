@@ -180,6 +180,12 @@ class Quantizer(nn.Module, ABC):
         """Number of stored scalars that define the codebook (learned or frozen), projections included."""
         return 0
 
+    def search_cost(self) -> tuple[int, int] | None:
+        """``(multiply-adds, candidate code vectors)`` per input vector of an exhaustive nearest-code search,
+        summed over code positions (the matmul a search stands for in ``benchmarks/``); ``None`` for an
+        implicit codebook (FSQ, LFQ), which has no search."""
+        return None
+
     # ------------------------------------------------------------------ rate accounting
     @property
     def codes_per_vector(self) -> int:

@@ -25,17 +25,37 @@ Deviations, each deliberate:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from vqkit import distributed
+from vqkit.distributed import ProcessGroup
 from vqkit.functional.search import nearest_code
 from vqkit.functional.stats import code_counts
 
-if TYPE_CHECKING:
-    from vqkit.quantizers.codebook import Codebook
+
+class Codebook(Protocol):
+    """What the rules read and write of ``vqkit.quantizers.codebook.Codebook`` (typed here, so that this module
+    does not import the one that imports it)."""
+
+    num_codes: int
+    dim: int
+    options: Any  # CodebookOptions
+    process_group: ProcessGroup | None
+    weight: torch.Tensor
+    ema_sum: torch.Tensor
+    cluster_size: torch.Tensor
+    usage: torch.Tensor
+    step: torch.Tensor
+
+    @property
+    def vectors(self) -> torch.Tensor: ...
+
+    def smoothed_counts(self) -> torch.Tensor: ...
+
+    def register_buffer(self, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None: ...
 
 
 class GradUpdate:
@@ -45,7 +65,7 @@ class GradUpdate:
     codebook_loss = True
 
     def create(self, codebook: Codebook, weight: torch.Tensor) -> None:
-        codebook.weight = nn.Parameter(weight)
+        codebook.weight = nn.Parameter(weight)  # nn.Module.__setattr__ registers it
 
     def statistics(
         self, codebook: Codebook, z: torch.Tensor, codes: torch.Tensor

@@ -83,6 +83,13 @@ class _Composite(Quantizer):
         own = sum(p.numel() for name, p in self.named_parameters() if not name.startswith("stages."))
         return own + sum(stage.num_codebook_parameters for stage in self.stage_list)
 
+    def search_cost(self) -> tuple[int, int] | None:
+        """The stages' costs summed; ``None`` when a stage has no search (an implicit codebook)."""
+        parts = [stage.search_cost() for stage in self.stage_list]
+        if any(part is None for part in parts):
+            return None
+        return sum(p[0] for p in parts if p), sum(p[1] for p in parts if p)
+
     def _code_slices(self) -> list[slice]:
         slices, start = [], 0
         for stage in self.stage_list:

@@ -89,6 +89,9 @@ class IVQLevel(Quantizer):
     def num_codebook_parameters(self) -> int:
         return sum(cb.weight.numel() for cb in self.codebook_list)
 
+    def search_cost(self) -> tuple[int, int] | None:
+        return self.blocks * self.num_codes * self.sub_dim, self.blocks * self.num_codes
+
     def books(self) -> torch.Tensor:
         """The codebooks as one tensor ``[P, K, d]`` (differentiable; ``P`` is 1 when shared)."""
         return torch.stack([cb.vectors for cb in self.codebook_list])

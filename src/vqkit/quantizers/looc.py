@@ -187,6 +187,12 @@ class LooC(Quantizer):
         """K * d*: the shared codebook is the only stored codebook state."""
         return self.codebook_size * self.codebook_dim
 
+    def search_cost(self) -> tuple[int, int] | None:
+        return (
+            self.num_segments * self.codebook_size * self.codebook_dim,
+            self.num_segments * self.codebook_size,
+        )
+
     # ------------------------------------------------------------------ sub-vectors
     def _split(self, blocks: torch.Tensor) -> torch.Tensor:
         """``[N, D, P]`` (channel, sub-pixel) -> sub-vectors ``[N * C, d*]`` in code-column order."""

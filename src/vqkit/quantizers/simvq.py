@@ -69,6 +69,9 @@ class SimVQ(SingleCodebookQuantizer):
     def num_codebook_parameters(self) -> int:
         return self.codebook.numel() + sum(p.numel() for p in self.transform.parameters())
 
+    def search_cost(self) -> tuple[int, int] | None:
+        return self.codebook_size * self.dim, self.codebook_size
+
     @property
     def effective_codebook(self) -> torch.Tensor:
         """``[K, D]``: ``C W^T + b``, what each code decodes to."""

@@ -82,6 +82,9 @@ class VQ(SingleCodebookQuantizer):
         projections = sum(p.numel() for m in (self.project_in, self.project_out) for p in m.parameters())
         return self.codebook.weight.numel() + projections
 
+    def search_cost(self) -> tuple[int, int] | None:
+        return self.codebook_size * self.codebook.dim, self.codebook_size
+
     @property
     def effective_codebook(self) -> torch.Tensor:
         """``[K, D]``: what each code decodes to (after the out projection)."""
