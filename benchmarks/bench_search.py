@@ -51,161 +51,34 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from bench_common import SEED, THREADS, agreement, environment, load_warning, race
+from search_memory import bench_memory, memory_child
+from search_setup import (
+    DIM,
+    Target,
+    VectorQuantize,
+    make_data,
+    oracle_codes,
+    print_targets,
+    reference_vq,
+    vqkit_vq,
+)
 
 import vqkit
-from vqkit.functional.search import nearest_code, pairwise_distances
+from vqkit.functional.search import nearest_code
 from vqkit.utils.atomic import atomic_write_text
 
-
-def _reference_class() -> Any:
-    """vector-quantize-pytorch's ``VectorQuantize``, or ``None``: only the comparisons need it (the ``bench``
-    extra), the rest runs without it."""
-    try:
-        from vector_quantize_pytorch import VectorQuantize
-    except ImportError:  # pragma: no cover - depends on the environment
-        return None
-    return VectorQuantize
-
-
-VectorQuantize = _reference_class()
-
-THREADS = 2
-SEED = 0
-DIM = 64
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_search.json"
-MEMORY_LIMIT_BYTES = 1 << 30
-
-
-# --------------------------------------------------------------------------- timing
-@dataclass
-class Timing:
-    """Seconds of each call after warm-up."""
-
-    times: list[float] = field(default_factory=list)
-
-    @property
-    def best(self) -> float:
-        return min(self.times)
-
-    @property
-    def median(self) -> float:
-        ordered = sorted(self.times)
-        return ordered[len(ordered) // 2]
-
-    def as_dict(self) -> dict[str, float]:
-        return {"min_s": self.best, "median_s": self.median, "repeats": len(self.times)}
-
-
-def race(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, Timing]:
-    """Time ``fns`` round-robin: each round calls each once, in a rotated order, so drift and background load
-    spread over all of them instead of landing on whichever happened to run during it."""
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    timings = {name: Timing() for name in names}
-    for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            fns[name]()
-            timings[name].times.append(time.perf_counter() - start)
-    return timings
-
-
-# --------------------------------------------------------------------------- targets
-@dataclass
-class Target:
-    """A measured ratio against its limit; ``required=False`` rows are context and never fail the run."""
-
-    name: str
-    value: float
-    limit: float
-    higher_is_better: bool
-    note: str = ""
-    required: bool = True
-
-    @property
-    def passed(self) -> bool:
-        return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
-
-    def row(self) -> str:
-        op = ">=" if self.higher_is_better else "<="
-        verdict = ("PASS" if self.passed else "FAIL") if self.required else "info"
-        name = self.name if self.required else f"{self.name} [info]"
-        return f"{name:<54} {self.value:>9.3f} {op} {self.limit:<6g} {verdict:<5} {self.note}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "value": self.value,
-            "limit": self.limit,
-            "higher_is_better": self.higher_is_better,
-            "passed": self.passed,
-            "note": self.note,
-            "required": self.required,
-        }
-
-
-def make_data(n: int, k: int, dim: int = DIM) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(SEED)
-    x = torch.randn(n, dim, generator=generator)
-    codebook = torch.randn(k, dim, generator=generator)
-    return x, codebook
-
-
-def oracle_codes(x: torch.Tensor, codebook: torch.Tensor, rows: int = 2048) -> torch.Tensor:
-    """Exact nearest codes in float64 (dense per block of rows; small problems only)."""
-    c64 = codebook.double()
-    blocks = [pairwise_distances(x[i : i + rows].double(), c64).argmin(1) for i in range(0, len(x), rows)]
-    return torch.cat(blocks)
-
-
-def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    return 100.0 * float((a.reshape(-1) == b.reshape(-1)).double().mean())
-
-
-def reference_vq(codebook: torch.Tensor, **overrides: Any) -> Any:  # an untyped third-party module
-    """vector-quantize-pytorch's VectorQuantize, set up as the module docstring says, holding ``codebook``."""
-    assert VectorQuantize is not None
-    kwargs: dict[str, Any] = dict(
-        dim=codebook.shape[1],
-        codebook_size=codebook.shape[0],
-        decay=0.99,
-        eps=1e-5,
-        kmeans_init=False,
-        commitment_weight=0.25,
-        rotation_trick=False,
-        threshold_ema_dead_code=0,
-        use_cosine_sim=False,
-        sync_codebook=False,
-    )
-    kwargs.update(overrides)
-    ref = VectorQuantize(**kwargs)
-    with torch.no_grad():
-        ref._codebook.embed.copy_(codebook[None])
-        ref._codebook.embed_avg.copy_(codebook[None])  # EMA sums = C * counts (counts start at 1, as vqkit's)
-    return ref
-
-
-def vqkit_vq(codebook: torch.Tensor, **kwargs: Any) -> vqkit.VQ:
-    q = vqkit.VQ(codebook.shape[1], codebook.shape[0], **kwargs)
-    q.codebook.set_codes(codebook)
-    return q
 
 
 # --------------------------------------------------------------------------- 1. eval encode
@@ -332,93 +205,6 @@ def bench_train(repeats: int) -> tuple[dict[str, Any], list[Target]]:
     return result, targets
 
 
-# --------------------------------------------------------------------------- 3. memory, in a subprocess
-def _status_kib(name: str) -> int:
-    """``VmRSS`` (resident now) or ``VmHWM`` (resident peak) in KiB, from ``/proc/self/status``."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(name + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{name} not in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0), so it measures only what follows."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def memory_child(n: int, k: int) -> dict[str, Any]:
-    """In a fresh interpreter: resident-memory peak of one ``encode``, ``n`` vectors against ``k`` codes."""
-    torch.set_num_threads(THREADS)
-    x, codebook = make_data(n, k)
-    q = vqkit_vq(codebook).eval()
-    hwm_reset = _reset_peak_rss()
-    rss_before, hwm_before = _status_kib("VmRSS"), _status_kib("VmHWM")
-    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    start, start_cpu = time.perf_counter(), time.process_time()
-    codes = q.encode(x)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-    maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    hwm_after = _status_kib("VmHWM")
-    # Spot check against float64 on a few rows (the full oracle would need the N x K matrix).
-    rows = torch.arange(0, n, max(1, n // 256))
-    spot = agreement(codes[rows, 0], oracle_codes(x[rows], codebook))
-    return {
-        "n": n,
-        "d": DIM,
-        "k": k,
-        "encode_s": seconds,
-        "encode_cpu_s": cpu_seconds,  # all threads; far under THREADS * encode_s when other work competes
-        "input_bytes": (x.numel() + codebook.numel()) * 4,
-        "rss_before_kib": rss_before,
-        "hwm_reset": hwm_reset,
-        "hwm_before_kib": hwm_before,
-        "hwm_after_kib": hwm_after,
-        "maxrss_before_kib": maxrss_before,
-        "maxrss_after_kib": maxrss_after,
-        "spot_agreement_vs_float64_pct": spot,
-    }
-
-
-def bench_memory(n: int, k: int) -> tuple[dict[str, Any], list[Target]]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", str(n), str(k)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory child failed ({proc.returncode}):\n{proc.stderr}")
-    child = json.loads(proc.stdout.strip().splitlines()[-1])
-    # Two views of the peak, and the larger one is judged:
-    # * VmHWM after the encode minus VmRSS before it (VmHWM reset just before, when the kernel allows);
-    # * ru_maxrss growth. ru_maxrss is a high-water mark that Linux carries over from the parent across
-    #   fork + exec, so the child is started before the parent holds any benchmark data, and a growth of 0
-    #   would only mean the encode stayed under that inherited mark (the VmHWM view covers that case).
-    growth_hwm = (child["hwm_after_kib"] - child["rss_before_kib"]) * 1024
-    growth_maxrss = (child["maxrss_after_kib"] - child["maxrss_before_kib"]) * 1024
-    growth = max(growth_hwm, growth_maxrss)
-    full = n * k * 4
-    child.update(
-        peak_growth_vmhwm_bytes=growth_hwm,
-        peak_growth_ru_maxrss_bytes=growth_maxrss,
-        peak_growth_bytes=growth,
-        full_score_matrix_bytes=full,
-    )
-    targets = [
-        Target(
-            f"3  peak RSS growth, MiB (N=K={n})",
-            growth / 2**20,
-            MEMORY_LIMIT_BYTES / 2**20,
-            False,
-            f"{n}x{k} fp32 scores = {full / 2**30:g} GiB; encode {child['encode_s']:.1f} s "
-            f"({child['encode_cpu_s']:.1f} s CPU)",
-        )
-    ]
-    return child, targets
-
-
 # --------------------------------------------------------------------------- IVQ fast path
 def bench_ivq(repeats: int) -> tuple[dict[str, Any], list[Target]]:
     n, dim = 65536, 96
@@ -435,7 +221,7 @@ def bench_ivq(repeats: int) -> tuple[dict[str, Any], list[Target]]:
         q.init_codebook(fit)
         q.eval()
     assert len({q.bits_per_vector for q in quantizers.values()}) == 1
-    fns: dict[str, Callable[[], object]] = {name: (lambda q=q: q.encode(x)) for name, q in quantizers.items()}
+    fns: dict[str, Callable[[], object]] = {name: partial(q.encode, x) for name, q in quantizers.items()}
     timings = race(fns, repeats)
     result: dict[str, Any] = {
         "n": n,
@@ -447,7 +233,7 @@ def bench_ivq(repeats: int) -> tuple[dict[str, Any], list[Target]]:
             result[name] = {
                 **timings[name].as_dict(),
                 "mse": float((q.decode(q.encode(x)) - x).square().mean()),
-                "codebook_size": q.codebook_size,
+                "codebook_size": q.codebook_label,  # the printed label ("4×64"), as before
                 "codebook_parameters": q.num_codebook_parameters,
             }
     base = timings["residual_vq_4x64"].best
@@ -473,38 +259,6 @@ def bench_ivq(repeats: int) -> tuple[dict[str, Any], list[Target]]:
 
 
 # --------------------------------------------------------------------------- report
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        head, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("-dirty" if dirty else "")
-
-
-def vqp_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("vector-quantize-pytorch")
-    except PackageNotFoundError:
-        return None
-
-
 @contextlib.contextmanager
 def section(title: str) -> Iterator[None]:
     print(f"-- {title} ...", flush=True)
@@ -513,21 +267,9 @@ def section(title: str) -> Iterator[None]:
     print(f"   done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (a fast check, noisier numbers)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON report (default {RESULTS})")
-    parser.add_argument("--memory-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.memory_child:
-        print(json.dumps(memory_child(*args.memory_child)))
-        return 0
-
-    torch.set_num_threads(THREADS)
-    torch.manual_seed(SEED)
-    repeats_encode, repeats_train = (5, 3) if args.quick else (20, 8)
-    load_before = os.getloadavg()
-    started = time.perf_counter()
+def run_benchmarks(quick: bool) -> tuple[dict[str, Any], list[Target]]:
+    """Sections 3, 1, 2 and 4 in that order: the report's sections and every target (3's last)."""
+    repeats_encode, repeats_train = (5, 3) if quick else (20, 8)
     targets: list[Target] = []
     report: dict[str, Any] = {}
     # The memory child goes first: it inherits this process's peak RSS as its ru_maxrss (see bench_memory).
@@ -542,47 +284,35 @@ def main(argv: list[str] | None = None) -> int:
     with section("4. IVQ yin-yang vs ResidualVQ 4x64 encode, N=65536 D=96"):
         report["ivq"], found = bench_ivq(repeats_encode)
         targets += found
-    targets += memory_targets
+    return report, targets + memory_targets
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a fast check, noisier numbers)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON report (default {RESULTS})")
+    parser.add_argument("--memory-child", nargs=2, type=int, metavar=("N", "K"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        print(json.dumps(memory_child(*args.memory_child)))
+        return 0
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(SEED)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    report, targets = run_benchmarks(args.quick)
     load_after = os.getloadavg()
     print()
-    # A heuristic: this run adds about THREADS to the lagging 1-minute load average (and a previous run's
-    # share fades over a minute or two); well beyond that is other work. The memory child's CPU seconds per
-    # wall second (about THREADS when the cores were ours) are in the JSON too.
-    if load_before[0] > 1.5 or load_after[0] > THREADS + 1.5:
-        print(
-            f"WARNING: load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
-            f"{os.cpu_count()} CPUs: other work competed for the cores and inflated the times (most for the "
-            "many short parallel steps of the chunked search)."
-        )
-    print(f"{'target':<54} {'measured':>9}    {'limit':<6} {'':<5} note")
-    for target in targets:
-        print(target.row())
-    required = [t for t in targets if t.required]
-    failed = [t.name for t in required if not t.passed]
-    print(
-        f"\n{len(required) - len(failed)}/{len(required)} targets pass"
-        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    # The memory child's CPU seconds per wall second (about THREADS when the cores were ours) are in the JSON.
+    warning = load_warning(
+        load_before, load_after, " (most for the many short parallel steps of the chunked search)"
     )
-
+    if warning:
+        print(warning)
+    failed = print_targets(targets)
     report["targets"] = [t.as_dict() for t in targets]
-    report["environment"] = {
-        "timestamp_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "torch": torch.__version__,
-        "vector_quantize_pytorch": vqp_version(),
-        "vqkit": vqkit.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "quick": bool(args.quick),
-        # Other work on the machine shows here; times are minima over repeats to dampen it.
-        "loadavg_before": load_before,
-        "loadavg_after": load_after,
-        "wall_s": time.perf_counter() - started,
-        "timing": "min over round-robin repeats after warm-up (median recorded too)",
-    }
+    report["environment"] = environment(load_before, load_after, started, quick=bool(args.quick))
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 1 if failed else 0

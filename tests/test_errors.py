@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vqkit
-from vqkit import io as vqkit_io
+from vqkit.utils import folders
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_decode_rejects_out_of_range_and_bad_codes() -> None:
 def test_load_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(FileNotFoundError, match="path: expected a folder"):
         vqkit.load_quantizer(tmp_path / "missing")
-    folder = vqkit.VQ(4, 8).save(tmp_path / "q")
+    folder = vqkit.save_quantizer(vqkit.VQ(4, 8), tmp_path / "q")
     (folder / "weights.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="path: cannot read weights"):
         vqkit.load_quantizer(folder)
@@ -99,15 +99,15 @@ def test_load_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 def test_save_replaces_atomically_and_leaves_no_partial_folder(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     q = vqkit.VQ(4, 8)
-    path = q.save(tmp_path / "q")
+    path = vqkit.save_quantizer(q, tmp_path / "q")
     before = (path / "weights.safetensors").read_bytes()
 
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(vqkit_io, "save_file", explode)
+    monkeypatch.setattr(folders, "save_file", explode)
     with pytest.raises(RuntimeError, match="disk full"):
-        vqkit.VQ(4, 8).save(path)
+        vqkit.save_quantizer(vqkit.VQ(4, 8), path)
     assert (path / "weights.safetensors").read_bytes() == before  # the old folder is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]  # no staging leftovers
 
@@ -115,7 +115,7 @@ def test_save_replaces_atomically_and_leaves_no_partial_folder(tmp_path, monkeyp
 def test_failed_publish_restores_the_old_folder(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from vqkit.utils import atomic
 
-    path = vqkit.VQ(4, 8).save(tmp_path / "q")
+    path = vqkit.save_quantizer(vqkit.VQ(4, 8), tmp_path / "q")
     before = (path / "weights.safetensors").read_bytes()
     real_replace = atomic.os.replace
     calls = []
@@ -128,7 +128,7 @@ def test_failed_publish_restores_the_old_folder(tmp_path, monkeypatch) -> None: 
 
     monkeypatch.setattr(atomic.os, "replace", flaky)
     with pytest.raises(KeyboardInterrupt):
-        vqkit.VQ(4, 8).save(path)
+        vqkit.save_quantizer(vqkit.VQ(4, 8), path)
     monkeypatch.setattr(atomic.os, "replace", real_replace)
     assert (path / "weights.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q"]

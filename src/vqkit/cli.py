@@ -6,13 +6,22 @@
     vqkit bench BENCH [--out DIR] [--quick] [--methods a,b,...] [--seeds 0,1,...]
     vqkit eval RUN [--split test|val] [--max-items N] [--fid-samples N] [--checkpoint DIR]
     vqkit encode RUN FILES... -o codes.npz
-    vqkit decode RUN codes.npz -o DIR
-    vqkit export RUN DIR
+    vqkit decode RUN codes.npz -o DIR [--force]
+    vqkit export RUN DIR [--force]
     vqkit info RUN
 
 ``RUN`` is a run directory written by ``vqkit train`` (or, for encode / decode / info, a tokenizer written by
 ``vqkit export``). Errors go to stderr with exit status 1 (2 for bad command lines); nothing is left
 half-written.
+
+No command deletes a file it did not write. ``decode`` and ``export`` write into a new or empty folder, or
+replace their own previous output there (``decode`` knows its files by the ``vqkit-decode.json`` manifest it
+writes beside them; ``export`` by the format markers in ``config.json`` and ``weights.safetensors``). A folder
+holding anything else is refused unless ``--force``, which writes the command's files there and keeps every
+other file; a file in the way that the command did not write is refused even then. ``encode -o`` replaces
+only an earlier codes archive. ``decode`` names each file after its input (``shirt.png`` -> ``shirt.png``);
+inputs that share a name (``a/x.png``, ``b/x.png``) get their position on the ``encode`` command line
+appended: ``x-0.png``, ``x-1.png`` (``vqkit.utils.names``).
 """
 
 from __future__ import annotations
@@ -26,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from vqkit.utils.manifest import Manifest
+from vqkit.utils.names import item_stem, unique_names
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,12 +100,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run directory or exported tokenizer")
     p.add_argument("codes", type=Path, help="archive written by vqkit encode")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the decoded files")
+    p.add_argument(
+        "--force", action="store_true", help="write into a folder holding other files (they are kept)"
+    )
 
     p = sub.add_parser(
         "export", help="export the tokenizer (safetensors + JSON)", description="Export a tokenizer."
     )
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("output", type=Path, help="folder to write; load it with vqkit.load_tokenizer")
+    p.add_argument(
+        "--force", action="store_true", help="write into a folder holding other files (they are kept)"
+    )
 
     p = sub.add_parser("info", help="describe a run or exported tokenizer", description="Describe a run.")
     p.add_argument("run", type=Path, help="run directory or exported tokenizer")
@@ -188,6 +206,7 @@ def _encode(args: argparse.Namespace) -> int:
     from vqkit.train.files import read_input, write_codes
     from vqkit.train.run import load_run_model
 
+    _check_codes_target(args.output)
     model, meta = load_run_model(args.run)
     modality, channels, rate = _model_inputs(meta, model)
     inputs = [
@@ -208,10 +227,30 @@ def _encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_codes_target(path: Path) -> None:
+    """``encode -o`` may replace an earlier codes archive, never another file (a typo'd input, say)."""
+    from vqkit.train.files import InputFileError, read_codes
+
+    if path.is_dir():
+        raise FileExistsError(
+            f"-o/--output: expected a codes archive to write (.npz), got the folder {str(path)!r}"
+        )
+    if path.exists():
+        try:
+            read_codes(path)
+        except InputFileError as err:
+            raise FileExistsError(
+                f"-o/--output: {str(path)!r} exists and is not a vqkit codes archive, so it is not replaced; "
+                "remove it or choose another name"
+            ) from err
+
+
+DECODED = Manifest("vqkit-decode.json", "vqkit.decode", writer="vqkit decode")
+
+
 def _decode(args: argparse.Namespace) -> int:
-    from vqkit.train.files import audio_bytes, image_bytes, read_codes
+    from vqkit.train.files import read_codes
     from vqkit.train.run import load_run_model
-    from vqkit.utils.atomic import atomic_directory
 
     model, meta = load_run_model(args.run)
     codes, info = read_codes(args.codes)
@@ -220,33 +259,50 @@ def _decode(args: argparse.Namespace) -> int:
         raise ValueError(
             f"codes: {str(args.codes)!r} holds {info.get('modality')} codes; this model is {modality}"
         )
-    outputs: list[tuple[str, bytes]] = []
+    stems = [item_stem(item.get("source"), i) for i, item in enumerate(info["items"])]
+    names = unique_names(stems, ".png" if modality == "image" else ".wav")
+    owner = DECODED.owner("-o/--output", "--force")
+    DECODED.check(args.output, names, owner, overwrite=args.force)  # before the work, not after
+    payloads = _decoded_payloads(model, codes, info, modality, int(info.get("sample_rate") or rate or 0))
+    files = dict(zip(names, payloads, strict=True))
+    sources = {name: item.get("source") for name, item in zip(names, info["items"], strict=True)}
+    DECODED.publish(
+        args.output, files, owner, overwrite=args.force, info={"codes": str(args.codes), "sources": sources}
+    )
+    print(f"wrote {len(files)} files to {args.output}")
+    return 0
+
+
+def _decoded_payloads(
+    model: Any, codes: list[torch.Tensor], info: dict[str, Any], modality: str, rate: int
+) -> list[bytes]:
+    """Each item decoded and encoded as a file: PNG for images, WAV (cut to the input's length) for audio."""
+    from vqkit.train.files import audio_bytes, image_bytes
+
+    payloads = []
     with torch.no_grad():
         for c, item in zip(codes, info["items"], strict=True):
             x = model.decode(c[None])[0]
-            stem = Path(item["source"]).stem
             if modality == "image":
-                outputs.append((f"{stem}.png", image_bytes(x)))
+                payloads.append(image_bytes(x))
             else:
-                length = int(item["shape"][-1])
-                outputs.append(
-                    (f"{stem}.wav", audio_bytes(x[..., :length], int(info.get("sample_rate") or rate or 0)))
-                )
-    with atomic_directory(args.output) as staging:  # all files or none
-        for name, payload in outputs:
-            (staging / name).write_bytes(payload)
-    print(f"wrote {len(outputs)} files to {args.output}")
-    return 0
+                payloads.append(audio_bytes(x[..., : int(item["shape"][-1])], rate))
+    return payloads
 
 
 def _export(args: argparse.Namespace) -> int:
     from vqkit.models import save_tokenizer
+    from vqkit.models.io import TOKENIZER_FOLDER
     from vqkit.train.run import is_run_dir, load_run_model
+    from vqkit.utils.folders import FILES
+    from vqkit.utils.publish import plan_write
 
     if not is_run_dir(args.run):
         raise FileNotFoundError(f"run: {str(args.run)!r} is not a run directory (config.yaml + checkpoints/)")
+    # Checked first with the command line's names (the library's own check would say path / overwrite=True).
+    plan_write(args.output, FILES, TOKENIZER_FOLDER.owner("output", "--force"), overwrite=args.force)
     model, meta = load_run_model(args.run)
-    path = save_tokenizer(model, args.output)
+    path = save_tokenizer(model, args.output, overwrite=args.force)
     print(f"exported {meta.get('checkpoint')} to {path}")
     return 0
 
@@ -259,7 +315,7 @@ def _info(args: argparse.Namespace) -> int:
     lines = {
         "model": type(model).__name__,
         "modality": meta.get("modality"),
-        "quantizer": f"{q.registry_name or type(q).__name__} {q.codebook_size}",
+        "quantizer": f"{q.registry_name or type(q).__name__} {q.codebook_label}",
         "bits per vector": f"{q.bits_per_vector:g}",
         "codebook parameters": q.num_codebook_parameters,
         "model parameters": sum(p.numel() for p in model.parameters()),

@@ -46,7 +46,6 @@ cannot use all 256 codes. Everything is seeded and deterministic; results go to 
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -65,6 +64,7 @@ from vqkit.quantizers import (
 from vqkit.rates import kwargs_at_rate
 from vqkit.registry import list_quantizers
 from vqkit.utils.atomic import atomic_write_text
+from vqkit.utils.timing import best_seconds
 
 SEED = 0
 SETTINGS = ((8, 8), (4, 8))
@@ -186,12 +186,7 @@ class Row:
 
 def encode_throughput(quantizer: Quantizer, h: torch.Tensor) -> float:
     """Vectors per second of ``quantizer.encode`` on ``h`` (best of ``THROUGHPUT_REPEATS``)."""
-    best = math.inf
-    for _ in range(THROUGHPUT_REPEATS):
-        start = time.perf_counter()
-        quantizer.encode(h)
-        best = min(best, time.perf_counter() - start)
-    return h.shape[0] / best
+    return h.shape[0] / best_seconds(lambda: quantizer.encode(h), THROUGHPUT_REPEATS, warmup=0)
 
 
 def gaussian_bound(bits: float, dim: int, variance: float = 1.0) -> float:

@@ -102,15 +102,8 @@ def nearest_code(
     Returns:
         ``SearchResult`` with ``codes`` / ``distances`` of shape ``[N]`` when ``k == 1`` else ``[N, k]``.
     """
-    if x.dim() != 2 or codebook.dim() != 2 or x.shape[1] != codebook.shape[1]:
-        raise ValueError(
-            f"nearest_code: expected x [N, D] and codebook [K, D] with equal D, "
-            f"got x {tuple(x.shape)} and codebook {tuple(codebook.shape)}"
-        )
-    num_codes = codebook.shape[0]
-    if not 1 <= k <= num_codes:
-        raise ValueError(f"nearest_code: k must be in [1, {num_codes}] (the number of codes), got {k}")
-    n = x.shape[0]
+    _check_query(x, codebook, k)
+    num_codes, n = codebook.shape[0], x.shape[0]
     shape = (n,) if k == 1 else (n, k)
     codes = torch.empty(shape, dtype=torch.long, device=x.device)
     dists = torch.empty(shape, dtype=x.dtype, device=x.device)
@@ -123,13 +116,7 @@ def nearest_code(
     scores = x.new_empty(rows * block)
     row_ids = torch.arange(rows, device=x.device) if on_cpu and k == 1 else None
     cosine = distance == "cosine"
-    if cosine:
-        # Maximize cosine == minimize its negation: the sign goes into the normalized codes (exact in floats).
-        codebook_t = F.normalize(codebook, dim=-1).neg_().t()
-        bias = None
-    else:
-        codebook_t = codebook.t()
-        bias = squared_norms(codebook) if codebook_sqnorm is None else codebook_sqnorm
+    codebook_t, bias = _scoring_codes(codebook, cosine, codebook_sqnorm)
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         chunk = F.normalize(x[start:stop], dim=-1) if cosine else x[start:stop]
@@ -141,23 +128,57 @@ def nearest_code(
                 torch.mm(chunk, codebook_t[:, first:last], out=out)
             else:
                 torch.addmm(bias[first:last], chunk, codebook_t[:, first:last], alpha=-2.0, out=out)
-            if k > 1:
-                torch.topk(out, k, dim=1, largest=False, sorted=True, out=best)
-            elif row_ids is None:
-                torch.min(out, dim=1, out=best)
-            elif first == 0:
-                values, indices = _row_min(out, row_ids)
-                best[0].copy_(values)
-                best[1].copy_(indices)
-            else:
-                values, indices = _row_min(out, row_ids)
-                _keep_smaller_(*best, values, indices.add_(first))
+            _reduce_tile(out, first, k, best, row_ids)
     if cosine:
         dists.add_(1.0)
     else:
         x_sqnorm = squared_norms(x)
         dists.add_(x_sqnorm if k == 1 else x_sqnorm[:, None]).clamp_(min=0.0)
     return SearchResult(codes=codes, distances=dists)
+
+
+def _scoring_codes(
+    codebook: torch.Tensor, cosine: bool, sqnorm: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(C^T, bias)`` so that ``bias + x C^T`` (scaled by -2 with a bias) is minimal at the nearest code."""
+    if cosine:
+        # Maximize cosine == minimize its negation: the sign goes into the normalized codes (exact in floats).
+        return F.normalize(codebook, dim=-1).neg_().t(), None
+    return codebook.t(), squared_norms(codebook) if sqnorm is None else sqnorm
+
+
+def _check_query(x: torch.Tensor, codebook: torch.Tensor, k: int) -> None:
+    if x.dim() != 2 or codebook.dim() != 2 or x.shape[1] != codebook.shape[1]:
+        raise ValueError(
+            f"nearest_code: expected x [N, D] and codebook [K, D] with equal D, "
+            f"got x {tuple(x.shape)} and codebook {tuple(codebook.shape)}"
+        )
+    if not 1 <= k <= codebook.shape[0]:
+        raise ValueError(
+            f"nearest_code: k must be in [1, {codebook.shape[0]}] (the number of codes), got {k}"
+        )
+
+
+def _reduce_tile(
+    scores: torch.Tensor,
+    first: int,
+    k: int,
+    best: tuple[torch.Tensor, torch.Tensor],
+    row_ids: torch.Tensor | None,
+) -> None:
+    """Fold one tile of scores (codes ``first ..``) into the running result ``best`` (values, codes): top-k on
+    whole rows; ``torch.min`` off CPU; on CPU ``_row_min`` per block, merged with a running minimum."""
+    if k > 1:
+        torch.topk(scores, k, dim=1, largest=False, sorted=True, out=best)
+    elif row_ids is None:
+        torch.min(scores, dim=1, out=best)
+    elif first == 0:
+        values, indices = _row_min(scores, row_ids)
+        best[0].copy_(values)
+        best[1].copy_(indices)
+    else:
+        values, indices = _row_min(scores, row_ids)
+        _keep_smaller_(*best, values, indices.add_(first))
 
 
 def _row_min(scores: torch.Tensor, row_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,8 @@
 * ``multi_resolution_stft_loss``: for each FFT size, spectral convergence ``|| |S(x)| - |S(x_hat)| ||_F /
   || |S(x)| ||_F`` plus the log-magnitude L1 ``mean | log|S(x)| - log|S(x_hat)| |``, averaged over the
   resolutions (Yamamoto, Song, Kim, "Parallel WaveGAN", arXiv 1910.11480, section 2.3; hop ``n_fft / 4``,
-  Hann window of ``n_fft``).
+  Hann window of ``n_fft``). The distance is ``vqkit.functional.stft_distance``'s, which the evaluation
+  metric shares (with log10 and per-clip norms).
 * ``mel_l1_loss``: ``mean | log_mel(x) - log_mel(x_hat) |`` (the spectral term of Encodec, arXiv 2210.13438,
   section 3.4, at one scale and with the log-mel L1 only).
 * ``l1`` is ``mean |x - x_hat|`` (Encodec's time-domain term).
@@ -13,27 +14,22 @@ All inputs are ``[..., T]``; the losses are scalars, computed in float32.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
-from vqkit.functional.spectral import log_mel, magnitude_stft
-
-
-def spectral_convergence(mag_hat: torch.Tensor, mag: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """``|| mag - mag_hat ||_F / max(|| mag ||_F, eps)`` over the whole batch (as Parallel WaveGAN)."""
-    return torch.linalg.vector_norm(mag - mag_hat) / torch.linalg.vector_norm(mag).clamp(min=eps)
-
-
-def log_magnitude_l1(mag_hat: torch.Tensor, mag: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """``mean | log(max(mag, eps)) - log(max(mag_hat, eps)) |``."""
-    return (torch.log(mag.clamp(min=eps)) - torch.log(mag_hat.clamp(min=eps))).abs().mean()
+from vqkit.functional.spectral import log_mel
+from vqkit.functional.stft_distance import multi_resolution_stft_distance
 
 
 def multi_resolution_stft_loss(
     x_hat: torch.Tensor, x: torch.Tensor, fft_sizes: Sequence[int] = (512, 1024, 2048), eps: float = 1e-7
 ) -> torch.Tensor:
     """Mean over ``fft_sizes`` of spectral convergence + log-magnitude L1 (hop ``n / 4``, window ``n``).
+
+    ``vqkit.functional.stft_distance.multi_resolution_stft_distance`` with the training parameters: natural
+    log, float32, norms over the whole batch.
 
     Args:
         x_hat: reconstruction ``[..., T]``.
@@ -44,16 +40,9 @@ def multi_resolution_stft_loss(
     Returns:
         A scalar, exactly 0 when ``x_hat`` equals ``x``.
     """
-    if x_hat.shape != x.shape:
-        raise ValueError(f"x_hat: expected the shape of x {tuple(x.shape)}, got {tuple(x_hat.shape)}")
-    if not fft_sizes:
-        raise ValueError("fft_sizes: expected at least one FFT size, got none")
-    terms = []
-    for n_fft in fft_sizes:
-        mag = magnitude_stft(x.float(), n_fft)
-        mag_hat = magnitude_stft(x_hat.float(), n_fft)
-        terms.append(spectral_convergence(mag_hat, mag, eps) + log_magnitude_l1(mag_hat, mag, eps))
-    return torch.stack(terms).mean()
+    return multi_resolution_stft_distance(
+        x_hat.float(), x.float(), fft_sizes, log_base=math.e, log_floor=eps, norm_floor=eps
+    )
 
 
 def mel_l1_loss(

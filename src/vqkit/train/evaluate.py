@@ -89,6 +89,27 @@ def evaluate(
     return result
 
 
+def metric_sections(result: dict[str, float]) -> dict[str, dict[str, float]]:
+    """An evaluation's flat result in the three groups a reader wants apart.
+
+    * ``summary``: the modality's metrics, rate, ``loss``, and the whole-codebook diagnostics
+      (``codebook/<name>``);
+    * ``terms``: the loss terms (``loss/<term>``) and the collapse scores (``collapse/<name>``);
+    * ``positions``: the per-code-position values ``CodebookUsage`` adds when there are several codes per
+      vector (``codebook/<name>/<j>``).
+
+    The one place that reads structure from these names.
+    """
+    sections: dict[str, dict[str, float]] = {"summary": {}, "terms": {}, "positions": {}}
+    for name, value in result.items():
+        depth = name.count("/")
+        if name.startswith("codebook/"):
+            sections["summary" if depth == 1 else "positions"][name] = value
+        else:
+            sections["summary" if depth == 0 else "terms"][name] = value
+    return sections
+
+
 def _item_limit(config: RunConfig, quick: bool) -> int | None:
     """How many items to evaluate: ``eval.max_items`` (None: all), at most ``QUICK_ITEMS`` when ``quick``."""
     limit = config.eval.max_items

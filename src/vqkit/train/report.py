@@ -14,7 +14,6 @@ Everything is written atomically (each PNG, then the report).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -24,24 +23,10 @@ import torch
 
 from vqkit.functional.spectral import magnitude_stft
 from vqkit.models.base import Tokenizer
-from vqkit.utils.atomic import atomic_write_bytes, atomic_write_text
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path.name
+from vqkit.train.evaluate import metric_sections
+from vqkit.train.plots import pyplot, save_png
+from vqkit.train.run import RunPaths
+from vqkit.utils.atomic import atomic_write_text
 
 
 def read_log(path: Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
@@ -59,7 +44,7 @@ def plot_curves(series: dict[tuple[str, str], list[tuple[int, float]]], out: Pat
     names = [key for key in series if key[0] in ("train", "pretrain", "val") and key[1].startswith("loss")]
     if not names:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for phase, name in sorted(names):
         steps, values = zip(*series[(phase, name)], strict=True)
@@ -68,7 +53,7 @@ def plot_curves(series: dict[tuple[str, str], list[tuple[int, float]]], out: Pat
     ax.set_yscale("log")
     ax.set_title("training curves")
     ax.legend(fontsize=7)
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def plot_utilization(series: dict[tuple[str, str], list[tuple[int, float]]], out: Path) -> str | None:
@@ -76,7 +61,7 @@ def plot_utilization(series: dict[tuple[str, str], list[tuple[int, float]]], out
     present = [k for k in keys if k in series]
     if not present:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3))
     for key in present:
         steps, values = zip(*series[key], strict=True)
@@ -85,7 +70,7 @@ def plot_utilization(series: dict[tuple[str, str], list[tuple[int, float]]], out
     ax.set_xlabel("step")
     ax.set_title("codebook utilization")
     ax.legend(fontsize=7)
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 @torch.no_grad()
@@ -102,7 +87,7 @@ def plot_pca(model: Tokenizer, x: torch.Tensor, out: Path) -> str | None:
     _, _, v = torch.pca_lowrank(flat - mean, q=2, center=False)
     a, b = ((flat - mean) @ v).cpu().numpy(), ((qflat - mean) @ v).cpu()
     codes = torch.unique(b, dim=0).numpy()
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(a[:, 0], a[:, 1], s=2, alpha=0.3, label=f"embeddings ({flat.shape[0]})")
     ax.scatter(
@@ -110,13 +95,13 @@ def plot_pca(model: Tokenizer, x: torch.Tensor, out: Path) -> str | None:
     )
     ax.set_title("embeddings and codes, 2-D PCA")
     ax.legend(fontsize=7)
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 @torch.no_grad()
 def plot_reconstructions(model: Tokenizer, x: torch.Tensor, modality: str, out: Path) -> str | None:
     recon = model(x).reconstruction
-    plt = _pyplot()
+    plt = pyplot()
     n = x.shape[0]
     if modality == "image":
         fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
@@ -129,7 +114,7 @@ def plot_reconstructions(model: Tokenizer, x: torch.Tensor, modality: str, out: 
                 ax.axis("off")
         axes[0][0].set_title("original", fontsize=7, loc="left")
         axes[1][0].set_title("reconstruction", fontsize=7, loc="left")
-        return _save(fig, out)
+        return save_png(fig, out)
     if modality == "audio":
         count = min(n, 3)
         fig, axes = plt.subplots(2, count, figsize=(3.5 * count, 4), squeeze=False)
@@ -139,7 +124,7 @@ def plot_reconstructions(model: Tokenizer, x: torch.Tensor, modality: str, out: 
                 axes[row][i].imshow(spec.numpy(), origin="lower", aspect="auto", cmap="magma")
                 axes[row][i].set_title(("original", "reconstruction")[row], fontsize=7)
                 axes[row][i].axis("off")
-        return _save(fig, out)
+        return save_png(fig, out)
     return None
 
 
@@ -158,42 +143,58 @@ def write_report(
     items: int = 8,
 ) -> Path:
     """Write ``plots/*.png`` and ``report.md`` for ``run_dir`` from its log and ``metrics`` (an evaluation)."""
-    plots_dir = run_dir / "plots"
-    series = read_log(run_dir / "metrics.csv")
+    paths = RunPaths(run_dir)
+    series = read_log(paths.metrics)
     figures: list[tuple[str, str | None]] = [
-        ("Training curves", plot_curves(series, plots_dir / "curves.png")),
-        ("Codebook utilization over training", plot_utilization(series, plots_dir / "utilization.png")),
+        ("Training curves", plot_curves(series, paths.plots / "curves.png")),
+        ("Codebook utilization over training", plot_utilization(series, paths.plots / "utilization.png")),
     ]
     if model is not None and dataset is not None and len(dataset) > 0:
-        device = next(model.parameters()).device
-        sample = torch.stack([dataset[i] for i in range(min(len(dataset), max(items, 256)))]).to(device)
-        model.eval()
-        figures.append(("Embeddings and codes (PCA)", plot_pca(model, sample, plots_dir / "pca.png")))
-        modality = getattr(dataset, "modality", "vector")
-        figures.append(
-            (
-                "Reconstructions",
-                plot_reconstructions(model, sample[:items], modality, plots_dir / "reconstructions.png"),
-            )
-        )
-    config_text = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
-    data_info = json.loads((run_dir / "data.json").read_text()) if (run_dir / "data.json").exists() else {}
-    lines = [f"# Run report: `{run_dir.name}`", ""]
-    lines += ["## Metrics", "", "| metric | value |", "|---|---|"]
-    lines += [
-        f"| {name} | {_fmt(value)} |"
-        for name, value in sorted(metrics.items())
-        if "/" not in name or name.startswith("codebook/")
-    ]
-    detail = {k: v for k, v in metrics.items() if "/" in k and not k.startswith("codebook/")}
-    if detail:
-        lines += ["", "<details><summary>loss terms</summary>", "", "| term | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(detail.items())] + ["", "</details>"]
+        figures += _model_figures(model, dataset, items, paths.plots)
+    lines = [f"# Run report: `{paths.root.name}`", "", *_metric_lines(metrics)]
     for title, name in figures:
         if name is not None:
             lines += ["", f"## {title}", "", f"![{title}](plots/{name})"]
-    if data_info:
-        lines += ["", "## Data", "", "```json", json.dumps(data_info, indent=2, default=str)[:4000], "```"]
+    if paths.data.exists():
+        data_info = json.loads(paths.data.read_text())
+        if data_info:
+            lines += [
+                "",
+                "## Data",
+                "",
+                "```json",
+                json.dumps(data_info, indent=2, default=str)[:4000],
+                "```",
+            ]
+    config_text = paths.config.read_text() if paths.config.exists() else ""
     if config_text:
         lines += ["", "## Resolved config", "", "```yaml", config_text.rstrip(), "```"]
-    return atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+    return atomic_write_text(paths.report, "\n".join(lines) + "\n")
+
+
+def _model_figures(model: Tokenizer, dataset: Any, items: int, plots: Path) -> list[tuple[str, str | None]]:
+    """The figures that need the model: PCA of embeddings and codes, and ``items`` reconstructions."""
+    device = next(model.parameters()).device
+    sample = torch.stack([dataset[i] for i in range(min(len(dataset), max(items, 256)))]).to(device)
+    model.eval()
+    modality = getattr(dataset, "modality", "vector")
+    return [
+        ("Embeddings and codes (PCA)", plot_pca(model, sample, plots / "pca.png")),
+        (
+            "Reconstructions",
+            plot_reconstructions(model, sample[:items], modality, plots / "reconstructions.png"),
+        ),
+    ]
+
+
+def _metric_lines(metrics: dict[str, float]) -> list[str]:
+    """The metrics table (whole-model and whole-codebook values), then, folded, the loss terms and collapse
+    scores, and the per-code-position values."""
+    sections = metric_sections(metrics)
+    lines = ["## Metrics", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(sections["summary"].items())]
+    for key, title, column in (("terms", "loss terms", "term"), ("positions", "per code position", "metric")):
+        if sections[key]:
+            lines += ["", f"<details><summary>{title}</summary>", "", f"| {column} | value |", "|---|---|"]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(sections[key].items())] + ["", "</details>"]
+    return lines

@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vqkit.utils.atomic import FileWriter, fsync_dir, atomic_directory, atomic_write_with
+from vqkit.utils.atomic import FileWriter, atomic_directory, atomic_write_with, fsync_dir
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ def plan_write(
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{owner.argument}: expected a folder (or nothing), got the file {str(path)!r}")
     present = set(os.listdir(folder)) if folder.is_dir() else set()
-    owned = frozenset(owner.owned(folder)) if present else frozenset()
+    # Only plain entries present here: a name from a marker file (a manifest) can never reach outside.
+    owned = frozenset(owner.owned(folder)) & present if present else frozenset()
     others = sorted(present - owned)
     if not others:
         return Plan(folder, swap=True, owned=owned)

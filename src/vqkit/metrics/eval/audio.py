@@ -12,7 +12,8 @@ reconstruction's, ``t`` frames and ``f`` bins:
   ``M = mel @ |STFT|`` (vqkit's ``log_mel``).
 * ``stft_distance``: multi-resolution STFT distance (Parallel WaveGAN, arXiv:1910.11480), the mean over STFT sizes
   512, 1024, 2048 (hop size / 4) of spectral convergence ``|(|X| - |Y|)|_F / |X|_F`` plus
-  ``mean |log10(max(|X|, 1e-5)) - log10(max(|Y|, 1e-5))|``.
+  ``mean |log10(max(|X|, 1e-5)) - log10(max(|Y|, 1e-5))|``: ``vqkit.functional.stft_distance``, the codec's
+  training loss with log10 for ln and one value per clip.
 * ``si_sdr``: scale-invariant SDR in dB (Le Roux et al., arXiv:1811.02508) on zero-mean signals,
   ``10 log10(|a x|² / |a x - y|²)`` with ``a = <y, x> / |x|²`` (machine-epsilon guards as torchmetrics).
 * ``stoi``: STOI (Taal et al., 2011) by ``pystoi`` (it resamples to 10 kHz itself). Silent references, and clips
@@ -48,6 +49,7 @@ import torch
 
 from vqkit._validate import check_int
 from vqkit.functional.spectral import chroma_filterbank, magnitude_stft, mel_filterbank
+from vqkit.functional.stft_distance import multi_resolution_stft_distance
 from vqkit.metrics.eval._running import RunningMeans
 from vqkit.metrics.eval.image import ssim as image_ssim
 
@@ -56,6 +58,7 @@ MEL_EPS = 1e-5
 N_MELS = 80
 STFT_RESOLUTIONS = (512, 1024, 2048)
 STFT_LOG_FLOOR = 1e-5
+STFT_NORM_FLOOR = 1e-12
 SPEC_DYNAMIC_RANGE_DB = 80.0
 CHROMA_SILENCE = 1e-6  # a frame whose chroma (power) norm is 60 dB under the loudest frame's is silent
 PSNR_CAP_DB = 100.0
@@ -99,20 +102,20 @@ def _lsd(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
     return diff.square().mean(dim=-2).sqrt().mean(dim=-1)
 
 
-def multi_resolution_stft_distance(
-    x: torch.Tensor, x_hat: torch.Tensor, sizes: tuple[int, ...] = STFT_RESOLUTIONS
-) -> torch.Tensor:
-    """Per-clip multi-resolution STFT distance ``[B]``: mean over ``sizes`` of spectral convergence plus
-    log-magnitude L1 (see the module docstring)."""
+def stft_distance(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Per-clip multi-resolution STFT distance ``[B]``: ``multi_resolution_stft_distance`` with the metric's
+    parameters (see the module docstring: log10, floors 1e-5 and 1e-12, float64, norms per clip)."""
     x, x_hat = _pair(x, x_hat)
-    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    for n in sizes:
-        mx, my = magnitude_stft(x, n).double(), magnitude_stft(x_hat, n).double()
-        error, energy = (mx - my).square().sum(dim=(-2, -1)), mx.square().sum(dim=(-2, -1))
-        convergence = error.sqrt() / energy.sqrt().clamp(min=1e-12)
-        log_mx, log_my = mx.clamp(min=STFT_LOG_FLOOR).log10(), my.clamp(min=STFT_LOG_FLOOR).log10()
-        total = total + convergence + (log_mx - log_my).abs().mean(dim=(-2, -1))
-    return total / len(sizes)
+    return multi_resolution_stft_distance(
+        x_hat,
+        x,
+        STFT_RESOLUTIONS,
+        log_base=10.0,
+        log_floor=STFT_LOG_FLOOR,
+        norm_floor=STFT_NORM_FLOOR,
+        per_item=True,
+        dtype=torch.float64,
+    )
 
 
 def si_sdr(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -247,7 +250,7 @@ class AudioMetrics:
         x, x_hat = x.detach().float().cpu(), x_hat.detach().float().cpu()
         for name, values in spectrogram_scores(x, x_hat, self.sample_rate).items():
             self._means.add(name, values)
-        self._means.add("stft_distance", multi_resolution_stft_distance(x, x_hat))
+        self._means.add("stft_distance", stft_distance(x, x_hat))
         self._means.add("si_sdr", si_sdr(x, x_hat))
         self._means.add("chroma_similarity", chroma_similarity(x, x_hat, self.sample_rate))
         ref, est = x.double().numpy(), x_hat.double().numpy()

@@ -1,0 +1,106 @@
+"""Bench files (YAML, ``configs/bench/``): what a ``vqkit bench`` compares, read and checked.
+
+A bench file names a training config and what varies::
+
+    config: ../fashion_mnist.yaml      # the shared training config (path relative to this file)
+    overrides: [train.steps=600]       # applied to it for every run
+    methods: all                       # registry names, or all
+    bits: [8]                          # bits per latent vector; bits per item = latent positions x bits
+    seeds: [0]
+    fixed:                             # optional: methods at their own settings and rate (the papers' rows)
+      - {label: "VQ 1x4096", name: vq, kwargs: {codebook_size: 4096}, overrides: [train.pretrain_epochs=2]}
+    quick: {overrides: [...], bits: [...], seeds: [...], methods: [...]}   # what --quick changes
+
+Errors name the key (``bench.methods``, ``bench.fixed[1].kwargs``, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vqkit.registry import list_quantizers
+from vqkit.train.config import ConfigError
+
+
+@dataclass
+class BenchSpec:
+    config: Path
+    overrides: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    bits: list[int] = field(default_factory=lambda: [8])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    fixed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_bench(
+    path: str | Path,
+    *,
+    quick: bool = False,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> BenchSpec:
+    """Read a bench file (``quick`` applies its ``quick`` section; ``methods`` keeps the named entries and
+    ``seeds`` replaces the file's seeds); errors name the key."""
+    path = Path(path)
+    try:
+        import yaml
+
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"bench: cannot read {str(path)!r}: {err.strerror or err}") from err
+    if not isinstance(raw, dict) or "config" not in raw:
+        raise ConfigError(f"bench: {str(path)!r} must be a mapping with a 'config' path")
+    known = {"config", "overrides", "methods", "bits", "seeds", "quick", "fixed"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"bench.{unknown[0]}: unknown key; valid keys: {sorted(known)}")
+    section = dict(raw)
+    if quick:
+        extra = raw.get("quick") or {}
+        section["overrides"] = [*(raw.get("overrides") or []), *(extra.get("overrides") or [])]
+        for key in ("methods", "bits", "seeds"):
+            if key in extra:
+                section[key] = extra[key]
+    fixed = [_fixed_entry(entry, i) for i, entry in enumerate(section.get("fixed") or [])]
+    chosen = section.get("methods", [] if fixed else "all")
+    if methods:
+        fixed = [e for e in fixed if e["label"] in methods or e["name"] in methods]
+        chosen = [m for m in methods if not any(m in (e["label"], e["name"]) for e in fixed)]
+    names = list_quantizers() if chosen == "all" else list(chosen)
+    unknown_methods = sorted(set(names) - set(list_quantizers()))
+    if unknown_methods:
+        raise ConfigError(
+            f"bench.methods: unknown quantizer {unknown_methods[0]!r}; known: {list_quantizers()}"
+        )
+    bits = [int(b) for b in section.get("bits", [8])]
+    if seeds is None:
+        seeds = [int(s) for s in section.get("seeds", [0])]
+    if not seeds or not ((names and bits) or fixed):
+        raise ConfigError("bench: seeds, and methods with bits (or fixed entries), must not be empty")
+    return BenchSpec(
+        path.parent / str(section["config"]), list(section.get("overrides") or []), names, bits, seeds, fixed
+    )
+
+
+def _fixed_entry(entry: Any, index: int) -> dict[str, Any]:
+    if not isinstance(entry, dict) or entry.get("name") not in list_quantizers():
+        raise ConfigError(
+            f"bench.fixed[{index}]: expected {{label, name: <registered quantizer>, kwargs}}, got {entry!r}"
+        )
+    kwargs = entry.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"bench.fixed[{index}].kwargs: expected a mapping, got {kwargs!r}")
+    overrides = entry.get("overrides") or []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(f"bench.fixed[{index}].overrides: expected a list of key=value, got {overrides!r}")
+    unknown = sorted(set(entry) - {"label", "name", "kwargs", "overrides"})
+    if unknown:
+        raise ConfigError(f"bench.fixed[{index}].{unknown[0]}: unknown key")
+    return {
+        "label": str(entry.get("label") or entry["name"]),
+        "name": entry["name"],
+        "kwargs": dict(kwargs),
+        "overrides": list(overrides),
+    }
