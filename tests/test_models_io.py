@@ -50,6 +50,35 @@ def test_overwrite_is_atomic_and_replaces(saved: Path) -> None:
     assert [p.name for p in saved.parent.iterdir()] == ["tok"]  # no staging leftovers
 
 
+def test_a_folder_with_other_files_is_refused_unless_overwrite_and_they_survive(tmp_path: Path) -> None:
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(
+        FileExistsError,
+        match=r"path: expected a new or empty folder or one written by save_tokenizer, got '.*keep' holding "
+        r"'notes.txt'; pass overwrite=True",
+    ):
+        save_tokenizer(small(), keep)
+    assert [p.name for p in keep.iterdir()] == ["notes.txt"]
+    model = small()
+    save_tokenizer(model, keep, overwrite=True)
+    assert sorted(p.name for p in keep.iterdir()) == [CONFIG_FILE, "notes.txt", WEIGHTS_FILE]
+    assert (keep / "notes.txt").read_text() == "mine"
+    loaded = load_tokenizer(keep)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_overwrite_never_replaces_a_foreign_config(tmp_path: Path) -> None:
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / CONFIG_FILE).write_text('{"format": "vqkit.quantizer"}')
+    with pytest.raises(FileExistsError, match=f"{CONFIG_FILE}' was not written by save_tokenizer"):
+        save_tokenizer(small(), keep, overwrite=True)
+    assert (keep / CONFIG_FILE).read_text() == '{"format": "vqkit.quantizer"}'
+
+
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="expected a folder written by save_tokenizer, got .*nowhere"):
         load_tokenizer(tmp_path / "nowhere")
@@ -68,7 +97,7 @@ def test_missing_or_corrupt_config(saved: Path) -> None:
         load_tokenizer(saved)
     path.write_text(json.dumps({"format": "vqkit.tokenizer", "version": 1, "model": {"name": "nope"}}))
     with pytest.raises(
-        ValueError, match=f"model config in .*{CONFIG_FILE}.* is invalid: name: unknown model"
+        ValueError, match=f"the tokenizer config in .*{CONFIG_FILE}.* is invalid: name: unknown model"
     ):
         load_tokenizer(saved)
     path.unlink()

@@ -6,55 +6,29 @@
 >>> q.bits_per_vector                        # 10.0
 """
 
+from vqkit import quantizers as _quantizers
+from vqkit._version import __version__
 from vqkit.functional import nearest_code
 from vqkit.io import load_quantizer, save_quantizer
 from vqkit.metrics.codes.usage import CodebookUsage
 from vqkit.models import Tokenizer, TokenizerOutput, build_model, list_models, load_tokenizer, save_tokenizer
-from vqkit.quantizers import (
-    FSQ,
-    IVQ,
-    LFQ,
-    VQ,
-    Codebook,
-    LooC,
-    ProductQuantizer,
-    ProductVQ,
-    Quantizer,
-    ResidualFSQ,
-    ResidualLFQ,
-    ResidualQuantizer,
-    ResidualVQ,
-    SimVQ,
-)
+from vqkit.quantizers import *  # noqa: F403  (the quantizer classes: vqkit.quantizers.__all__)
 from vqkit.recipes import kmeans_init_from_encoder
-from vqkit._version import __version__
 from vqkit.registry import (
     create_quantizer,
     list_quantizers,
     quantizer_from_config,
     register_preset,
     register_quantizer,
+    unregister_quantizer,
 )
 from vqkit.types import Layout, QuantizerOutput
 
 __all__ = [
-    "FSQ",
-    "IVQ",
-    "LFQ",
-    "VQ",
-    "Codebook",
+    *_quantizers.__all__,
     "CodebookUsage",
     "Layout",
-    "LooC",
-    "ProductQuantizer",
-    "ProductVQ",
-    "Quantizer",
     "QuantizerOutput",
-    "ResidualFSQ",
-    "ResidualLFQ",
-    "ResidualQuantizer",
-    "ResidualVQ",
-    "SimVQ",
     "Tokenizer",
     "TokenizerOutput",
     "__version__",
@@ -71,4 +45,5 @@ __all__ = [
     "register_quantizer",
     "save_quantizer",
     "save_tokenizer",
+    "unregister_quantizer",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vqkit._validate import check_int, is_number
 from vqkit.data.base import CorruptDataError, VQDataset, split_folder_files
 from vqkit.data.base import require_nonempty as _require_nonempty
 
@@ -25,20 +26,13 @@ _DECODE_FROM_START = (".mp3",)
 
 
 def check_sample_rate(sample_rate: Any) -> int:
-    if (
-        isinstance(sample_rate, bool)
-        or not isinstance(sample_rate, int)
-        or not 1000 <= sample_rate <= 384_000
-    ):
-        raise ValueError(
-            f"sample_rate: expected an integer number of Hz in [1000, 384000], got {sample_rate!r}"
-        )
-    return sample_rate
+    return check_int(
+        "sample_rate", sample_rate, minimum=1000, maximum=384_000, expected="an integer number of Hz in [1000, 384000]"
+    )
 
 
 def segment_length(segment_seconds: Any, sample_rate: int) -> int:
-    ok = isinstance(segment_seconds, (int, float)) and not isinstance(segment_seconds, bool)
-    if not ok or not 0 < float(segment_seconds) <= 3600 or round(float(segment_seconds) * sample_rate) < 1:
+    if not is_number(segment_seconds) or not 0 < float(segment_seconds) <= 3600 or round(float(segment_seconds) * sample_rate) < 1:
         raise ValueError(
             f"segment_seconds: expected a number of seconds in (0, 3600] that spans at least one sample at "
             f"{sample_rate} Hz, got {segment_seconds!r}"
@@ -101,15 +95,23 @@ def audio_info(path: Path) -> tuple[int, int]:
     return int(info.frames), int(info.samplerate)
 
 
-def read_audio(path: Path, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Frames ``[start, stop)`` of an audio file, mixed down to mono float32."""
+def read_audio(
+    path: Path, start: int = 0, stop: int | None = None, *, sample_rate: int | None = None
+) -> np.ndarray:
+    """Frames ``[start, stop)`` (at the file's own rate) of an audio file, mixed down to mono float32, and
+    ``resample``-d to ``sample_rate`` when it is given.
+
+    The one audio reader of vqkit (the audio datasets and ``vqkit encode`` both use it). A file soundfile cannot
+    decode is a ``CorruptDataError`` naming it and the decoder's complaint.
+    """
     import soundfile as sf
 
     try:
-        data, _ = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
-    except (RuntimeError, OSError, ValueError) as error:
+        data, rate = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, ValueError) as error:  # soundfile.LibsndfileError is a RuntimeError
         raise CorruptDataError(f"{path}: cannot read the audio file ({error})") from error
-    return to_mono(data)
+    mono = to_mono(data)
+    return mono if sample_rate is None else resample(mono, int(rate), sample_rate)
 
 
 def _read_span(path: Path, start: int, stop: int) -> np.ndarray:

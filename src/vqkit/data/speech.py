@@ -164,10 +164,7 @@ def synthesize(unit: dict[str, Any], sample_rate: int) -> np.ndarray:
             if "voice does not exist" in message:
                 raise ValueError(f"voices: espeak-ng has no voice {unit['voice']!r} (see espeak-ng --voices)")
             raise RuntimeError(f"espeak-ng failed on clip {unit['id']} (exit {result.returncode}): {message}")
-        import soundfile as sf
-
-        rate = int(sf.info(str(out)).samplerate)
-        return resample(read_audio(out), rate, sample_rate)
+        return read_audio(out, sample_rate=sample_rate)
 
 
 def load_speech(

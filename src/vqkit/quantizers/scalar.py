@@ -239,7 +239,15 @@ class ResidualFSQ(ResidualQuantizer):
 
 @register_quantizer("residual_lfq")
 class ResidualLFQ(ResidualQuantizer):
-    """Residual LFQ: ``num_quantizers`` LFQ stages of ``bits``; stage ``i`` codes are ``±2^-i``."""
+    """Residual LFQ: ``num_quantizers`` LFQ stages of ``bits``; stage ``i`` codes are ``±2^-i``.
+
+    Args:
+        dim: D.
+        bits: sign channels per stage.
+        num_quantizers: stages.
+        **lfq_kwargs: every stage's ``LFQ`` options (``temperature``, ``diversity``, ``beta``,
+            ``entropy_weight``, ``entropy_mode``), as ``residual_vq`` hands its options to each ``VQ``.
+    """
 
     def __init__(
         self,
@@ -247,23 +255,14 @@ class ResidualLFQ(ResidualQuantizer):
         bits: int = 6,
         num_quantizers: int = 4,
         *,
-        temperature: float = 0.01,
-        diversity: float = 1.0,
-        beta: float = 0.25,
-        entropy_weight: float = 0.1,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
+        **lfq_kwargs: Any,
     ) -> None:
         b = check_positive_int("bits", bits)
         n = check_positive_int("num_quantizers", num_quantizers)
-        stages = [
-            LFQ(b, b, temperature=temperature, diversity=diversity, beta=beta, entropy_weight=entropy_weight)
-            for _ in range(n)
-        ]
-        # The configuration is the stages' (they checked it): stored under the constructor's names.
-        self.bits, self.num_quantizers = b, n
-        self.temperature, self.diversity = stages[0].temperature, stages[0].diversity
-        self.beta, self.entropy_weight = stages[0].beta, stages[0].entropy_weight
+        stages = [LFQ(b, b, **lfq_kwargs) for _ in range(n)]
+        self.bits, self.num_quantizers, self.lfq_kwargs = b, n, dict(lfq_kwargs)
         scales = torch.tensor([2.0**-i for i in range(n)])
         super().__init__(
             dim, stages, stage_scales=scales, project=dim != b, layout=layout, allow_nonfinite=allow_nonfinite
