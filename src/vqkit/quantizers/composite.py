@@ -83,6 +83,10 @@ class _Composite(Quantizer):
         own = sum(p.numel() for name, p in self.named_parameters() if not name.startswith("stages."))
         return own + sum(stage.num_codebook_parameters for stage in self.stage_list)
 
+    @property
+    def needs_warm_start(self) -> bool:
+        return any(stage.needs_warm_start for stage in self.stage_list)
+
     def search_cost(self) -> tuple[int, int] | None:
         """The stages' costs summed; ``None`` when a stage has no search (an implicit codebook)."""
         parts = [stage.search_cost() for stage in self.stage_list]
@@ -222,10 +226,6 @@ class ResidualQuantizer(_Composite):
         estimate = surrogate if self.gradient == "stages" else h
         return combine(self.project_out(straight_through(total, estimate)), outputs)
 
-    @property
-    def needs_warm_start(self) -> bool:
-        return any(stage.needs_warm_start for stage in self.stage_list)
-
     @torch.no_grad()
     def init_codebook(self, vectors: torch.Tensor) -> None:
         """Residual k-means: level ``i`` is fitted to what levels ``< i`` leave of ``vectors`` ``[N, D]``."""
@@ -268,10 +268,6 @@ class ProductQuantizer(_Composite):
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         outputs = [stage._quantize(part) for stage, part in zip(self.stage_list, self._split(z), strict=True)]
         return combine(torch.cat([out.quantized for out in outputs], dim=-1), outputs)
-
-    @property
-    def needs_warm_start(self) -> bool:
-        return any(stage.needs_warm_start for stage in self.stage_list)
 
     @torch.no_grad()
     def init_codebook(self, vectors: torch.Tensor) -> None:
