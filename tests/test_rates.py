@@ -19,3 +19,14 @@ def test_every_quantizer_reaches_multiples_of_four_bits(quantizer_name: str, bit
 def test_unreachable_rates_come_with_a_reason() -> None:
     note = kwargs_at_rate("ivq", 64, 6)
     assert isinstance(note, str) and "ivq" in note and "6 bits" in note
+
+
+def test_kmeans_init_only_where_a_codebook_takes_it() -> None:
+    """``init`` reaches classes with codebooks (directly, as a codebook option, or through their stages) and no
+    other: residual LFQ hands its ``**lfq_kwargs`` to LFQ, which has no ``init``."""
+    from vqkit.rates import accepts
+    from vqkit.registry import quantizer_class
+
+    takes = {name for name in vqkit.list_quantizers() if accepts(quantizer_class(name), "init")}
+    assert takes == {"vq", "ema_vq", "cvq", "factorized_vq", "residual_vq", "product_vq", "ivq", "looc"}
+    assert not accepts(quantizer_class("residual_lfq"), "temperature_of_nothing")

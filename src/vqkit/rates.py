@@ -12,16 +12,25 @@ instead of settings; the caller reports it.
 from __future__ import annotations
 
 import inspect
+from dataclasses import fields
 from typing import Any
 
 import vqkit.quantizers  # noqa: F401  (registers the quantizers)
+from vqkit.quantizers.codebook import CodebookOptions
 from vqkit.registry import create_quantizer, quantizer_class
 
 
 def accepts(cls: type, name: str) -> bool:
-    """Whether ``cls`` takes keyword ``name`` (explicitly, or via ``**kwargs`` forwarded to its parts)."""
-    params = inspect.signature(cls).parameters
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    """Whether ``cls`` takes keyword ``name``: in its signature, as a codebook option (``**codebook_options``),
+    or through the ``**kwargs`` it hands to every stage (a class's ``stage_class``)."""
+    for param in inspect.signature(cls).parameters.values():
+        if param.kind is not inspect.Parameter.VAR_KEYWORD:
+            if param.name == name:
+                return True
+        elif param.name == "codebook_options" and name in {f.name for f in fields(CodebookOptions)}:
+            return True
+    stage = getattr(cls, "stage_class", None)
+    return stage is not None and accepts(stage, name)
 
 
 def rate_config(name: str, dim: int, bits: int) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from vqkit._validate import check_divisible, check_int_list, check_positive_int
 from vqkit.quantizers.base import split_rate
@@ -49,6 +49,9 @@ class ResidualVQ(ResidualQuantizer):
         codebook_dim: the levels' code dimension (default ``dim``); smaller adds the composite's projections.
         **vq_kwargs: options of every level's ``VQ`` (``update``, ``init``, ``beta``, ``restart``, ...).
     """
+
+    stage_class: ClassVar[type[VQ]] = VQ
+    """What ``**vq_kwargs`` configure (``vqkit.rates.accepts`` reads it)."""
 
     def __init__(
         self,
@@ -89,6 +92,8 @@ class ProductVQ(ProductQuantizer):
         num_groups: number of sub-vectors.
         **vq_kwargs: options of every group's ``VQ``.
     """
+
+    stage_class: ClassVar[type[VQ]] = VQ
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -248,6 +248,8 @@ class ResidualLFQ(ResidualQuantizer):
         **lfq_kwargs: every stage's ``LFQ`` options (``temperature``, ``diversity``, ``beta``,
             ``entropy_weight``, ``entropy_mode``), as ``residual_vq`` hands its options to each ``VQ``.
     """
+
+    stage_class: ClassVar[type[LFQ]] = LFQ
 
     def __init__(
         self,
