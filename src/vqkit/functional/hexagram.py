@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import torch
 
+from vqkit._validate import check_int, is_int
+
 
 def _check_lines(lines: int) -> int:
-    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1 or lines > 62:
-        raise ValueError(f"lines: expected an int in [1, 62], got {lines!r}")
-    return lines
+    return check_int("lines", lines, minimum=1, maximum=62, expected="an int in [1, 62]")
 
 
 def _check_blocks(lines: int, blocks: int) -> int:
-    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1 or lines % blocks:
+    if not is_int(blocks) or blocks < 1 or lines % blocks:
         raise ValueError(f"blocks: expected a positive divisor of lines={lines}, got {blocks!r}")
     return blocks
 

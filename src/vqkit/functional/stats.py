@@ -24,7 +24,9 @@ def code_counts(codes: torch.Tensor, num_codes: int, dtype: torch.dtype = torch.
     return counts.index_add_(0, flat, torch.ones(flat.shape, dtype=dtype, device=flat.device))
 
 
-def column_code_counts(codes: torch.Tensor, num_codes: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def column_code_counts(
+    codes: torch.Tensor, num_codes: int, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """``[N, C]`` integer codes, column ``j`` in ``[0, num_codes)`` -> ``[C, num_codes]`` counts per column.
 
     One ``code_counts`` over ``C * num_codes`` bins: column ``j``'s codes are offset by ``j * num_codes``. A code

@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
 
-from vqkit._validate import check_choice, check_positive_int, check_range
+from vqkit._validate import check_choice, check_int, check_positive_int, check_range, is_int
 from vqkit.functional import hexagram
 from vqkit.functional.block_search import residual_block_search
 from vqkit.functional.contrastive import SIMILARITIES, Similarity, symmetric_contrastive
@@ -136,8 +136,12 @@ class IVQ(ResidualQuantizer):
         allow_nonfinite: bool = False,
         **codebook_options: Unpack[CodebookKwargs],
     ) -> None:
-        if isinstance(lines, bool) or not isinstance(lines, int) or not 2 <= lines <= MAX_LINES or lines % 2:
-            raise ValueError(f"lines: expected an even integer in [2, {MAX_LINES}], got {lines!r}")
+        check_int(
+            "lines",
+            lines,
+            choices=range(2, MAX_LINES + 1, 2),
+            expected=f"an even integer in [2, {MAX_LINES}]",
+        )
         check_positive_int("dim", dim)
         pairs = resolve_levels(levels, lines)
         for _, blocks in pairs:
@@ -193,7 +197,7 @@ class IVQ(ResidualQuantizer):
         if levels == "all":
             levels = tuple(range(count))
         ok = not isinstance(levels, str) and isinstance(levels, (list, tuple))
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < count for v in levels)
+        ok = ok and all(is_int(v) and 0 <= v < count for v in levels)
         if not ok:
             raise ValueError(
                 f"relation_levels: expected 'all' or level numbers in [0, {count}), got {levels!r}"

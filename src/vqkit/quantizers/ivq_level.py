@@ -14,10 +14,10 @@ from typing import Literal, cast
 import torch
 from torch import nn
 
-from vqkit._validate import check_choice
+from vqkit._validate import check_choice, is_int
 from vqkit.functional import hexagram
 from vqkit.functional.block_search import block_lookup, block_search
-from vqkit.functional.stats import code_counts
+from vqkit.functional.stats import column_code_counts
 from vqkit.quantizers.base import Quantizer, straight_through
 from vqkit.quantizers.codebook import Codebook, CodebookOptions
 from vqkit.types import QuantizerOutput
@@ -42,7 +42,7 @@ def resolve_levels(levels: str | Sequence[Sequence[int]], lines: int) -> tuple[t
     out = []
     for level in levels:
         ok = isinstance(level, (list, tuple)) and len(level) == 2
-        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in level)
+        ok = ok and all(is_int(v) and v > 0 for v in level)
         if not ok or lines % level[1] or level[0] != 2 ** (lines // level[1]):
             raise ValueError(
                 f"levels: each level is (codes, blocks) with blocks dividing lines={lines} and "
@@ -140,8 +140,9 @@ class IVQLevel(Quantizer):
         q = self.lookup(blocks)
         losses = self.codebook_list[0].losses(r, q)
         count = len(self.codebooks)
-        offsets = torch.arange(count, device=blocks.device) * self.num_codes if count > 1 else 0
-        used = code_counts(blocks + offsets, count * self.num_codes, torch.float32) > 0
+        # Per codebook (a shared one sees every block's codes): the share of its codes this batch used.
+        per_book = blocks if count > 1 else blocks.reshape(-1, 1)
+        used = column_code_counts(per_book, self.num_codes, torch.float32) > 0
         if self.training:
             per_codebook = [blocks.reshape(-1)] if count == 1 else list(blocks.unbind(1))
             for cb, part, c in zip(self.codebook_list, self._parts(r), per_codebook, strict=True):

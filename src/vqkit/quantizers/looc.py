@@ -46,7 +46,7 @@ which ``_quantize`` / ``_encode`` take; without the grid (a composite's stage) o
 
 **Metrics** (besides per-code-slot ``utilization/j`` and ``perplexity/j``): ``codebook_utilization``, the
 share of the ``K`` codes used by any slot in the batch, and ``code_sharing``, the mean over used codes of the
-fraction of slots that use each one (``vqkit.metrics.sharing`` has the per-segment tables and the paper's
+fraction of slots that use each one (``vqkit.functional.sharing`` has the per-segment tables and the paper's
 supp. Fig. 8 curve).
 
 Deviations from the authors' code, each deliberate:
@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn.functional as F
 
-from vqkit._validate import check_choice, check_positive_int, check_range
+from vqkit._validate import check_choice, check_int, check_positive_int, check_range
 from vqkit.functional.sharing import code_sharing_curve, mean_code_sharing, segment_usage
 from vqkit.functional.stats import entropy_bits
 from vqkit.quantizers.base import Quantizer, straight_through
@@ -134,11 +134,12 @@ class LooC(Quantizer):
                 f"got codebook_dim={codebook_dim} ({dim} % {codebook_dim} = {dim % codebook_dim})"
             )
         self.scale = check_positive_int("scale", scale)
-        if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, int) or spatial_dims not in (1, 2):
-            raise ValueError(
-                f"spatial_dims: expected 1 (sequences, [B, D, T]) or 2 (images, [B, D, H, W]), got {spatial_dims!r}"
-            )
-        self.spatial_dims = spatial_dims
+        self.spatial_dims = check_int(
+            "spatial_dims",
+            spatial_dims,
+            choices=(1, 2),
+            expected="1 (sequences, [B, D, T]) or 2 (images, [B, D, H, W])",
+        )
         self.split: Split = check_choice("split", split, SPLITS)  # type: ignore[assignment]
         self.beta = check_range("beta", beta, 0.0, float("inf"))
         self.codebook_options = CodebookOptions.resolve(codebook_options, distance="cosine", restart="anchor")
@@ -166,7 +167,7 @@ class LooC(Quantizer):
     def num_segments(self) -> int:
         """C = m * P: the sub-vector slots ("segments") of one original position, each a code column.
 
-        The paper's m when ``scale = 1``; the per-segment metrics and ``vqkit.metrics.sharing`` count these."""
+        The paper's m when ``scale = 1``; the per-segment metrics and ``vqkit.functional.sharing`` count these."""
         return self.channel_chunks * self.subpixels
 
     @property
