@@ -77,6 +77,12 @@ def race(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) ->
     return timings
 
 
+def no_grad_call(fn: Callable[[torch.Tensor], object], x: torch.Tensor) -> object:
+    """``fn(x)`` without autograd: an eval forward as a user runs it (bind it with ``functools.partial``)."""
+    with torch.no_grad():
+        return fn(x)
+
+
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     """Percentage of equal entries of two code tensors with the same number of entries."""
     return 100.0 * float((a.reshape(-1) == b.reshape(-1)).double().mean())

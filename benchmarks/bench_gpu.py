@@ -13,6 +13,7 @@ import json
 import platform
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,7 +69,7 @@ def encode_ratios(n: int, d: int, k: int) -> dict[str, float]:
     return result
 
 
-def train_ratios(n: int, d: int, k: int, dtype: torch.dtype | None) -> dict[str, float]:
+def train_ratios(n: int, d: int, k: int, dtype: torch.dtype | None) -> dict[str, Any]:
     x = torch.randn(n, d, device="cuda", requires_grad=True)
     q = vqkit.VQ(d, k, update="ema", init="gaussian").cuda().train()
 
@@ -78,7 +79,7 @@ def train_ratios(n: int, d: int, k: int, dtype: torch.dtype | None) -> dict[str,
             loss = out.quantized.float().square().mean() + out.loss
         loss.backward()
 
-    result = {"dtype": str(dtype), "vqkit_step_s": cuda_time(ours)}
+    result: dict[str, Any] = {"dtype": str(dtype), "vqkit_step_s": cuda_time(ours)}
     try:
         from vector_quantize_pytorch import VectorQuantize
     except ImportError:

@@ -123,7 +123,10 @@ def cross_modal_report(
     report = {
         "image_quantizer": type(image_q).__name__,
         "audio_quantizer": type(audio_q).__name__,
-        "codebook_size": [getattr(image_q, "codebook_size", None), getattr(audio_q, "codebook_size", None)],
+        "codebook_label": [
+            getattr(image_q, "codebook_label", None),
+            getattr(audio_q, "codebook_label", None),
+        ],
         "alphabet_sizes": list(audio_q.alphabet_sizes),
         "images": int(images.shape[0]),
         "frames_per_image": int(frames.shape[1]),

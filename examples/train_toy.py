@@ -27,7 +27,7 @@ usage = vqkit.CodebookUsage(q.alphabet_sizes)
 usage.update(codes)
 stats = usage.compute()
 print(
-    f"{q.codebook_size} codebook, {q.bits_per_vector:g} bits/vector "
+    f"{q.codebook_label} codebook, {q.bits_per_vector:g} bits/vector "
     f"({stats['effective_bits']:.2f} effective), utilization {stats['utilization']:.2f}, "
     f"relative MSE {mse / x.var():.3f}"
 )

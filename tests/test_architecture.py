@@ -121,7 +121,7 @@ def test_no_import_cycles() -> None:
         if node in done:
             return
         if node in visiting:
-            cycle = visiting[visiting.index(node) :] + [node]
+            cycle = [*visiting[visiting.index(node) :], node]
             pytest.fail(f"import cycle: {' -> '.join(cycle)}")
         visiting.append(node)
         for target in sorted(graph[node]):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from vqkit.cli import main
+from vqkit.data import load_dataset
 from vqkit.train.bench import load_bench, run_bench
 from vqkit.train.config import ConfigError
 
@@ -100,3 +102,31 @@ def test_fixed_entries_run_at_their_own_rate(tmp_path: Path, capsys: pytest.Capt
     run_bench(elsewhere, out)  # where and how often it logs does not change a run: the results are reused
     with pytest.raises(ConfigError, match=r"bench.fixed\[0\]"):
         load_bench(bench_file(tmp_path, "fixed: [{name: nope}]\n"))
+
+
+def test_rows_count_pretraining_apart_from_the_quantized_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """D3: a pretrained row once recorded ``steps`` as steps + epochs. Now ``steps`` is ``train.steps`` (the
+    same for every row of a bench), ``pretrain_epochs`` the stage before it, ``total_steps`` every step."""
+    body = (
+        "overrides: [train.steps=2, train.eval_every=2, train.checkpoint_every=2, eval.max_items=30]\n"
+        "fixed:\n  - {label: plain, name: vq, kwargs: {codebook_size: 16}}\n"
+        "  - {label: pretrained, name: vq, kwargs: {codebook_size: 16}, overrides: [train.pretrain_epochs=1]}\n"
+    )
+    out = tmp_path / "out"
+    run_bench(bench_file(tmp_path, body), out)
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    epoch = math.ceil(len(load_dataset("digits", "train")) / 64)  # digits.yaml: batch_size 64
+    assert (rows["plain"]["steps"], rows["plain"]["pretrain_epochs"], rows["plain"]["total_steps"]) == (
+        2,
+        0,
+        2,
+    )
+    pretrained = rows["pretrained"]
+    assert (pretrained["steps"], pretrained["pretrain_epochs"], pretrained["total_steps"]) == (
+        2,
+        1,
+        epoch + 2,
+    )
+    capsys.readouterr()

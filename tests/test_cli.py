@@ -102,7 +102,12 @@ def test_encode_decode_export_load_round_trip(
     assert "96 bits" in capsys.readouterr().out
     out_dir = tmp_path / "decoded"
     assert main(["decode", str(digits_run), str(codes), "-o", str(out_dir)]) == 0
-    assert sorted(p.name for p in out_dir.iterdir()) == ["img0.png", "img1.png", "img2.png"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "img0.png",
+        "img1.png",
+        "img2.png",
+        "vqkit-decode.json",
+    ]
     exported = tmp_path / "tokenizer"
     assert main(["export", str(digits_run), str(exported)]) == 0
     tokenizer = vqkit.load_tokenizer(exported)
@@ -118,19 +123,106 @@ def test_encode_decode_export_load_round_trip(
     assert "bits per item" in capsys.readouterr().out
 
 
+def write_images(folder: Path, *names: str) -> list[str]:
+    from PIL import Image
+
+    paths = []
+    for i, name in enumerate(names):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((np.random.default_rng(10 + i).random((8, 8)) * 255).astype(np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_decode_gives_inputs_of_one_name_one_file_each(digits_run: Path, tmp_path: Path) -> None:
+    a, b = write_images(tmp_path, "a/x.png", "b/x.png")
+    assert main(["encode", str(digits_run), a, b, "-o", str(tmp_path / "codes.npz")]) == 0
+    assert main(["decode", str(digits_run), str(tmp_path / "codes.npz"), "-o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["vqkit-decode.json", "x-0.png", "x-1.png"]
+    for i, source in enumerate((a, b)):  # each file is its own input's decoding, in command-line order
+        assert main(["encode", str(digits_run), source, "-o", str(tmp_path / f"one{i}.npz")]) == 0
+        assert (
+            main(["decode", str(digits_run), str(tmp_path / f"one{i}.npz"), "-o", str(tmp_path / f"one{i}")])
+            == 0
+        )
+        assert (tmp_path / f"one{i}" / "x.png").read_bytes() == (tmp_path / "out" / f"x-{i}.png").read_bytes()
+
+
+def test_decode_never_deletes_a_users_file(
+    digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes = tmp_path / "codes.npz"
+    assert main(["encode", str(digits_run), *write_images(tmp_path, "img.png"), "-o", str(codes)]) == 0
+    out = tmp_path / "out"
+    assert main(["decode", str(digits_run), str(codes), "-o", str(out)]) == 0
+    assert main(["decode", str(digits_run), str(codes), "-o", str(out)]) == 0  # its own output: replaced
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["decode", str(digits_run), str(codes), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "-o/--output: expected a new or empty folder or one written by vqkit decode" in err
+    assert f"{str(out)!r} holding 'notes.txt'; pass --force" in err
+    assert main(["decode", str(digits_run), str(codes), "-o", str(out), "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["img.png", "notes.txt", "vqkit-decode.json"]
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "img.png").write_bytes(b"edited")  # no longer the file decode wrote: kept even with --force
+    assert main(["decode", str(digits_run), str(codes), "-o", str(out), "--force"]) == 1
+    assert (
+        "img.png' was not written by vqkit decode, and --force replaces only its own"
+        in capsys.readouterr().err
+    )
+    assert (out / "img.png").read_bytes() == b"edited"
+
+
+def test_export_never_deletes_a_users_file(
+    digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tok"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["export", str(digits_run), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "output: expected a new or empty folder or one written by save_tokenizer" in err
+    assert f"{str(out)!r} holding 'notes.txt'; pass --force" in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert main(["export", str(digits_run), str(out), "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "notes.txt", "weights.safetensors"]
+    assert (out / "notes.txt").read_text() == "mine"
+    vqkit.load_tokenizer(out)
+    clean = tmp_path / "clean"
+    assert main(["export", str(digits_run), str(clean)]) == 0
+    assert main(["export", str(digits_run), str(clean)]) == 0  # its own earlier export: replaced
+
+
+def test_encode_replaces_only_a_codes_archive(
+    digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (image,) = write_images(tmp_path, "img.png")
+    before = Path(image).read_bytes()
+    capsys.readouterr()
+    assert main(["encode", str(digits_run), image, "-o", image]) == 1
+    assert "-o/--output: " in capsys.readouterr().err and Path(image).read_bytes() == before
+    codes = str(tmp_path / "codes.npz")
+    assert main(["encode", str(digits_run), image, "-o", codes]) == 0
+    assert main(["encode", str(digits_run), image, "-o", codes]) == 0
+
+
 def test_resume_after_a_kill_reaches_the_same_weights(tmp_path: Path) -> None:
-    args = [
-        str(CONFIGS / "digits.yaml"),
-        *TINY,
-        "train.steps=24",
-        "train.checkpoint_every=8",
-        "train.eval_every=8",
-        "--no-report",
-    ]
+    config = str(CONFIGS / "digits.yaml")
+    overrides = [*TINY, "train.steps=24", "train.checkpoint_every=8", "train.eval_every=8"]
+    args = [config, *overrides, "--no-report"]
     straight = vqkit_cmd("train", *args, "--run-dir", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
-    crashed = vqkit_cmd(
-        "train", *args, "--run-dir", str(tmp_path / "crashed"), env={"VQKIT_FAIL_AT_STEP": "13"}
+    # The same run in a process that SIGKILLs itself after step 13 (train's on_step hook; see the helper).
+    helper = str(ROOT / "tests" / "kill_after_step.py")
+    crashed = subprocess.run(
+        [sys.executable, helper, "13", config, str(tmp_path / "crashed"), *overrides],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"},
+        timeout=600,
     )
     assert crashed.returncode != 0  # SIGKILL after step 13: the last checkpoint is step 8
     assert [p.name for p in sorted((tmp_path / "crashed" / "checkpoints").glob("step_*"))][

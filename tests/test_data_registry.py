@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -93,6 +94,16 @@ def test_split_counts_and_rules_are_disjoint_and_cover() -> None:
     assert len(train) == 90 and len(val) == 10 and not set(train.tolist()) & set(val.tolist())
     assert rule["counts"] == {"train": 90, "val": 10, "test": 30}
     assert holdout_split(100, 30, "test", seed=0)[0].tolist() == list(range(30))
+
+
+@pytest.mark.parametrize("split", ["training", "Train", "", None])
+def test_split_rules_reject_an_unknown_split(split: object) -> None:
+    # D6: an unknown name used to fall through to the train rows.
+    message = rf"split: expected one of \['train', 'val', 'test'\], got {re.escape(repr(split))}"
+    with pytest.raises(ValueError, match=message):
+        permutation_split([f"file{i}" for i in range(20)], split, seed=0, unit="file")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        holdout_split(100, 30, split, seed=0)  # type: ignore[arg-type]
 
 
 def test_split_order_is_pinned() -> None:

@@ -11,8 +11,8 @@ import torch
 
 import vqkit
 from vqkit.functional import hexagram
-from vqkit.functional.contrastive import symmetric_contrastive
 from vqkit.functional.block_search import binary_test
+from vqkit.functional.contrastive import symmetric_contrastive
 from vqkit.functional.search import nearest_code
 from vqkit.quantizers.ivq import IVQ
 from vqkit.quantizers.ivq_level import resolve_levels

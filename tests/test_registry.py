@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 import vqkit
-from collections.abc import Iterator
-
 from vqkit.registry import (
     preset_defaults,
     quantizer_from_config,

@@ -167,7 +167,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vqkit.train.evaluate import evaluate
+    from vqkit.train.evaluate import evaluate, metric_sections
     from vqkit.train.report import write_report
     from vqkit.train.run import is_run_dir, load_run_model, load_split, run_config
     from vqkit.utils.atomic import atomic_write_text
@@ -186,10 +186,10 @@ def _eval(args: argparse.Namespace) -> int:
     result = {"split": split, "checkpoint": meta.get("checkpoint"), "metrics": metrics}
     atomic_write_text(args.run / "eval.json", json.dumps(result, indent=2))
     report = write_report(args.run, metrics, model=model, dataset=dataset, items=config.eval.report_items)
-    width = max(len(k) for k in metrics)
-    for key in sorted(metrics):
-        if "/" not in key or (key.startswith("codebook/") and key.count("/") == 1):
-            print(f"{key:<{width}}  {metrics[key]:.6g}")
+    summary = metric_sections(metrics)["summary"]  # the loss terms and per-position values are in report.md
+    width = max(len(k) for k in summary)
+    for key in sorted(summary):
+        print(f"{key:<{width}}  {summary[key]:.6g}")
     print(f"report: {report}")
     return 0
 
@@ -350,7 +350,8 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line as ``main`` reads it (``SystemExit(2)`` with a usage message when it is wrong)."""
     parser = _parser()
     # Overrides may come after options too (``--run-dir X train.steps=5``), which argparse alone rejects.
     args, extra = parser.parse_known_args(argv)
@@ -358,6 +359,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "train" or any(arg.startswith("-") or "=" not in arg for arg in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -56,13 +56,13 @@ from typing import Any
 import torch
 from torch import nn
 
-import vqkit
+from vqkit._version import __version__
 from vqkit.metrics.codes.usage import CodebookUsage
 from vqkit.quantizers import (
     Quantizer,
 )
 from vqkit.rates import kwargs_at_rate
-from vqkit.registry import list_quantizers
+from vqkit.registry import create_quantizer, list_quantizers
 from vqkit.utils.atomic import atomic_write_text
 from vqkit.utils.timing import best_seconds
 
@@ -118,7 +118,7 @@ def build_quantizer(name: str, dim: int, bits: int) -> Quantizer | str:
     kwargs = kwargs_at_rate(name, dim, bits)
     if isinstance(kwargs, str):
         return kwargs
-    return vqkit.create_quantizer(name, dim=dim, **kwargs)
+    return create_quantizer(name, dim=dim, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -147,7 +147,7 @@ class AffineCodec(nn.Module):
         return x_hat, torch.nn.functional.mse_loss(x_hat, x) + out.loss
 
 
-def train(model: AffineCodec, stream: torch.Tensor) -> float:
+def train_codec(model: AffineCodec, stream: torch.Tensor) -> float:
     """Adam over the batches of ``stream`` ``[STEPS, BATCH, D]``; returns the last step's loss."""
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
@@ -195,7 +195,7 @@ def gaussian_bound(bits: float, dim: int, variance: float = 1.0) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: AffineCodec, x: torch.Tensor) -> dict[str, Any]:
+def evaluate_codec(model: AffineCodec, x: torch.Tensor) -> dict[str, Any]:
     """Codec-path distortion, usage and throughput on held-out ``x``."""
     model.eval()
     q = model.quantizer
@@ -226,8 +226,8 @@ def run_one(name: str, data: str, sampler: Sampler, dim: int, bits: int) -> Row 
     stream = sampler(STEPS * BATCH, torch.Generator().manual_seed(SEED + 10)).reshape(STEPS, BATCH, dim)
     held_out = sampler(EVAL_SIZE, torch.Generator().manual_seed(SEED + 20))
     model = AffineCodec(quantizer)
-    final_loss = train(model, stream)
-    result = evaluate(model, held_out)
+    final_loss = train_codec(model, stream)
+    result = evaluate_codec(model, held_out)
     bound = gaussian_bound(quantizer.bits_per_vector, dim)
     return Row(
         data=data,
@@ -304,7 +304,7 @@ def write_results(rows: list[Row], notes: list[str], seconds: float, path: Path 
             "threads": torch.get_num_threads(),
         },
         "versions": {
-            "vqkit": vqkit.__version__,
+            "vqkit": __version__,
             "torch": torch.__version__,
             "python": platform.python_version(),
         },

@@ -27,12 +27,20 @@ _DECODE_FROM_START = (".mp3",)
 
 def check_sample_rate(sample_rate: Any) -> int:
     return check_int(
-        "sample_rate", sample_rate, minimum=1000, maximum=384_000, expected="an integer number of Hz in [1000, 384000]"
+        "sample_rate",
+        sample_rate,
+        minimum=1000,
+        maximum=384_000,
+        expected="an integer number of Hz in [1000, 384000]",
     )
 
 
 def segment_length(segment_seconds: Any, sample_rate: int) -> int:
-    if not is_number(segment_seconds) or not 0 < float(segment_seconds) <= 3600 or round(float(segment_seconds) * sample_rate) < 1:
+    if (
+        not is_number(segment_seconds)
+        or not 0 < float(segment_seconds) <= 3600
+        or round(float(segment_seconds) * sample_rate) < 1
+    ):
         raise ValueError(
             f"segment_seconds: expected a number of seconds in (0, 3600] that spans at least one sample at "
             f"{sample_rate} Hz, got {segment_seconds!r}"

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vqkit._validate import check_choice
+
 Modality = Literal["image", "audio", "vector"]
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -118,6 +120,11 @@ def _hash_order(keys: Sequence[str], seed: int) -> list[int]:
     return sorted(range(len(keys)), key=lambda i: (digests[i], keys[i]))
 
 
+def check_split(split: Any) -> Split:
+    """``split`` if it is one of ``SPLITS``; anything else is a ``ValueError`` naming it (never a silent train)."""
+    return check_choice("split", split, SPLITS)  # type: ignore[return-value]
+
+
 def split_counts(n: int) -> dict[str, int]:
     """80/10/10 with rounding; val and test get at least one unit each once there are 3 units."""
     n_val = max(1, int(VAL_FRACTION * n + 0.5)) if n >= 3 else 0
@@ -134,6 +141,7 @@ def permutation_split(
     rest ``train``. Adding units keeps the relative order of the others, so only units near the boundaries can
     change split.
     """
+    check_split(split)
     counts = split_counts(len(keys))
     order = _hash_order(keys, seed)
     bounds = {"val": (0, counts["val"]), "test": (counts["val"], counts["val"] + counts["test"])}
@@ -158,6 +166,7 @@ def holdout_split(num_train: int, num_test: int, split: str, seed: int) -> tuple
 
     Returns indices into the official train set (``train`` / ``val``) or the test set (``test``).
     """
+    check_split(split)
     n_val = int(VAL_FRACTION * num_train + 0.5)
     counts = {"train": num_train - n_val, "val": n_val, "test": num_test}
     if split == "test":

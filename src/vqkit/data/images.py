@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vqkit._validate import check_int
 from vqkit.data.base import (
     CorruptDataError,
     DataNotFoundError,
@@ -32,15 +33,11 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 def check_size(size: Any) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 4096:
-        raise ValueError(f"size: expected an integer in [1, 4096], got {size!r}")
-    return size
+    return check_int("size", size, minimum=1, maximum=4096)
 
 
 def check_channels(channels: Any) -> int:
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
-    return int(channels)
+    return check_int("channels", channels, choices=(1, 3), expected="1 or 3")
 
 
 def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vqkit._validate import check_positive_int
+from vqkit._validate import check_positive_int, is_int
 from vqkit.data.audio import check_sample_rate, read_audio, resample, segment_length
 from vqkit.data.base import DataNotFoundError, VQDataset, cache_root, sha256_file
 from vqkit.data.generated import generated_dataset
@@ -151,60 +151,21 @@ def load_music(
     soundfont: str | None = None,
 ) -> VQDataset:
     """Rendered music, split by piece (80/10/10, seeded), cut into ``segment_seconds`` segments."""
-    check_positive_int("num_pieces", num_pieces)
-    if pieces is None and num_pieces > NUM_CHORALES:
-        raise ValueError(
-            f"num_pieces: expected at most {NUM_CHORALES} (the corpus' Bach chorales), got {num_pieces}"
-        )
+    chosen = _check_pieces(pieces, num_pieces)
     sample_rate = check_sample_rate(sample_rate)
     length = segment_length(segment_seconds, sample_rate)
-    if pieces is not None and (
-        isinstance(pieces, str)
-        or not isinstance(pieces, (list, tuple))
-        or not pieces
-        or not all(isinstance(p, str) and p for p in pieces)
-        or len(set(pieces)) != len(pieces)
-    ):
-        raise ValueError(
-            f"pieces: expected a non-empty list of distinct corpus names or score files, got {pieces!r}"
-        )
-    if (
-        isinstance(programs, str)
-        or not isinstance(programs, (list, tuple))
-        or not programs
-        or not all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 127 for p in programs)
-    ):
-        raise ValueError(
-            f"programs: expected a non-empty list of General MIDI programs in 0..127, got {programs!r}"
-        )
+    programs = _check_programs(programs)
     if soundfont is not None and not isinstance(soundfont, str):
         raise ValueError(f"soundfont: expected the path of an .sf2 file, got {soundfont!r}")
     font = Path(soundfont or DEFAULT_SOUNDFONT).expanduser()
-    chosen = list(pieces) if pieces is not None else None
+    # What the clips depend on (the cache key); ``options`` adds what only cuts them into segments.
     config = {
         "num_pieces": None if chosen else num_pieces,
         "pieces": chosen,
-        "programs": list(programs),
+        "programs": programs,
         "sample_rate": sample_rate,
         "soundfont": str(font),
     }
-
-    def units() -> list[dict[str, Any]]:
-        names = chosen if chosen is not None else chorales(num_pieces)
-        out = []
-        for k, name in enumerate(names):
-            source = resolve_piece(name)
-            source_sha = hashlib.sha256(source.read_bytes()).hexdigest()
-            out.append(
-                {
-                    "id": name,
-                    "piece": name,
-                    "program": programs[k % len(programs)],
-                    "source_sha256": source_sha,
-                }
-            )
-        return out
-
     options = {
         **config,
         "num_pieces": len(chosen) if chosen else num_pieces,
@@ -220,7 +181,60 @@ def load_music(
         sample_rate=sample_rate,
         segment=length,
         unit="piece",
-        units=units,
+        units=lambda: music_units(chosen if chosen is not None else chorales(num_pieces), programs),
         render=lambda unit: render(unit, sample_rate, font),
         generator=lambda: _describe_tools(font),
     )
+
+
+def _check_pieces(pieces: Any, num_pieces: Any) -> list[str] | None:
+    """``pieces`` as a list (None: the first ``num_pieces`` chorales, which must exist)."""
+    check_positive_int("num_pieces", num_pieces)
+    if pieces is None:
+        if num_pieces > NUM_CHORALES:
+            raise ValueError(
+                f"num_pieces: expected at most {NUM_CHORALES} (the corpus' Bach chorales), got {num_pieces}"
+            )
+        return None
+    if (
+        isinstance(pieces, str)
+        or not isinstance(pieces, (list, tuple))
+        or not pieces
+        or not all(isinstance(p, str) and p for p in pieces)
+        or len(set(pieces)) != len(pieces)
+    ):
+        raise ValueError(
+            f"pieces: expected a non-empty list of distinct corpus names or score files, got {pieces!r}"
+        )
+    return list(pieces)
+
+
+def _check_programs(programs: Any) -> list[int]:
+    """``programs`` as a list of General MIDI programs (0..127)."""
+    if (
+        isinstance(programs, str)
+        or not isinstance(programs, (list, tuple))
+        or not programs
+        or not all(is_int(p) and 0 <= p <= 127 for p in programs)
+    ):
+        raise ValueError(
+            f"programs: expected a non-empty list of General MIDI programs in 0..127, got {programs!r}"
+        )
+    return list(programs)
+
+
+def music_units(names: list[str], programs: list[int]) -> list[dict[str, Any]]:
+    """One unit per piece: its name, the program that plays it (``programs`` in turn), and its score's hash
+    (an edited score file is another clip)."""
+    out = []
+    for k, name in enumerate(names):
+        source = resolve_piece(name)
+        out.append(
+            {
+                "id": name,
+                "piece": name,
+                "program": programs[k % len(programs)],
+                "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+            }
+        )
+    return out

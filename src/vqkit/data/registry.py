@@ -11,8 +11,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from vqkit._validate import check_int
 from vqkit.data.audio import load_audio_folder
-from vqkit.data.base import SPLITS, Split, VQDataset
+from vqkit.data.base import Split, VQDataset, check_split
 from vqkit.data.image_folder import load_image_folder
 from vqkit.data.images import load_cifar10, load_digits, load_fashion_mnist, load_mnist
 from vqkit.data.music import load_music
@@ -81,10 +82,8 @@ def load_dataset(
         CorruptDataError: a data file cannot be read (the message names it).
     """
     loader = _loader(name)
-    if split not in SPLITS:
-        raise ValueError(f"split: expected one of {list(SPLITS)}, got {split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed: expected an integer, got {seed!r}")
+    check_split(split)
+    check_int("seed", seed)
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise ValueError(f"data_dir: expected a path or None, got {data_dir!r}")
     allowed = dataset_options(name)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vqkit._validate import check_positive_int
-from vqkit.data.audio import check_sample_rate, read_audio, resample, segment_length
+from vqkit.data.audio import check_sample_rate, read_audio, segment_length
 from vqkit.data.base import DataNotFoundError, VQDataset, cache_root
 from vqkit.data.generated import generated_dataset
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from vqkit._validate import check_positive_int, check_range
+from vqkit._validate import check_int, check_positive_int, check_range
 from vqkit.data.base import VQDataset, permutation_split, reject_data_dir, require_nonempty
 from vqkit.data.synthetic import gaussian_clusters
 
@@ -45,8 +45,7 @@ def load_gaussian_clusters(
     check_positive_int("num_clusters", num_clusters)
     check_positive_int("points_per_cluster", points_per_cluster)
     check_range("center_std", center_std, 0.0, float("inf"))
-    if isinstance(data_seed, bool) or not isinstance(data_seed, int):
-        raise ValueError(f"data_seed: expected an integer, got {data_seed!r}")
+    check_int("data_seed", data_seed)
     x, labels = gaussian_clusters(
         dim, num_clusters, points_per_cluster, center_std=center_std, seed=data_seed
     )

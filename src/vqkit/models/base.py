@@ -27,12 +27,14 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import vqkit.quantizers  # noqa: F401  (registers the quantizers)
+from vqkit._validate import check_nonnegative_number, check_positive_int
 from vqkit.quantizers.base import Quantizer
 from vqkit.registry import create_quantizer, list_quantizers, quantizer_class
-from vqkit.types import Layout, QuantizerOutput
+from vqkit.types import Layout, QuantizerOutput, weighted_sum
 
 Modality = Literal["image", "audio", "vector"]
 
@@ -71,10 +73,7 @@ class TokenizerOutput:
     @property
     def reconstruction_loss(self) -> torch.Tensor:
         """Sum of ``loss_weights[name] * losses[name]`` (weight 1 for a name without one)."""
-        total = self.reconstruction.new_zeros((), dtype=torch.float32)
-        for name, value in self.losses.items():
-            total = total + float(self.loss_weights.get(name, 1.0)) * value
-        return total
+        return weighted_sum(self.losses, self.loss_weights, like=self.reconstruction)
 
     @property
     def loss(self) -> torch.Tensor:
@@ -117,11 +116,11 @@ class Tokenizer(nn.Module, ABC):
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
-        self.latent_dim = _positive_int("latent_dim", latent_dim)
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
         filled: dict[str, Any] = {"dim": self.latent_dim, "layout": self.layout}
         if self.latent_rank:
             filled["spatial_dims"] = self.latent_rank
-        self.quantizer, self._quantizer_config = build_quantizer(quantizer, filled)
+        self.quantizer, self._quantizer_config = quantizer_for_model(quantizer, filled)
         self.loss_weights = _resolve_weights(loss_weights, self.default_loss_weights)
 
     # ------------------------------------------------------------------ subclass interface
@@ -159,9 +158,6 @@ class Tokenizer(nn.Module, ABC):
         self._check_input(x)
         z: torch.Tensor = self.encoder(self._prepare(x))
         return z
-
-    pre_quant = embed
-    """Alias of ``embed``."""
 
     def forward(self, x: torch.Tensor, *, quantize: bool = True) -> TokenizerOutput:
         """Encode, quantize, decode; the reconstruction terms are computed against ``x``.
@@ -241,8 +237,19 @@ class Tokenizer(nn.Module, ABC):
         return f"modality={self.modality!r}, latent_dim={self.latent_dim}"
 
 
+class MSETokenizer(Tokenizer, ABC):
+    """A tokenizer whose one reconstruction term is ``mse`` (default weight 1): the image and vector models."""
+
+    default_loss_weights: ClassVar[Mapping[str, float]] = MappingProxyType({"mse": 1.0})
+
+    def reconstruction_losses(self, x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.loss_weights["mse"] == 0:
+            return {}
+        return {"mse": F.mse_loss(x_hat.float(), x.float())}
+
+
 # ---------------------------------------------------------------------- quantizer from config
-def build_quantizer(spec: QuantizerSpec, filled: Mapping[str, Any]) -> tuple[Quantizer, dict[str, Any]]:
+def quantizer_for_model(spec: QuantizerSpec, filled: Mapping[str, Any]) -> tuple[Quantizer, dict[str, Any]]:
     """Build the quantizer of ``spec`` with the model's ``filled`` keyword arguments.
 
     ``filled`` keys the quantizer class does not take (e.g. ``spatial_dims``) are left out. Returns the
@@ -292,17 +299,8 @@ def _resolve_weights(given: Mapping[str, float] | None, defaults: Mapping[str, f
     for name, value in given.items():
         if name not in defaults:
             raise ValueError(f"loss_weights: unknown term {name!r}; this model's terms: {sorted(defaults)}")
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or value < 0:
-            raise ValueError(f"loss_weights.{name}: expected a finite number >= 0, got {value!r}")
-        weights[name] = float(value)
+        weights[name] = check_nonnegative_number(f"loss_weights.{name}", value)
     return weights
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return value
 
 
 def check_float_input(x: Any, name: str = "x") -> torch.Tensor:

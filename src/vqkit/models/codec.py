@@ -27,8 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vqkit._validate import check_choice
-from vqkit.models.base import QuantizerSpec, Tokenizer, _positive_int, check_float_input, register_model
+from vqkit._validate import check_bool, check_choice, check_nonnegative_int, check_positive_int
+from vqkit.models.base import QuantizerSpec, Tokenizer, check_float_input, register_model
 from vqkit.models.losses import mel_l1_loss, multi_resolution_stft_loss
 from vqkit.models.seanet import (
     NORMS,
@@ -98,37 +98,35 @@ class SEANetCodec(Tokenizer):
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(quantizer=quantizer, latent_dim=latent_dim, loss_weights=loss_weights)
-        for name, value in (("n_residual_layers", n_residual_layers), ("lstm", lstm)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
-        for name, flag in (("true_skip", true_skip), ("causal", causal)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name}: expected a bool, got {flag!r}")
+        check_nonnegative_int("n_residual_layers", n_residual_layers)
+        check_nonnegative_int("lstm", lstm)
+        check_bool("true_skip", true_skip)
+        check_bool("causal", causal)
         self.cfg = SEANetConfig(
-            channels=_positive_int("channels", channels),
+            channels=check_positive_int("channels", channels),
             dimension=self.latent_dim,
-            n_filters=_positive_int("n_filters", n_filters),
+            n_filters=check_positive_int("n_filters", n_filters),
             ratios=check_ratios(ratios),
             n_residual_layers=n_residual_layers,
-            kernel_size=_positive_int("kernel_size", kernel_size),
-            last_kernel_size=_positive_int("last_kernel_size", last_kernel_size),
-            residual_kernel_size=_positive_int("residual_kernel_size", residual_kernel_size),
-            dilation_base=_positive_int("dilation_base", dilation_base),
-            compress=_positive_int("compress", compress),
+            kernel_size=check_positive_int("kernel_size", kernel_size),
+            last_kernel_size=check_positive_int("last_kernel_size", last_kernel_size),
+            residual_kernel_size=check_positive_int("residual_kernel_size", residual_kernel_size),
+            dilation_base=check_positive_int("dilation_base", dilation_base),
+            compress=check_positive_int("compress", compress),
             lstm=lstm,
             true_skip=true_skip,
             causal=causal,
             pad_mode=check_choice("pad_mode", pad_mode, PAD_MODES),  # type: ignore[arg-type]
             norm=check_choice("norm", norm, NORMS),  # type: ignore[arg-type]
         )
-        self.sample_rate = _positive_int("sample_rate", sample_rate)
+        self.sample_rate = check_positive_int("sample_rate", sample_rate)
         if isinstance(stft_sizes, (str, bytes)) or not isinstance(stft_sizes, Sequence) or not stft_sizes:
             raise ValueError(f"stft_sizes: expected a non-empty list of FFT sizes >= 2, got {stft_sizes!r}")
         self.stft_sizes = [int(n) for n in stft_sizes]
         if any(n < 2 for n in self.stft_sizes):
             raise ValueError(f"stft_sizes: expected FFT sizes >= 2, got {list(stft_sizes)!r}")
-        self.mel_n_fft = _positive_int("mel_n_fft", mel_n_fft)
-        self.n_mels = _positive_int("n_mels", n_mels)
+        self.mel_n_fft = check_positive_int("mel_n_fft", mel_n_fft)
+        self.n_mels = check_positive_int("n_mels", n_mels)
         self.encoder = SEANetEncoder(self.cfg)
         self.decoder = SEANetDecoder(self.cfg)
 

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from vqkit.models.base import _positive_int, check_float_input
+from vqkit._validate import check_positive_int
+from vqkit.models.base import check_float_input
 
 
 @dataclass
@@ -51,9 +52,9 @@ class STFTDiscriminator(nn.Module):
         self, filters: int = 32, in_channels: int = 1, n_fft: int = 1024, hop_length: int = 256
     ) -> None:
         super().__init__()
-        self.n_fft = _positive_int("n_fft", n_fft)
-        self.hop_length = _positive_int("hop_length", hop_length)
-        f = _positive_int("filters", filters)
+        self.n_fft = check_positive_int("n_fft", n_fft)
+        self.hop_length = check_positive_int("hop_length", hop_length)
+        f = check_positive_int("filters", filters)
         kernel, square = (3, 9), (3, 3)
         self.convs = nn.ModuleList([nn.Conv2d(2 * in_channels, f, kernel, padding=_same(kernel))])
         for d in (1, 2, 4):

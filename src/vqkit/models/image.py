@@ -23,15 +23,14 @@ weight (``loss_weights={"mse": 1 / variance}``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqkit._validate import check_choice
-from vqkit.models.base import QuantizerSpec, Tokenizer, _positive_int, check_float_input, register_model
+from vqkit._validate import check_choice, check_int, check_nonnegative_int, check_positive_int
+from vqkit.models.base import MSETokenizer, QuantizerSpec, check_float_input, register_model
 
 Output = Literal["linear", "sigmoid"]
 OUTPUTS = ("linear", "sigmoid")
@@ -59,19 +58,26 @@ class ResidualStack(nn.Module):
         return F.relu(x)
 
 
+def _strided(
+    conv: type[nn.Conv2d | nn.ConvTranspose2d], cin: int, cout: int, hidden: int, down: int
+) -> list[nn.Module]:
+    """The 4x4 stride-2 stage(s) from ``cin`` to ``cout`` channels: one for ``down=2``; two for ``down=4``,
+    through ``hidden / 2`` channels with a ReLU between. ``conv``: ``Conv2d`` (encoder), ``ConvTranspose2d``
+    (decoder)."""
+    if down == 2:
+        return [conv(cin, cout, kernel_size=4, stride=2, padding=1)]
+    return [
+        conv(cin, hidden // 2, kernel_size=4, stride=2, padding=1),
+        nn.ReLU(),
+        conv(hidden // 2, cout, kernel_size=4, stride=2, padding=1),
+    ]
+
+
 def _encoder(
     in_channels: int, hidden: int, res_hidden: int, layers: int, latent: int, down: int
 ) -> nn.Module:
-    if down == 4:
-        stem: list[nn.Module] = [
-            nn.Conv2d(in_channels, hidden // 2, kernel_size=4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(hidden // 2, hidden, kernel_size=4, stride=2, padding=1),
-        ]
-    else:
-        stem = [nn.Conv2d(in_channels, hidden, kernel_size=4, stride=2, padding=1)]
     return nn.Sequential(
-        *stem,
+        *_strided(nn.Conv2d, in_channels, hidden, hidden, down),
         nn.ReLU(),
         nn.Conv2d(hidden, hidden, kernel_size=3, padding=1),
         ResidualStack(hidden, res_hidden, layers),
@@ -82,25 +88,17 @@ def _encoder(
 def _decoder(
     in_channels: int, hidden: int, res_hidden: int, layers: int, latent: int, down: int, output: Output
 ) -> nn.Module:
-    if down == 4:
-        head: list[nn.Module] = [
-            nn.ConvTranspose2d(hidden, hidden // 2, kernel_size=4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(hidden // 2, in_channels, kernel_size=4, stride=2, padding=1),
-        ]
-    else:
-        head = [nn.ConvTranspose2d(hidden, in_channels, kernel_size=4, stride=2, padding=1)]
-    if output == "sigmoid":
-        head.append(nn.Sigmoid())
+    head = _strided(nn.ConvTranspose2d, hidden, in_channels, hidden, down)
     return nn.Sequential(
         nn.Conv2d(latent, hidden, kernel_size=3, padding=1),
         ResidualStack(hidden, res_hidden, layers),
         *head,
+        *([nn.Sigmoid()] if output == "sigmoid" else []),
     )
 
 
 @register_model("image_vqvae")
-class ImageVQVAE(Tokenizer):
+class ImageVQVAE(MSETokenizer):
     """Convolutional VQ-VAE: ``[B, in_channels, H, W]`` -> codes ``[B, H/f, W/f, C]`` -> ``[B, in_channels, H, W]``.
 
     Args:
@@ -121,7 +119,6 @@ class ImageVQVAE(Tokenizer):
     modality = "image"
     layout = "channels_first"
     latent_rank = 2
-    default_loss_weights: ClassVar[Mapping[str, float]] = MappingProxyType({"mse": 1.0})
 
     def __init__(
         self,
@@ -138,17 +135,13 @@ class ImageVQVAE(Tokenizer):
         encoder_hidden: int | None = None,
     ) -> None:
         super().__init__(quantizer=quantizer, latent_dim=latent_dim, loss_weights=loss_weights)
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.hidden = _positive_int("hidden", hidden)
-        self.res_hidden = _positive_int("res_hidden", res_hidden)
-        if isinstance(num_res_layers, bool) or not isinstance(num_res_layers, int) or num_res_layers < 0:
-            raise ValueError(f"num_res_layers: expected an integer >= 0, got {num_res_layers!r}")
-        self.num_res_layers = num_res_layers
-        if downsample not in DOWNSAMPLES or isinstance(downsample, bool):
-            raise ValueError(f"downsample: expected one of {list(DOWNSAMPLES)}, got {downsample!r}")
-        self.downsample = int(downsample)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.hidden = check_positive_int("hidden", hidden)
+        self.res_hidden = check_positive_int("res_hidden", res_hidden)
+        self.num_res_layers = check_nonnegative_int("num_res_layers", num_res_layers)
+        self.downsample = check_int("downsample", downsample, choices=DOWNSAMPLES)
         self.encoder_hidden = (
-            self.hidden if encoder_hidden is None else _positive_int("encoder_hidden", encoder_hidden)
+            self.hidden if encoder_hidden is None else check_positive_int("encoder_hidden", encoder_hidden)
         )
         for name, width in (("hidden", self.hidden), ("encoder_hidden", self.encoder_hidden)):
             if self.downsample == 4 and width % 2:
@@ -183,11 +176,6 @@ class ImageVQVAE(Tokenizer):
                 f"item_shape: expected height and width divisible by downsample={f}, got {shape}"
             )
         return (h // f, w // f)
-
-    def reconstruction_losses(self, x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.loss_weights["mse"] == 0:
-            return {}
-        return {"mse": F.mse_loss(x_hat.float(), x.float())}
 
     def _arch_config(self) -> dict[str, Any]:
         return {

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vqkit.models.base import QuantizerSpec, Tokenizer, _positive_int, check_float_input, register_model
+from vqkit._validate import check_positive_int
+from vqkit.models.base import MSETokenizer, QuantizerSpec, check_float_input, register_model
 
 
 def _mlp(widths: Sequence[int]) -> nn.Sequential:
@@ -32,11 +31,11 @@ def _mlp(widths: Sequence[int]) -> nn.Sequential:
 def _widths(name: str, widths: Any) -> list[int]:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
         raise ValueError(f"{name}: expected a list of positive integers, got {widths!r}")
-    return [_positive_int(name, w) for w in widths]
+    return [check_positive_int(name, w) for w in widths]
 
 
 @register_model("mlp_vqvae")
-class MLPVQVAE(Tokenizer):
+class MLPVQVAE(MSETokenizer):
     """MLP VQ-VAE: ``[B, in_dim]`` -> codes ``[B, C]`` -> ``[B, in_dim]``.
 
     Args:
@@ -53,7 +52,6 @@ class MLPVQVAE(Tokenizer):
     modality = "vector"
     layout = "channels_last"
     latent_rank = 0
-    default_loss_weights: ClassVar[Mapping[str, float]] = MappingProxyType({"mse": 1.0})
 
     def __init__(
         self,
@@ -66,7 +64,7 @@ class MLPVQVAE(Tokenizer):
         loss_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(quantizer=quantizer, latent_dim=latent_dim, loss_weights=loss_weights)
-        self.in_dim = _positive_int("in_dim", in_dim)
+        self.in_dim = check_positive_int("in_dim", in_dim)
         self.hidden = _widths("hidden", hidden)
         self.encoder_hidden = (
             self.hidden if encoder_hidden is None else _widths("encoder_hidden", encoder_hidden)
@@ -85,11 +83,6 @@ class MLPVQVAE(Tokenizer):
         if shape != (self.in_dim,):
             raise ValueError(f"item_shape: expected ({self.in_dim},), got {shape}")
         return ()
-
-    def reconstruction_losses(self, x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.loss_weights["mse"] == 0:
-            return {}
-        return {"mse": F.mse_loss(x_hat.float(), x.float())}
 
     def _arch_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {

@@ -44,6 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from vqkit._validate import check_int_list
+
 PadMode = Literal["constant", "reflect"]
 PAD_MODES = ("constant", "reflect")
 Norm = Literal["weight_norm", "none"]
@@ -196,11 +198,23 @@ class ResnetBlock(nn.Module):
         return out
 
 
-class SEANetEncoder(nn.Module):
+class _Stack(nn.Module):
+    """A SEANet encoder or decoder: its layers run in order (``model``), and the hop it spans."""
+
+    def __init__(self, layers: list[nn.Module], hop_length: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(*layers)
+        self.hop_length = hop_length
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(x)
+        return out
+
+
+class SEANetEncoder(_Stack):
     """``[B, channels, T] -> [B, dimension, ceil(T / hop)]`` (see the module docstring)."""
 
     def __init__(self, cfg: SEANetConfig) -> None:
-        super().__init__()
         width = cfg.n_filters
         layers: list[nn.Module] = [_sconv(cfg, cfg.channels, width, cfg.kernel_size)]
         for ratio in reversed(cfg.ratios):
@@ -210,19 +224,13 @@ class SEANetEncoder(nn.Module):
         if cfg.lstm:
             layers.append(SLSTM(width, cfg.lstm))
         layers += [nn.ELU(), _sconv(cfg, width, cfg.dimension, cfg.last_kernel_size)]
-        self.model = nn.Sequential(*layers)
-        self.hop_length = cfg.hop_length
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(x)
-        return out
+        super().__init__(layers, cfg.hop_length)
 
 
-class SEANetDecoder(nn.Module):
+class SEANetDecoder(_Stack):
     """``[B, dimension, frames] -> [B, channels, frames * hop]`` (see the module docstring)."""
 
     def __init__(self, cfg: SEANetConfig) -> None:
-        super().__init__()
         width = cfg.n_filters * 2 ** len(cfg.ratios)
         layers: list[nn.Module] = [_sconv(cfg, cfg.dimension, width, cfg.kernel_size)]
         if cfg.lstm:
@@ -235,20 +243,10 @@ class SEANetDecoder(nn.Module):
             width //= 2
             layers += [ResnetBlock(width, cfg.dilation_base**j, cfg) for j in range(cfg.n_residual_layers)]
         layers += [nn.ELU(), _sconv(cfg, width, cfg.channels, cfg.last_kernel_size)]
-        self.model = nn.Sequential(*layers)
-        self.hop_length = cfg.hop_length
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(z)
-        return out
+        super().__init__(layers, cfg.hop_length)
 
 
 def check_ratios(ratios: Sequence[int]) -> tuple[int, ...]:
-    if isinstance(ratios, (str, bytes)) or not isinstance(ratios, Sequence) or not ratios:
-        raise ValueError(f"ratios: expected a non-empty list of integers >= 1, got {ratios!r}")
-    out = []
-    for r in ratios:
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"ratios: expected integers >= 1, got {list(ratios)!r}")
-        out.append(int(r))
-    return tuple(out)
+    """``ratios`` as a tuple: a non-empty sequence (list, tuple, ...) of integers >= 1."""
+    is_sequence = isinstance(ratios, Sequence) and not isinstance(ratios, (str, bytes))
+    return tuple(check_int_list("ratios", list(ratios) if is_sequence else ratios, minimum=1, scalar=False))

@@ -197,7 +197,7 @@ class IVQ(ResidualQuantizer):
         if levels == "all":
             levels = tuple(range(count))
         ok = not isinstance(levels, str) and isinstance(levels, (list, tuple))
-        ok = ok and all(is_int(v) and 0 <= v < count for v in levels)
+        ok = ok and all(is_int(v) and 0 <= int(v) < count for v in levels)
         if not ok:
             raise ValueError(
                 f"relation_levels: expected 'all' or level numbers in [0, {count}), got {levels!r}"

@@ -128,14 +128,21 @@ def save_checkpoint(
     return target
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of checkpoint ``path`` (``step_0000120`` -> 120): the number of optimizer steps it holds."""
+    return int(path.name[len(PREFIX) :])
+
+
 def list_checkpoints(directory: Path) -> list[Path]:
     """Complete checkpoints in ``directory``, oldest first (staging folders are never listed)."""
     if not directory.is_dir():
         return []
     found = [
-        p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[5:].isdigit()
+        p
+        for p in directory.iterdir()
+        if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit()
     ]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
+    return sorted(found, key=checkpoint_step)
 
 
 def latest_checkpoint(directory: Path) -> Path | None:

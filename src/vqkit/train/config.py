@@ -40,13 +40,11 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     grad_clip: float | None = None
-    pretrain_epochs: int = (
-        0  # pretrain-then-finetune: encoder/decoder without the quantizer first, then k-means
-    )
+    # Pretrain-then-finetune: epochs of encoder/decoder without the quantizer first, then k-means (0: none).
+    pretrain_epochs: int = 0
     kmeans_vectors: int = 20000  # encoder outputs gathered for the k-means codebook init after pretraining
-    adversarial: bool = (
-        False  # audio models: Encodec's multi-scale STFT discriminator (hinge + feature matching)
-    )
+    # Audio models: Encodec's multi-scale STFT discriminator (hinge + feature matching).
+    adversarial: bool = False
     adversarial_weight: float = 1.0
     feature_matching_weight: float = 1.0
     discriminator_filters: int = 32

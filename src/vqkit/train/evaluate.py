@@ -3,7 +3,7 @@
 ``evaluate`` runs the model in eval mode over the split (or its first ``eval.max_items`` items) and returns one
 flat ``{name: float}``:
 
-* the modality's metrics (``vqkit.metrics.image.ImageMetrics`` / ``vqkit.metrics.audio.AudioMetrics``; vectors
+* the modality's metrics (``vqkit.metrics.eval.image.ImageMetrics`` / ``vqkit.metrics.eval.audio.AudioMetrics``; vectors
   get ``mse``); reconstructions of images are clamped to [0, 1] and of audio to [-1, 1] first, as a decoder's
   output would be when written to a file;
 * ``codebook/...``: ``CodebookUsage`` over every code of the split (utilization, perplexity, dead codes,

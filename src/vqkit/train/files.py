@@ -1,7 +1,9 @@
 """Reading and writing the files ``vqkit encode`` / ``vqkit decode`` work on, and the codes archive.
 
 * Images (PNG, JPEG, BMP, ... via Pillow) become ``[C, H, W]`` in [0, 1] with the model's channel count;
-  audio (WAV, FLAC, OGG via soundfile) becomes mono ``[1, T]`` at the model's sample rate.
+  audio (WAV, FLAC, OGG, ... via soundfile) becomes mono ``[1, T]`` at the model's sample rate. Both are read
+  by the data layer (``vqkit.data.image_folder.read_image``, ``vqkit.data.audio.read_audio``), which the
+  folder datasets use too.
 * ``codes.npz`` holds one int array per input (``codes_0``, ``codes_1``, ...) and ``meta`` (a JSON string:
   the source names, what each decodes to, bits per item). It is read with ``allow_pickle=False`` and written
   atomically; so is every decoded file.
@@ -17,10 +19,11 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from vqkit.data.audio import AUDIO_EXTENSIONS, read_audio
+from vqkit.data.base import CorruptDataError
+from vqkit.data.image_folder import IMAGE_EXTENSIONS, read_image
 from vqkit.utils.atomic import atomic_write_bytes
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 CODES_FORMAT = "vqkit.codes"
 
 
@@ -28,59 +31,28 @@ class InputFileError(ValueError):
     """An input file is missing, corrupt or of an unsupported kind; the message names it."""
 
 
-def read_image(path: Path, channels: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            converted = img.convert("L" if channels == 1 else "RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise InputFileError(f"{path}: cannot read the image ({err})") from err
-    array = np.asarray(converted, dtype=np.float32) / 255.0
-    tensor = torch.from_numpy(array.copy())
-    return tensor[None] if channels == 1 else tensor.permute(2, 0, 1).contiguous()
-
-
-def read_audio(path: Path, sample_rate: int) -> torch.Tensor:
-    import soundfile as sf
-
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, OSError, sf.LibsndfileError) as err:
-        raise InputFileError(f"{path}: cannot read the audio ({err})") from err
-    mono = data.mean(axis=1)
-    if rate != sample_rate:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(int(rate), int(sample_rate))
-        mono = resample_poly(mono, sample_rate // g, int(rate) // g).astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(mono))[None]
-
-
 def read_input(
     path: Path, modality: str, *, channels: int = 1, sample_rate: int | None = None
 ) -> torch.Tensor:
+    """One input file for ``vqkit encode``: an image ``[channels, H, W]`` in [0, 1] as it is (no resizing), or
+    mono audio ``[1, T]`` resampled to ``sample_rate``. Read by the data layer's ``read_image`` /
+    ``read_audio``, so a file decodes exactly as the ``image_folder`` / ``audio_folder`` datasets decode it."""
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
+    if modality not in ("image", "audio"):
+        raise InputFileError(f"{path}: models of modality {modality!r} do not encode files")
+    kind, suffixes = ("an image", IMAGE_EXTENSIONS) if modality == "image" else ("audio", AUDIO_EXTENSIONS)
     suffix = path.suffix.lower()
-    if modality == "image":
-        if suffix not in IMAGE_SUFFIXES:
-            raise InputFileError(
-                f"{path}: expected an image ({sorted(IMAGE_SUFFIXES)}), got {suffix or 'no suffix'!r}"
-            )
-        return read_image(path, channels)
-    if modality == "audio":
-        if suffix not in AUDIO_SUFFIXES:
-            raise InputFileError(
-                f"{path}: expected audio ({sorted(AUDIO_SUFFIXES)}), got {suffix or 'no suffix'!r}"
-            )
-        if sample_rate is None:
-            raise InputFileError(f"{path}: the model records no sample rate to resample to")
-        return read_audio(path, sample_rate)
-    raise InputFileError(f"{path}: models of modality {modality!r} do not encode files")
+    if suffix not in suffixes:
+        raise InputFileError(f"{path}: expected {kind} ({sorted(suffixes)}), got {suffix or 'no suffix'!r}")
+    if modality == "audio" and sample_rate is None:
+        raise InputFileError(f"{path}: the model records no sample rate to resample to")
+    try:
+        if modality == "image":
+            return read_image(path, channels)
+        return torch.from_numpy(np.ascontiguousarray(read_audio(path, sample_rate=sample_rate)))[None]
+    except CorruptDataError as error:  # it names the file already; the command reports InputFileError
+        raise InputFileError(str(error)) from error
 
 
 def image_bytes(x: torch.Tensor) -> bytes:

@@ -40,10 +40,8 @@ def scalar_metrics(out: TokenizerOutput) -> dict[str, float]:
     code position would swamp the log.
     """
     row = {name: float(value.detach()) for name, value in loss_terms(out).items()}
-    for name, value in out.quantizer.metrics.items():
-        # Transition: metrics once held per-position entries named "name/j"; skip any that remain.
-        if "/" not in name and value.numel() == 1:
-            row[f"batch_{name}" if name in _BATCH_USAGE else f"quantizer/{name}"] = float(value)
+    for name, value in out.quantizer.metrics.items():  # 0-dim scalars by the contract
+        row[f"batch_{name}" if name in _BATCH_USAGE else f"quantizer/{name}"] = float(value)
     return row
 
 
