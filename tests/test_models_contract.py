@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import vqkit
+from vqkit.functional.kmeans import kmeans
 from vqkit.models import Tokenizer, build_model, list_models, load_tokenizer, save_tokenizer
 
 LATENT = 8
@@ -163,11 +164,22 @@ def test_forward_unquantized_skips_the_quantizer(name: str) -> None:
 def test_kmeans_init_from_the_encoder(name: str) -> None:
     model = make_model(name, "vq")
     x = make_input(name, batch=8)
+    before = model.quantizer.codebook.weight.detach().clone()  # type: ignore[union-attr]
     used = vqkit.kmeans_init_from_encoder(model.quantizer, model.embed, [x])
     assert used == 8 * math.prod(LATENT_SHAPES[name])
-    model.eval()
-    z = model.embed(x)
-    assert z.shape == (8, LATENT, *LATENT_SHAPES[name])
+    # The codebook is now k-means (its seed and iterations) of the encoder's output vectors.
+    with torch.no_grad():
+        vectors, _ = model.quantizer.flatten_vectors(model.embed(x))
+    codebook = model.quantizer.codebook  # type: ignore[union-attr]
+    expected = kmeans(
+        vectors,
+        codebook.num_codes,
+        iters=codebook.options.kmeans_iters,
+        generator=torch.Generator().manual_seed(codebook.options.kmeans_seed),
+    )
+    assert not torch.equal(codebook.weight, before)
+    torch.testing.assert_close(codebook.weight.detach(), expected.centers)
+    assert bool(codebook.initialized)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
