@@ -116,7 +116,7 @@ class ResidualQuantizer(_Composite):
             applied once. ``"stages"``: the sum of each stage's own estimator (``q_i`` as the stage returns
             it, times ``s_i``): for bounded stages (FSQ) whose estimator passes through ``tanh``; with the
             identity, inputs beyond the bound keep being pushed outwards (FSQ has no commitment loss) and grow
-            without limit (``docs/performance.md`` has the measurement).
+            without limit (``docs/quantizers.md``, residual_fsq, has the measurement).
 
     A stage with its own out projection is refused under ``"straight_through"``: its output is detached into
     the sum, so the projection would never train (the composite's ``project`` is the way to factorize).

@@ -39,7 +39,7 @@ at that level, ``[2**L, D]``) and ``g(A, B)`` the symmetric CLIP cross-entropy o
 "w.o. hierarchy" is ``hierarchy_weight=0``, "w.o. structure" is ``relation_weight=0``, both is "w.o. hier&stru";
 a term whose weight is 0 is not computed. With more than ``structure_rows`` hexagrams (``L > 10`` by default)
 each call draws that many distinct hexagrams at random and the terms are computed on them: at ``L = 12`` the full
-terms are nine 4,096 x 4,096 contrastive matrices (``docs/performance.md`` has the cost).
+terms are nine 4,096 x 4,096 contrastive matrices (``docs/ivq.md`` has the cost).
 
 Search: ``search`` is ``vqkit.functional.block_search.residual_block_search`` over the levels' codebooks, the
 joint search of ``ResidualQuantizer``'s hook, shared by ``forward`` and ``encode``.
