@@ -12,6 +12,7 @@ from torch import nn
 import vqkit
 from tests.conftest import DIM, small_kwargs
 from vqkit.functional import fsq as fsq_math
+from vqkit.functional.estimators import rotated
 from vqkit.quantizers.composite import ResidualQuantizer
 
 
@@ -62,9 +63,15 @@ def test_every_trainable_parameter_gets_a_nonzero_gradient(
         assert p.grad.abs().sum() > 0, f"{quantizer_case[0]}: {name} got an all-zero gradient"
 
 
+def _estimator(q: vqkit.Quantizer, e: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+    """The configured estimator's surrogate: ``e`` itself (STE), or the rotation of ``e`` onto ``hard``."""
+    return rotated(e, hard) if getattr(q, "gradient", "ste") == "rotation" else e
+
+
 def _surrogate(q: vqkit.Quantizer, x: torch.Tensor) -> torch.Tensor:
     """The function whose gradient each quantizer's documented estimator passes to its input (an oracle
-    written from the docs: identity through the projections; FSQ's bound; residual FSQ's stage bounds)."""
+    written from the docs: identity or the rotation trick through the projections; FSQ's bound; residual FSQ's
+    stage bounds). Called in eval mode, so the codes are those of the forward it is compared with."""
     if isinstance(q, vqkit.FSQ):
         h = q.project_in(x)
         return q.project_out(fsq_math.bound(h, q._levels) / fsq_math.half_width(q._levels))
@@ -77,8 +84,21 @@ def _surrogate(q: vqkit.Quantizer, x: torch.Tensor) -> torch.Tensor:
             total = total + _surrogate(stage, s) * scale
             residual = residual - (stage._decode(stage._encode((residual / scale).detach())) * scale).detach()
         return q.project_out(total)
+    if isinstance(q, ResidualQuantizer):
+        h = q.project_in(x.reshape(-1, q.dim))
+        codes = torch.cat(q.search(h.detach()), dim=1)
+        levels = [
+            stage._decode(codes[:, cols]) * scale
+            for stage, scale, cols in zip(q.stage_list, q.stage_scales, q._code_slices(), strict=True)
+        ]
+        total = torch.stack(levels).sum(0)
+        return q.project_out(_estimator(q, h, total)).reshape(x.shape)
     if isinstance(q, vqkit.VQ):
-        return q.project_out(q._to_code_space(x))
+        h = q._to_code_space(x)
+        hard = q.codebook.lookup(q.codebook.search(h.reshape(-1, h.shape[-1]))).reshape(h.shape)
+        return q.project_out(_estimator(q, h, hard))
+    if isinstance(q, vqkit.SimVQ):
+        return _estimator(q, x, q.decode(q.encode(x)))
     if isinstance(q, vqkit.ProductQuantizer):
         parts = torch.split(x, [stage.dim for stage in q.stage_list], dim=-1)
         return torch.cat(
@@ -86,8 +106,9 @@ def _surrogate(q: vqkit.Quantizer, x: torch.Tensor) -> torch.Tensor:
         )
     if isinstance(q, vqkit.LooC):
         lead = x.shape[:-1]
-        flat = q._adapt(x.reshape(-1, q.dim), lead)
-        return q._merge(q._split(q._blocks(flat))).reshape(x.shape)
+        sub = q._split(q._blocks(q._adapt(x.reshape(-1, q.dim), lead)))
+        hard = q.codebook.lookup(q.codebook.search(sub))
+        return q._merge(_estimator(q, sub, hard)).reshape(x.shape)
     projections = [getattr(q, name, nn.Identity()) for name in ("project_in", "project_out")]
     return projections[1](projections[0](x))
 
@@ -97,6 +118,7 @@ def test_straight_through_gradient_oracle(quantizer_case: tuple[str, dict[str, o
     is the identity (the value oracle of the straight-through fix), its Jacobian-vector product elsewhere."""
     q = build(quantizer_case)
     q(torch.randn(4, 32, DIM))  # initialize (k-means) and move codebook state first
+    q.eval()  # the gradient is the training one; eval keeps the state fixed between the two passes
     x = torch.randn(4, 32, DIM, requires_grad=True)
     g = torch.randn(4, 32, DIM)
     (q(x).quantized * g).sum().backward()

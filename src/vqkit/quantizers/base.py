@@ -31,19 +31,13 @@ from torch import nn
 
 from vqkit._validate import check_choice, check_codes_in_range, check_positive_int
 from vqkit.distributed import ProcessGroup
+from vqkit.functional.estimators import straight_through
 from vqkit.functional.stats import batch_usage
 from vqkit.types import LAYOUTS, Layout, QuantizerOutput
 
+__all__ = ["Quantizer", "SingleCodebookQuantizer", "split_rate", "straight_through"]
+
 _HALF_TYPES = (torch.float16, torch.bfloat16)
-
-
-def straight_through(hard: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
-    """Value of ``hard``, gradient of ``surrogate``: ``hard.detach() + (surrogate - surrogate.detach())``.
-
-    Unlike ``surrogate + (hard - surrogate).detach()`` the value is *exactly* ``hard`` (``s - s`` is exactly 0
-    for finite ``s``), which is what makes ``decode(encode(x)) == forward(x).quantized`` hold bit for bit.
-    """
-    return hard.detach() + (surrogate - surrogate.detach())
 
 
 def split_rate(bits: int) -> list[int]:

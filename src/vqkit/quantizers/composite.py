@@ -24,10 +24,13 @@ import torch
 from torch import nn
 
 from vqkit._validate import check_choice
-from vqkit.quantizers.base import Quantizer, straight_through
+from vqkit.functional.estimators import estimate, straight_through
+from vqkit.quantizers.base import Quantizer
 from vqkit.types import Layout, QuantizerOutput
 
-Gradient = Literal["straight_through", "stages"]
+Estimator = Literal["ste", "rotation", "stages"]
+"""``ste`` / ``rotation``: one estimator from the summed output to the input (``functional.estimators``);
+``stages``: the sum of the stages' own estimators."""
 
 
 def mean_losses(outputs: Sequence[QuantizerOutput]) -> dict[str, torch.Tensor]:
@@ -112,14 +115,15 @@ class ResidualQuantizer(_Composite):
             contributes ``q_i * s_i``.
         project: learned linear maps ``dim -> stage_dim -> dim`` owned by the composite (needed when they
             differ): the factorized codes of DAC and ViT-VQGAN, one projection pair for all stages.
-        gradient: ``"straight_through"`` (default): identity from the summed output to the (projected) input,
-            applied once. ``"stages"``: the sum of each stage's own estimator (``q_i`` as the stage returns
-            it, times ``s_i``): for bounded stages (FSQ) whose estimator passes through ``tanh``; with the
+        gradient: ``"ste"`` (default): identity from the summed output to the (projected) input, applied once;
+            ``"rotation"``: the rotation trick (arXiv 2410.06424) from the projected input onto the sum;
+            ``"stages"``: the sum of each stage's own estimator (``q_i`` as the stage returns it, times
+            ``s_i``): for bounded stages (FSQ) whose estimator passes through ``tanh``; with the
             identity, inputs beyond the bound keep being pushed outwards (FSQ has no commitment loss) and grow
             without limit (``docs/quantizers.md``, residual_fsq, has the measurement).
 
-    A stage with its own out projection is refused under ``"straight_through"``: its output is detached into
-    the sum, so the projection would never train (the composite's ``project`` is the way to factorize).
+    A stage with its own out projection is refused under one estimator (``"ste"``, ``"rotation"``): its output
+    is detached into the sum, so the projection would never train (the composite's ``project`` is the way to factorize).
     """
 
     stage_scales: torch.Tensor
@@ -134,7 +138,7 @@ class ResidualQuantizer(_Composite):
         *,
         stage_scales: torch.Tensor | None = None,
         project: bool = False,
-        gradient: Gradient = "straight_through",
+        gradient: Estimator = "ste",
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
     ) -> None:
@@ -145,17 +149,17 @@ class ResidualQuantizer(_Composite):
             raise ValueError(f"stages: expected equal dims, got {[s.dim for s in self.stage_list]}")
         if not project and stage_dim != dim:
             raise ValueError(f"stages: stage dim {stage_dim} differs from dim={dim}; pass project=True")
-        self.gradient: Gradient = check_choice("gradient", gradient, ("straight_through", "stages"))  # type: ignore[assignment]
+        self.gradient: Estimator = check_choice("gradient", gradient, ("ste", "rotation", "stages"))  # type: ignore[assignment]
         for i, stage in enumerate(self.stage_list):
             own = getattr(stage, "project_out", None)
             if (
-                self.gradient == "straight_through"
+                self.gradient != "stages"
                 and isinstance(own, nn.Module)
                 and any(True for _ in own.parameters())
             ):
                 raise ValueError(
                     f"stages[{i}]: a {type(stage).__name__} with its own out projection would never train under "
-                    "gradient='straight_through' (its output is detached into the sum); build the stages at "
+                    f"gradient={self.gradient!r} (its output is detached into the sum); build the stages at "
                     "the projected width with project=True, or pass gradient='stages'"
                 )
         self.project_in: nn.Module = nn.Linear(dim, stage_dim) if project else nn.Identity()
@@ -223,8 +227,11 @@ class ResidualQuantizer(_Composite):
             if self.gradient == "stages":
                 surrogate = surrogate + self._stage_out(out.quantized, scale)
             outputs.append(out)
-        estimate = surrogate if self.gradient == "stages" else h
-        return combine(self.project_out(straight_through(total, estimate)), outputs)
+        if self.gradient == "stages":
+            quantized = straight_through(total, surrogate)
+        else:
+            quantized = estimate(total, h, self.gradient)
+        return combine(self.project_out(quantized), outputs)
 
     @torch.no_grad()
     def init_codebook(self, vectors: torch.Tensor) -> None:

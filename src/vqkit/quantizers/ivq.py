@@ -77,6 +77,7 @@ from vqkit._validate import check_choice, check_int, check_positive_int, check_r
 from vqkit.functional import hexagram
 from vqkit.functional.block_search import residual_block_search
 from vqkit.functional.contrastive import SIMILARITIES, Similarity, symmetric_contrastive
+from vqkit.functional.estimators import GRADIENTS, Gradient
 from vqkit.quantizers.codebook import CodebookOptions
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.quantizers.ivq_level import Codebooks, IVQLevel, resolve_levels
@@ -103,6 +104,7 @@ class IVQ(ResidualQuantizer):
         lines: L, lines per hexagram (6: the 64 hexagrams; 4 and 12 are the paper's other variants).
         codebooks: ``"shared"`` (IVQ: one codebook per level) or ``"per_block"`` (hybrid RVQ + PVQ).
         beta: weight of ``commitment``. codebook_weight: weight of ``codebook``.
+        gradient: ``"ste"`` or ``"rotation"`` (the rotation trick onto the summed levels); the value is the same.
         hierarchy_weight: weight of ``hierarchy``. relation_weight: weight of each of ``relation_terms``.
         relation_terms: which of ``"zong"``, ``"cuo"``, ``"cuozong"`` to compute.
         relation_levels: the levels (0-based) the relation terms apply to, or ``"all"``.
@@ -124,6 +126,7 @@ class IVQ(ResidualQuantizer):
         lines: int = 6,
         codebooks: Codebooks = "shared",
         beta: float = 0.25,
+        gradient: Gradient = "ste",
         codebook_weight: float = 1.0,
         hierarchy_weight: float = 0.1,
         relation_weight: float = 0.1,
@@ -167,7 +170,13 @@ class IVQ(ResidualQuantizer):
             IVQLevel(dim, lines, blocks, codebooks=self.codebooks, options=self.codebook_options)
             for _, blocks in pairs
         ]
-        super().__init__(dim, stages, layout=layout, allow_nonfinite=allow_nonfinite)
+        super().__init__(
+            dim,
+            stages,
+            gradient=check_choice("gradient", gradient, GRADIENTS),  # type: ignore[arg-type]
+            layout=layout,
+            allow_nonfinite=allow_nonfinite,
+        )
 
     @classmethod
     def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:

@@ -68,9 +68,10 @@ import torch
 import torch.nn.functional as F
 
 from vqkit._validate import check_choice, check_int, check_positive_int, check_range
+from vqkit.functional.estimators import GRADIENTS, Gradient, estimate
 from vqkit.functional.sharing import code_sharing_curve, mean_code_sharing, segment_usage
 from vqkit.functional.stats import entropy_bits
-from vqkit.quantizers.base import Quantizer, straight_through
+from vqkit.quantizers.base import Quantizer
 from vqkit.quantizers.codebook import Codebook, CodebookOptions
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
@@ -101,6 +102,7 @@ class LooC(Quantizer):
         codebook_size: K, the codes of the shared codebook (the paper: 256, down to 8).
         codebook_dim: d*, the sub-vector size; must divide ``dim`` (the paper: 4).
         beta: weight of ``commitment``.
+        gradient: ``"ste"`` or ``"rotation"`` (the rotation trick, per sub-vector); the value is the same.
         scale: β of extrapolation-by-interpolation (1: off; the paper uses 2). Integer >= 1.
         spatial_dims: 2 for image maps (bilinear), 1 for sequences (linear); used only when ``scale > 1``.
         split: ``"channels"`` (the paper's reading) or ``"unshuffle"`` (the authors' code); see the module
@@ -118,6 +120,7 @@ class LooC(Quantizer):
         codebook_dim: int = 4,
         *,
         beta: float = 0.25,
+        gradient: Gradient = "ste",
         scale: int = 1,
         spatial_dims: int = 2,
         split: Split = "channels",
@@ -142,6 +145,7 @@ class LooC(Quantizer):
         )
         self.split: Split = check_choice("split", split, SPLITS)  # type: ignore[assignment]
         self.beta = check_range("beta", beta, 0.0, float("inf"))
+        self.gradient: Gradient = check_choice("gradient", gradient, GRADIENTS)  # type: ignore[assignment]
         self.codebook_options = CodebookOptions.resolve(codebook_options, distance="cosine", restart="anchor")
         self.codebook = Codebook(codebook_size, codebook_dim, self.codebook_options)
 
@@ -261,7 +265,7 @@ class LooC(Quantizer):
         sub = self._split(blocks)
         codes, q, losses = self.codebook.quantize(sub)
         return QuantizerOutput(
-            quantized=self._merge(straight_through(q, sub)),
+            quantized=self._merge(estimate(q, sub, self.gradient)),
             codes=codes.view(n, self.num_segments),
             losses=losses,
         )

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from vqkit._validate import check_divisible, check_int_list, check_positive_int
+from vqkit._validate import check_choice, check_divisible, check_int_list, check_positive_int
+from vqkit.functional.estimators import GRADIENTS, Gradient
 from vqkit.quantizers.base import split_rate
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
 from vqkit.quantizers.vq import VQ
@@ -47,6 +48,7 @@ class ResidualVQ(ResidualQuantizer):
         codebook_size: one size for every level, or one per level (``[1024, 512, 256]``).
         num_quantizers: number of levels (default: ``len(codebook_size)`` or 4 for one size).
         codebook_dim: the levels' code dimension (default ``dim``); smaller adds the composite's projections.
+        gradient: ``"ste"`` or ``"rotation"`` (the rotation trick onto the summed levels); the value is the same.
         **vq_kwargs: options of every level's ``VQ`` (``update``, ``init``, ``beta``, ``restart``, ...).
     """
 
@@ -60,6 +62,7 @@ class ResidualVQ(ResidualQuantizer):
         num_quantizers: int | None = None,
         *,
         codebook_dim: int | None = None,
+        gradient: Gradient = "ste",
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
         **vq_kwargs: Any,
@@ -73,7 +76,14 @@ class ResidualVQ(ResidualQuantizer):
         self.vq_kwargs = dict(vq_kwargs)
         width = dim if codebook_dim is None else codebook_dim
         levels = [VQ(width, size, **vq_kwargs) for size in sizes]
-        super().__init__(dim, levels, project=width != dim, layout=layout, allow_nonfinite=allow_nonfinite)
+        super().__init__(
+            dim,
+            levels,
+            project=width != dim,
+            gradient=check_choice("gradient", gradient, GRADIENTS),  # type: ignore[arg-type]
+            layout=layout,
+            allow_nonfinite=allow_nonfinite,
+        )
 
     @classmethod
     def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqkit._validate import check_positive_int, check_range
+from vqkit._validate import check_choice, check_positive_int, check_range
+from vqkit.functional.estimators import GRADIENTS, Gradient, estimate
 from vqkit.functional.search import nearest_code
-from vqkit.quantizers.base import SingleCodebookQuantizer, straight_through
+from vqkit.quantizers.base import SingleCodebookQuantizer
 from vqkit.quantizers.codebook import vq_losses
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
@@ -38,6 +39,7 @@ class SimVQ(SingleCodebookQuantizer):
         dim: D.
         codebook_size: K (the paper runs up to 262,144; the search is chunked, so memory stays bounded).
         beta: weight of ``commitment``.
+        gradient: ``"ste"`` or ``"rotation"`` (the rotation trick); the value is the same.
         train_codebook: also train ``C`` (Remark 4.1); by default ``C`` is a frozen buffer.
         layout, allow_nonfinite: see ``Quantizer``.
     """
@@ -50,6 +52,7 @@ class SimVQ(SingleCodebookQuantizer):
         codebook_size: int = 1024,
         *,
         beta: float = 0.25,
+        gradient: Gradient = "ste",
         train_codebook: bool = False,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
@@ -58,6 +61,7 @@ class SimVQ(SingleCodebookQuantizer):
         self.codebook_size = check_positive_int("codebook_size", codebook_size)
         self.beta = check_range("beta", beta, 0.0, float("inf"))
         self.train_codebook = bool(train_codebook)
+        self.gradient: Gradient = check_choice("gradient", gradient, GRADIENTS)  # type: ignore[assignment]
         initial = torch.randn(codebook_size, dim) * dim**-0.5
         if self.train_codebook:
             self.codebook = nn.Parameter(initial)
@@ -90,7 +94,7 @@ class SimVQ(SingleCodebookQuantizer):
         q = F.embedding(codes, effective)
         losses = vq_losses(z, q)
         return QuantizerOutput(
-            quantized=straight_through(q, z),
+            quantized=estimate(q, z, self.gradient),
             codes=codes[:, None],
             losses=losses,
             metrics=self.transform_stats(),

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqkit._validate import check_positive_int, check_range
-from vqkit.quantizers.base import SingleCodebookQuantizer, straight_through
+from vqkit._validate import check_choice, check_positive_int, check_range
+from vqkit.functional.estimators import GRADIENTS, Gradient, estimate
+from vqkit.quantizers.base import SingleCodebookQuantizer
 from vqkit.quantizers.codebook import Codebook, CodebookOptions
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
@@ -46,6 +47,8 @@ class VQ(SingleCodebookQuantizer):
         codebook_size: K.
         codebook_dim: dimension of the codes; ``None`` = ``dim``. Smaller values add learned in/out projections.
         beta: weight of the commitment loss.
+        gradient: ``"ste"`` (straight-through) or ``"rotation"`` (the rotation trick, arXiv 2410.06424); the
+            value of ``quantized`` is the same, only the gradient to the input differs.
         l2_normalize: normalize inputs and codes (VQGAN-FC); matching is then l2 on the unit sphere.
         layout, allow_nonfinite: see ``Quantizer``.
         **codebook_options: the codebook's strategies and constants (``CodebookOptions``): ``init``
@@ -61,6 +64,7 @@ class VQ(SingleCodebookQuantizer):
         *,
         codebook_dim: int | None = None,
         beta: float = 0.25,
+        gradient: Gradient = "ste",
         l2_normalize: bool = False,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
@@ -72,6 +76,7 @@ class VQ(SingleCodebookQuantizer):
         code_dim = dim if codebook_dim is None else codebook_dim
         self.beta = check_range("beta", beta, 0.0, float("inf"))
         self.l2_normalize = bool(l2_normalize)
+        self.gradient: Gradient = check_choice("gradient", gradient, GRADIENTS)  # type: ignore[assignment]
         self.codebook_options = CodebookOptions.resolve(codebook_options)
         self.project_in: nn.Module = nn.Identity() if code_dim == dim else nn.Linear(dim, code_dim)
         self.project_out: nn.Module = nn.Identity() if code_dim == dim else nn.Linear(code_dim, dim)
@@ -103,7 +108,7 @@ class VQ(SingleCodebookQuantizer):
         h = self._to_code_space(z)
         found, q, losses = self.codebook.quantize(h, None if codes is None else codes[:, 0])
         return QuantizerOutput(
-            quantized=self.project_out(straight_through(q, h)), codes=found[:, None], losses=losses
+            quantized=self.project_out(estimate(q, h, self.gradient)), codes=found[:, None], losses=losses
         )
 
     @property
