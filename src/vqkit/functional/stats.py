@@ -47,15 +47,18 @@ def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def batch_usage(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Utilization and perplexity of one set of codes ``[N]`` over an alphabet of ``num_codes``."""
+    """Utilization and perplexity of one set of codes ``[N]`` over an alphabet of ``num_codes``. Negative codes
+    mark vectors a level did not code (quantizer dropout) and are not counted."""
     flat = codes.reshape(-1)
+    coded = (flat >= 0).to(torch.float64)
     if num_codes <= DENSE_COUNT_LIMIT:
-        counts = code_counts(flat, num_codes)
+        counts = torch.zeros(num_codes, dtype=torch.float64, device=flat.device)
+        counts.index_add_(0, flat.clamp(min=0), coded)
         used = (counts > 0).sum()
     else:
-        _, sparse = torch.unique(flat, return_counts=True)
-        counts = sparse.to(torch.float64)
-        used = torch.tensor(float(counts.numel()), dtype=torch.float64, device=flat.device)
+        values, sparse = torch.unique(flat, return_counts=True)
+        counts = sparse.to(torch.float64) * (values >= 0)
+        used = (counts > 0).sum().to(torch.float64)
     utilization = used.to(torch.float32) / float(num_codes)
     perplexity = torch.exp2(entropy_bits(counts)).to(torch.float32)
     return utilization, perplexity

@@ -191,12 +191,14 @@ class Tokenizer(nn.Module, ABC):
         )
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes of ``x``: ``[B, *latent, C]`` int64. No gradient and no state changes (the quantizer's
-        ``encode``; the encoders have no train-mode behaviour), so the codes are those of ``forward`` in eval
-        under ``torch.no_grad()`` (with grad enabled, CPU convolutions may pick another kernel and differ in the
-        last bit, which can flip a near-tie)."""
-        return self.quantizer.encode(self.embed(x))
+    def encode(self, x: torch.Tensor, *, num_quantizers: int | None = None) -> torch.Tensor:
+        """Codes of ``x``: ``[B, *latent, C]`` int64; ``num_quantizers=k`` keeps the first ``k`` residual
+        levels, ``[B, *latent, quantizer.level_widths()[k - 1]]``, which ``decode`` takes as they are.
+
+        No gradient and no state changes (the quantizer's ``encode``; the encoders have no train-mode
+        behaviour), so the codes are those of ``forward`` in eval under ``torch.no_grad()`` (with grad enabled,
+        CPU convolutions may pick another kernel and differ in the last bit, which can flip a near-tie)."""
+        return self.quantizer.encode(self.embed(x), num_quantizers=num_quantizers)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``x_hat`` from ``codes`` ``[B, *latent, C]``; in eval mode exactly ``forward(x).reconstruction``
@@ -210,9 +212,12 @@ class Tokenizer(nn.Module, ABC):
         return self._finish(self.decoder(self.quantizer.decode(codes).contiguous()), None)
 
     # ------------------------------------------------------------------ rates
-    def bits_per_item(self, item_shape: Sequence[int]) -> float:
-        """Nominal bits for one item: ``prod(latent_shape(item_shape)) * quantizer.bits_per_vector``."""
-        return math.prod(self.latent_shape(item_shape)) * self.quantizer.bits_per_vector
+    def bits_per_item(self, item_shape: Sequence[int], num_quantizers: int | None = None) -> float:
+        """Nominal bits for one item: ``prod(latent_shape(item_shape)) * quantizer.bits_per_vector`` (of the
+        first ``num_quantizers`` levels when given)."""
+        q = self.quantizer
+        bits = q.bits_per_vector if num_quantizers is None else q.bits_per_vector_at(num_quantizers)
+        return math.prod(self.latent_shape(item_shape)) * bits
 
     def codes_per_item(self, item_shape: Sequence[int]) -> int:
         """Integer codes (tokens) for one item: ``prod(latent_shape) * quantizer.codes_per_vector``."""

@@ -148,9 +148,12 @@ class SEANetCodec(Tokenizer):
         """Integer codes (tokens) per second: ``frame_rate * quantizer.codes_per_vector``."""
         return self.frame_rate(sample_rate) * self.quantizer.codes_per_vector
 
-    def bitrate_kbps(self, sample_rate: float | None = None) -> float:
-        """Nominal bitrate: ``frame_rate * quantizer.bits_per_vector / 1000``."""
-        return self.frame_rate(sample_rate) * self.quantizer.bits_per_vector / 1000.0
+    def bitrate_kbps(self, sample_rate: float | None = None, num_quantizers: int | None = None) -> float:
+        """Nominal bitrate: ``frame_rate * quantizer.bits_per_vector / 1000`` (of the first ``num_quantizers``
+        residual levels when given: the rates one model trained with quantizer dropout serves)."""
+        q = self.quantizer
+        bits = q.bits_per_vector if num_quantizers is None else q.bits_per_vector_at(num_quantizers)
+        return self.frame_rate(sample_rate) * bits / 1000.0
 
     def latent_shape(self, item_shape: Sequence[int]) -> tuple[int, ...]:
         """``(ceil(T / hop),)`` for an item ``(channels, T)`` or ``(T,)``."""

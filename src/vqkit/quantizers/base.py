@@ -190,6 +190,41 @@ class Quantizer(nn.Module, ABC):
         """Nominal rate: the sum over codes of log2 of each code's alphabet size."""
         return float(sum(math.log2(k) for k in self.alphabet_sizes))
 
+    # ------------------------------------------------------------------ levels (bitrate choice)
+    @property
+    def num_levels(self) -> int:
+        """Residual levels a code can be cut after (1 for every quantizer that is not residual)."""
+        return 1
+
+    def level_widths(self) -> tuple[int, ...]:
+        """Code columns of the first ``k`` levels, for ``k = 1 .. num_levels``: the prefixes ``decode`` takes."""
+        return (self.codes_per_vector,)
+
+    def bits_per_vector_at(self, num_quantizers: int) -> float:
+        """Nominal rate of the codes of the first ``num_quantizers`` levels (``encode(x, num_quantizers=k)``)."""
+        width = self.level_widths()[self._check_levels(num_quantizers) - 1]
+        return float(sum(math.log2(k) for k in self.alphabet_sizes[:width]))
+
+    def _check_levels(self, num_quantizers: int) -> int:
+        if isinstance(num_quantizers, bool) or not isinstance(num_quantizers, int):
+            raise TypeError(f"num_quantizers: expected an int, got {type(num_quantizers).__name__}")
+        if not 1 <= num_quantizers <= self.num_levels:
+            raise ValueError(
+                f"num_quantizers: expected 1 to {self.num_levels} (the levels of {type(self).__name__}), "
+                f"got {num_quantizers}"
+            )
+        return num_quantizers
+
+    def _encode_levels(self, z: torch.Tensor, num_quantizers: int) -> torch.Tensor:
+        """Codes of the first ``num_quantizers`` levels ``[N, level_widths()[k - 1]]``; residual quantizers
+        override it (one level: the full codes)."""
+        return self._encode(z)
+
+    def _quantize_positions(self, z: torch.Tensor, lead: torch.Size) -> QuantizerOutput:
+        """The training forward with the positions' shape ``lead`` (``(B, *spatial)``) known: quantizer dropout
+        draws one level count per item. The default is ``_quantize``."""
+        return self._quantize(z)
+
     @property
     def codebook_label(self) -> str:
         """The codebook size as the papers write it: codes per vector × alphabet, e.g. ``"1×4096"``, ``"4×64"``
@@ -204,29 +239,36 @@ class Quantizer(nn.Module, ABC):
         """Quantize ``x`` (``[..., D]`` or ``[B, D, *S]`` by ``layout``). See ``QuantizerOutput``."""
         z, lead = self.flatten_vectors(x)
         with _fp32_compute(z.device):
-            flat = self._quantize(self._adapt(z.to(self.compute_dtype), lead))
+            flat = self._quantize_positions(self._adapt(z.to(self.compute_dtype), lead), lead)
         return self._output(flat, x.dtype, lead)
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes of ``x``: ``[..., C]`` int64 (``[B, *S, C]`` for channels-first input). No state changes."""
+    def encode(self, x: torch.Tensor, *, num_quantizers: int | None = None) -> torch.Tensor:
+        """Codes of ``x``: ``[..., C]`` int64 (``[B, *S, C]`` for channels-first input). No state changes.
+
+        ``num_quantizers=k`` keeps the first ``k`` residual levels (bitrate choice; ``bits_per_vector_at(k)``):
+        ``[..., level_widths()[k - 1]]``, which ``decode`` takes as they are."""
+        k = self.num_levels if num_quantizers is None else self._check_levels(num_quantizers)
         z, lead = self.flatten_vectors(x)
         with _fp32_compute(z.device):
-            codes = self._encode(self._adapt(z.to(self.compute_dtype), lead))
-        return codes.reshape(*lead, self.codes_per_vector)
+            v = self._adapt(z.to(self.compute_dtype), lead)
+            codes = self._encode(v) if k == self.num_levels else self._encode_levels(v, k)
+        return codes.reshape(*lead, codes.shape[-1])
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Vectors for ``codes`` ``[..., C]``: ``[..., D]`` (``[B, D, *S]`` for channels-first), float32."""
         if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point or codes.dtype == torch.bool:
             got = codes.dtype if isinstance(codes, torch.Tensor) else type(codes).__name__
             raise TypeError(f"codes: expected an integer tensor, got {got}")
-        c = self.codes_per_vector
-        if codes.dim() < 1 or codes.shape[-1] != c:
-            raise ValueError(
-                f"codes: expected shape [..., {c}] (codes_per_vector={c}), got {tuple(codes.shape)}"
-            )
+        widths = self.level_widths()
+        c = codes.shape[-1] if codes.dim() >= 1 else -1
+        if c not in widths:
+            expected = f"[..., {widths[-1]}] (codes_per_vector={widths[-1]})"
+            if len(widths) > 1:
+                expected += f", or the first levels' codes [..., w] for w in {list(widths[:-1])}"
+            raise ValueError(f"codes: expected shape {expected}, got {tuple(codes.shape)}")
         flat = codes.reshape(-1, c).long()
-        check_codes_in_range(flat, self.alphabet_sizes)
+        check_codes_in_range(flat, self.alphabet_sizes[:c])
         with _fp32_compute(flat.device):
             out = self._decode(flat)
         return self._unflatten(out, codes.shape[:-1])

@@ -23,9 +23,10 @@ from typing import ClassVar, Literal, cast
 import torch
 from torch import nn
 
-from vqkit._validate import check_choice
+from vqkit._validate import check_choice, check_range
 from vqkit.functional.estimators import estimate, straight_through
 from vqkit.quantizers.base import Quantizer
+from vqkit.quantizers.dropout import draw_levels, on_rows
 from vqkit.types import Layout, QuantizerOutput
 
 Estimator = Literal["ste", "rotation", "stages"]
@@ -121,6 +122,8 @@ class ResidualQuantizer(_Composite):
             ``s_i``): for bounded stages (FSQ) whose estimator passes through ``tanh``; with the
             identity, inputs beyond the bound keep being pushed outwards (FSQ has no commitment loss) and grow
             without limit (``docs/quantizers.md``, residual_fsq, has the measurement).
+        dropout: quantizer dropout (``vqkit.quantizers.dropout``): in training, with this probability per item,
+            use only the first ``k ~ U{1..L}`` levels, so that ``encode(x, num_quantizers=k)`` serves any rate.
 
     A stage with its own out projection is refused under one estimator (``"ste"``, ``"rotation"``): its output
     is detached into the sum, so the projection would never train (the composite's ``project`` is the way to factorize).
@@ -139,11 +142,13 @@ class ResidualQuantizer(_Composite):
         stage_scales: torch.Tensor | None = None,
         project: bool = False,
         gradient: Estimator = "ste",
+        dropout: float = 0.0,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
     ) -> None:
         super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
         self._set_stages(stages)
+        self.dropout = check_range("dropout", dropout, 0.0, 1.0)
         stage_dim = self.stage_list[0].dim
         if any(s.dim != stage_dim for s in self.stage_list):
             raise ValueError(f"stages: expected equal dims, got {[s.dim for s in self.stage_list]}")
@@ -179,26 +184,41 @@ class ResidualQuantizer(_Composite):
     def _stage_out(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return q if self.unit_scales else q * scale
 
+    # ------------------------------------------------------------------ levels
+    @property
+    def num_levels(self) -> int:
+        return len(self.stage_list)
+
+    def level_widths(self) -> tuple[int, ...]:
+        return tuple(cols.stop for cols in self._code_slices())
+
     # ------------------------------------------------------------------ search
     @torch.no_grad()
-    def search(self, h: torch.Tensor) -> list[torch.Tensor]:
-        """Every stage's codes ``[N, C_i]`` for ``h`` ``[N, stage_dim]`` (after ``project_in``): greedy, each
-        stage's nearest codes for what the earlier stages left. Subclasses may search jointly."""
+    def search(self, h: torch.Tensor, num_levels: int | None = None) -> list[torch.Tensor]:
+        """The first ``num_levels`` (default all) stages' codes ``[N, C_i]`` for ``h`` ``[N, stage_dim]`` (after
+        ``project_in``): greedy, each stage's nearest codes for what the earlier stages left. Subclasses may
+        search jointly."""
         codes: list[torch.Tensor] = []
 
         def visit(stage: Quantizer, x: torch.Tensor) -> torch.Tensor:
             codes.append(stage._encode(x))
             return codes[-1]
 
-        self._walk(h, visit)
+        self._walk(h, visit, num_levels)
         return codes
 
-    def _walk(self, h: torch.Tensor, visit: Callable[[Quantizer, torch.Tensor], torch.Tensor | None]) -> None:
-        """Run ``visit(stage, stage input)`` down the stages; ``visit`` returns the stage's codes (``None``:
-        its own nearest codes), which are subtracted to form the next residual (the last one is never read)."""
+    def _walk(
+        self,
+        h: torch.Tensor,
+        visit: Callable[[Quantizer, torch.Tensor], torch.Tensor | None],
+        num_levels: int | None = None,
+    ) -> None:
+        """Run ``visit(stage, stage input)`` down the first ``num_levels`` stages; ``visit`` returns the stage's
+        codes (``None``: its own nearest codes), subtracted to form the next residual (the last is never read)."""
         residual = h
-        last = len(self.stage_list) - 1
-        for i, (stage, scale) in enumerate(zip(self.stage_list, self.stage_scales, strict=True)):
+        stages = self.stage_list[: num_levels or len(self.stage_list)]
+        last = len(stages) - 1
+        for i, (stage, scale) in enumerate(zip(stages, self.stage_scales, strict=False)):
             x = self._stage_in(residual, scale)
             codes = visit(stage, x)
             if i < last:
@@ -206,20 +226,35 @@ class ResidualQuantizer(_Composite):
                 residual = residual - self._stage_out(stage._decode(codes), scale)
 
     # ------------------------------------------------------------------ contract
+    def _quantize_positions(self, z: torch.Tensor, lead: torch.Size) -> QuantizerOutput:
+        if not (self.training and self.dropout > 0):
+            return self._quantize(z)
+        levels = draw_levels(lead, z.shape[0], self.num_levels, self.dropout, z.device)
+        return self._quantize_levels(z, levels)
+
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        return self._quantize_levels(z, None)
+
+    def _quantize_levels(self, z: torch.Tensor, levels: torch.Tensor | None) -> QuantizerOutput:
+        """The training forward; ``levels`` ``[N]``: how many stages each vector uses (quantizer dropout)."""
         h = self.project_in(z)
         found: list[torch.Tensor] | None = None
+        if self.training and (self.joint_search or levels is not None) and self.needs_warm_start:
+            # First training batch: data-dependent init (k-means) stage by stage on the residuals of all rows.
+            self._walk(h.detach(), lambda stage, x: stage.warm_start(x))
         if self.joint_search:
-            if self.training and any(stage.needs_warm_start for stage in self.stage_list):
-                # First training batch: data-dependent init (k-means) stage by stage on the residuals.
-                self._walk(h.detach(), lambda stage, x: stage.warm_start(x))
             found = self.search(h.detach())
         residual, total, surrogate = h, torch.zeros_like(h), torch.zeros_like(h)
         outputs = []
         last = len(self.stage_list) - 1
         for i, (stage, scale) in enumerate(zip(self.stage_list, self.stage_scales, strict=True)):
             x = self._stage_in(residual, scale)
-            out = stage._quantize(x) if found is None else stage.quantize_codes(x, found[i])
+            given = None if found is None else found[i]
+            rows = None if levels is None or i == 0 else (levels > i).nonzero().squeeze(1)
+            if rows is None or rows.numel() == x.shape[0]:
+                out = stage.quantize_codes(x, given)
+            else:  # some items dropped this level: it sees only the others' vectors
+                out = on_rows(stage.quantize_codes, x, given, rows)
             q = self._stage_out(out.quantized.detach(), scale)  # its value is exactly the decoded codes
             if i < last:  # the last residual is never read
                 residual = residual - q
@@ -242,9 +277,15 @@ class ResidualQuantizer(_Composite):
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.cat(self.search(self.project_in(z)), dim=1)
 
+    def _encode_levels(self, z: torch.Tensor, num_quantizers: int) -> torch.Tensor:
+        return torch.cat(self.search(self.project_in(z), num_quantizers), dim=1)
+
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes of all stages, or of the first ones (a prefix from ``encode(x, num_quantizers=k)``)."""
         total = None
         for stage, scale, cols in zip(self.stage_list, self.stage_scales, self._code_slices(), strict=True):
+            if cols.start >= codes.shape[1]:
+                break
             q = self._stage_out(stage._decode(codes[:, cols]), scale)
             total = q if total is None else total + q
         assert total is not None

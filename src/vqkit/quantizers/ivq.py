@@ -105,6 +105,7 @@ class IVQ(ResidualQuantizer):
         codebooks: ``"shared"`` (IVQ: one codebook per level) or ``"per_block"`` (hybrid RVQ + PVQ).
         beta: weight of ``commitment``. codebook_weight: weight of ``codebook``.
         gradient: ``"ste"`` or ``"rotation"`` (the rotation trick onto the summed levels); the value is the same.
+        dropout: quantizer dropout over the levels (``ResidualQuantizer``); ``encode(x, num_quantizers=k)``.
         hierarchy_weight: weight of ``hierarchy``. relation_weight: weight of each of ``relation_terms``.
         relation_terms: which of ``"zong"``, ``"cuo"``, ``"cuozong"`` to compute.
         relation_levels: the levels (0-based) the relation terms apply to, or ``"all"``.
@@ -127,6 +128,7 @@ class IVQ(ResidualQuantizer):
         codebooks: Codebooks = "shared",
         beta: float = 0.25,
         gradient: Gradient = "ste",
+        dropout: float = 0.0,
         codebook_weight: float = 1.0,
         hierarchy_weight: float = 0.1,
         relation_weight: float = 0.1,
@@ -174,6 +176,7 @@ class IVQ(ResidualQuantizer):
             dim,
             stages,
             gradient=check_choice("gradient", gradient, GRADIENTS),  # type: ignore[arg-type]
+            dropout=dropout,
             layout=layout,
             allow_nonfinite=allow_nonfinite,
         )
@@ -304,14 +307,17 @@ class IVQ(ResidualQuantizer):
 
     # ------------------------------------------------------------------ search and contract
     @torch.no_grad()
-    def search(self, h: torch.Tensor) -> list[torch.Tensor]:
-        """Every level's hexagram index ``[N, 1]``: the joint residual block search (module docstring)."""
-        levels = [(level.books(), level.blocks) for level in self.level_list]
+    def search(self, h: torch.Tensor, num_levels: int | None = None) -> list[torch.Tensor]:
+        """The first ``num_levels`` (default all) levels' hexagram indices ``[N, 1]``: the joint residual block
+        search (module docstring); a level's codes never depend on the later levels."""
+        levels = [
+            (level.books(), level.blocks) for level in self.level_list[: num_levels or len(self.level_list)]
+        ]
         found = residual_block_search(h, levels, self.codebook_options.distance)
         return [hexagram.blocks_to_index(codes, self.lines)[:, None] for codes in found]
 
-    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        out = super()._quantize(z)
+    def _quantize_levels(self, z: torch.Tensor, levels: torch.Tensor | None) -> QuantizerOutput:
+        out = super()._quantize_levels(z, levels)
         out.losses.update(self.structure_losses())
         return out
 

@@ -49,6 +49,8 @@ class ResidualVQ(ResidualQuantizer):
         num_quantizers: number of levels (default: ``len(codebook_size)`` or 4 for one size).
         codebook_dim: the levels' code dimension (default ``dim``); smaller adds the composite's projections.
         gradient: ``"ste"`` or ``"rotation"`` (the rotation trick onto the summed levels); the value is the same.
+        dropout: quantizer dropout (SoundStream, DAC): in training, with this probability per item, only the
+            first ``k ~ U{1..L}`` levels; then ``encode(x, num_quantizers=k)`` / ``bits_per_vector_at(k)``.
         **vq_kwargs: options of every level's ``VQ`` (``update``, ``init``, ``beta``, ``restart``, ...).
     """
 
@@ -63,6 +65,7 @@ class ResidualVQ(ResidualQuantizer):
         *,
         codebook_dim: int | None = None,
         gradient: Gradient = "ste",
+        dropout: float = 0.0,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
         **vq_kwargs: Any,
@@ -81,6 +84,7 @@ class ResidualVQ(ResidualQuantizer):
             levels,
             project=width != dim,
             gradient=check_choice("gradient", gradient, GRADIENTS),  # type: ignore[arg-type]
+            dropout=dropout,
             layout=layout,
             allow_nonfinite=allow_nonfinite,
         )

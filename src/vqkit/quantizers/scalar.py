@@ -204,7 +204,8 @@ class LFQ(Quantizer):
 @register_quantizer("residual_fsq")
 class ResidualFSQ(ResidualQuantizer):
     """Residual FSQ: ``num_quantizers`` FSQ stages of ``levels``; stage ``i`` sees the residual times
-    ``(levels - 1) ** i``. Projects ``dim -> len(levels)`` once, around all stages, when they differ."""
+    ``(levels - 1) ** i``. Projects ``dim -> len(levels)`` once, around all stages, when they differ.
+    ``dropout``: quantizer dropout over the stages (``ResidualQuantizer``)."""
 
     def __init__(
         self,
@@ -212,6 +213,7 @@ class ResidualFSQ(ResidualQuantizer):
         levels: Sequence[int] = (8, 5, 5, 5),
         num_quantizers: int = 4,
         *,
+        dropout: float = 0.0,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
     ) -> None:
@@ -226,6 +228,7 @@ class ResidualFSQ(ResidualQuantizer):
             stages,
             stage_scales=scales,
             gradient="stages",
+            dropout=dropout,
             project=dim != len(lv),
             layout=layout,
             allow_nonfinite=allow_nonfinite,
@@ -245,6 +248,7 @@ class ResidualLFQ(ResidualQuantizer):
         dim: D.
         bits: sign channels per stage.
         num_quantizers: stages.
+        dropout: quantizer dropout over the stages (``ResidualQuantizer``).
         **lfq_kwargs: every stage's ``LFQ`` options (``temperature``, ``diversity``, ``beta``,
             ``entropy_weight``, ``entropy_mode``), as ``residual_vq`` hands its options to each ``VQ``.
     """
@@ -257,6 +261,7 @@ class ResidualLFQ(ResidualQuantizer):
         bits: int = 6,
         num_quantizers: int = 4,
         *,
+        dropout: float = 0.0,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
         **lfq_kwargs: Any,
@@ -267,7 +272,13 @@ class ResidualLFQ(ResidualQuantizer):
         self.bits, self.num_quantizers, self.lfq_kwargs = b, n, dict(lfq_kwargs)
         scales = torch.tensor([2.0**-i for i in range(n)])
         super().__init__(
-            dim, stages, stage_scales=scales, project=dim != b, layout=layout, allow_nonfinite=allow_nonfinite
+            dim,
+            stages,
+            stage_scales=scales,
+            project=dim != b,
+            dropout=dropout,
+            layout=layout,
+            allow_nonfinite=allow_nonfinite,
         )
 
     @classmethod
