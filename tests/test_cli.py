@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 import vqkit
 from vqkit.cli import main
+from vqkit.train.files import read_codes
 from vqkit.train.run import load_run_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -391,3 +392,55 @@ def test_adversarial_codec_training_checkpoints_and_resumes_the_discriminator(tm
         from vqkit.train.loop import train
 
         train(load_config(CONFIGS / "digits.yaml", ["train.adversarial=true", *TINY]), tmp_path / "img")
+
+
+def test_encode_keeps_the_residual_levels_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--num-quantizers K`` and ``--kbps R`` cut the codes after K levels (a model trained with quantizer
+    dropout serves every rate); ``decode`` takes the shorter codes as they are."""
+    import soundfile as sf
+
+    codec = vqkit.build_model(
+        {
+            "name": "seanet_codec",
+            "sample_rate": 8000,
+            "n_filters": 2,
+            "ratios": [2, 2],
+            "lstm": 0,
+            "stft_sizes": [32, 64],
+            "mel_n_fft": 64,
+            "n_mels": 16,
+            "latent_dim": 8,
+            "quantizer": {
+                "name": "residual_vq",
+                "kwargs": {"codebook_size": 16, "num_quantizers": 3, "dropout": 0.5},
+            },
+        }
+    )
+    tokenizer = vqkit.save_tokenizer(codec, tmp_path / "codec")
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, 0.3 * np.sin(np.arange(800) / 8.0), 8000)
+    assert codec.bitrate_kbps(num_quantizers=2) == 16.0  # 2000 frames/s x 8 bits
+    for flags, levels in (
+        (["--num-quantizers", "2"], 2),
+        (["--kbps", "17"], 2),
+        (["--kbps", "24"], 3),
+        ([], 3),
+    ):
+        codes = tmp_path / f"codes{len(flags)}{levels}.npz"
+        assert main(["encode", str(tokenizer), str(wav), "-o", str(codes), *flags]) == 0
+        archive, _ = read_codes(codes)
+        assert archive[0].shape[-1] == levels
+        assert f"{200 * 4 * levels} bits" in capsys.readouterr().out
+        out = tmp_path / f"decoded{len(flags)}{levels}"
+        assert main(["decode", str(tokenizer), str(codes), "-o", str(out)]) == 0
+        assert (out / "clip.wav").exists()
+    assert (
+        main(["encode", str(tokenizer), str(wav), "-o", str(tmp_path / "x.npz"), "--num-quantizers", "4"])
+        == 1
+    )
+    assert "--num-quantizers: expected 1 to 3" in capsys.readouterr().err
+    assert main(["encode", str(tokenizer), str(wav), "-o", str(tmp_path / "x.npz"), "--kbps", "4"]) == 1
+    assert "--kbps: expected at least 8" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()

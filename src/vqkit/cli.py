@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run directory or exported tokenizer")
     p.add_argument("files", nargs="+", type=Path, help="images (PNG, JPEG, ...) or audio (WAV, FLAC, OGG)")
     p.add_argument("-o", "--output", type=Path, required=True, help="codes archive to write (.npz)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument(
+        "--num-quantizers", type=int, help="keep the first K residual levels (a model trained with dropout)"
+    )
+    rate.add_argument("--kbps", type=float, help="audio: the most residual levels within this bitrate")
 
     p = sub.add_parser(
         "decode", help="decode a codes archive back to files", description="Decode codes to files."
@@ -212,11 +217,12 @@ def _encode(args: argparse.Namespace) -> int:
     inputs = [
         read_input(path, modality, channels=channels, sample_rate=rate) for path in args.files
     ]  # all first
+    levels = _levels(args, model, modality)
     codes, items = [], []
     with torch.no_grad():
         for path, x in zip(args.files, inputs, strict=True):
-            c = model.encode(x[None])[0]
-            bits = float(model.bits_per_item(tuple(x.shape)))
+            c = model.encode(x[None], num_quantizers=levels)[0]
+            bits = float(model.bits_per_item(tuple(x.shape), num_quantizers=levels))
             codes.append(c)
             items.append({"source": path.name, "shape": list(x.shape), "bits": bits})
             print(f"{path}: codes {tuple(c.shape)}, {bits:.0f} bits ({bits / 8:.0f} bytes)")
@@ -225,6 +231,27 @@ def _encode(args: argparse.Namespace) -> int:
     total = sum(item["bits"] for item in items)
     print(f"wrote {args.output}: {len(items)} items, {total:.0f} bits in all")
     return 0
+
+
+def _levels(args: argparse.Namespace, model: Any, modality: str) -> int | None:
+    """The residual levels ``encode`` keeps: ``--num-quantizers``, the most within ``--kbps``, or all."""
+    q = model.quantizer
+    if args.num_quantizers is not None:
+        if not 1 <= args.num_quantizers <= q.num_levels:
+            raise ValueError(
+                f"--num-quantizers: expected 1 to {q.num_levels} (the levels of this model's "
+                f"{type(q).__name__}), got {args.num_quantizers}"
+            )
+        return int(args.num_quantizers)
+    if args.kbps is None:
+        return None
+    if modality != "audio":
+        raise ValueError(f"--kbps: only audio models have a bitrate, this model is a {modality} model")
+    fits = [k for k in range(1, q.num_levels + 1) if model.bitrate_kbps(num_quantizers=k) <= args.kbps + 1e-9]
+    if not fits:
+        lowest = model.bitrate_kbps(num_quantizers=1)
+        raise ValueError(f"--kbps: expected at least {lowest:g} (one level of this model), got {args.kbps:g}")
+    return fits[-1]
 
 
 def _check_codes_target(path: Path) -> None:
