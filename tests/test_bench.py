@@ -130,3 +130,29 @@ def test_rows_count_pretraining_apart_from_the_quantized_steps(
         epoch + 2,
     )
     capsys.readouterr()
+
+
+def test_one_residual_model_draws_its_rate_distortion_curve_over_its_levels(tmp_path: Path) -> None:
+    """``levels: true``: the trained model is also evaluated at every prefix of its levels, one row each at the
+    prefix's rate; with quantizer dropout more levels reconstruct better."""
+    path = bench_file(
+        tmp_path,
+        "overrides: [train.steps=40, train.eval_every=40, train.checkpoint_every=40, eval.max_items=100]\n"
+        "fixed:\n"
+        "  - {label: RVQ, name: residual_vq, kwargs: {codebook_size: 16, num_quantizers: 3, dropout: 0.5,"
+        " init: kmeans}, levels: true}\n",
+    )
+    out = tmp_path / "out"
+    run_bench(path, out)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    by_method = {r["method"]: r for r in rows}
+    assert set(by_method) == {"RVQ", "RVQ (1/3 levels)", "RVQ (2/3 levels)"}
+    assert [by_method[m]["bits"] for m in ("RVQ (1/3 levels)", "RVQ (2/3 levels)", "RVQ")] == [4, 8, 12]
+    for method, row in by_method.items():  # 4x4 latents at the prefix's rate
+        assert row["metrics"]["bits_per_item"] == 16 * row["bits"], method
+    mse = [by_method[m]["metrics"]["mse"] for m in ("RVQ (1/3 levels)", "RVQ (2/3 levels)", "RVQ")]
+    assert mse[0] > mse[1] > mse[2]
+    report = (out / "report.md").read_text()
+    assert "| RVQ (1/3 levels) | 4 | 64 |" in report
+    with pytest.raises(ConfigError, match=r"bench.fixed\[0\].levels: expected true or false"):
+        load_bench(bench_file(tmp_path, "fixed:\n  - {name: residual_vq, levels: yes please}\n"))

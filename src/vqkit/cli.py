@@ -208,6 +208,7 @@ def _model_inputs(meta: dict[str, Any], model: Any) -> tuple[str, int, int | Non
 
 
 def _encode(args: argparse.Namespace) -> int:
+    from vqkit.rates import levels_for
     from vqkit.train.files import read_input, write_codes
     from vqkit.train.run import load_run_model
 
@@ -217,7 +218,7 @@ def _encode(args: argparse.Namespace) -> int:
     inputs = [
         read_input(path, modality, channels=channels, sample_rate=rate) for path in args.files
     ]  # all first
-    levels = _levels(args, model, modality)
+    levels = levels_for(model, args.num_quantizers, args.kbps, names=("--num-quantizers", "--kbps"))
     codes, items = [], []
     with torch.no_grad():
         for path, x in zip(args.files, inputs, strict=True):
@@ -231,27 +232,6 @@ def _encode(args: argparse.Namespace) -> int:
     total = sum(item["bits"] for item in items)
     print(f"wrote {args.output}: {len(items)} items, {total:.0f} bits in all")
     return 0
-
-
-def _levels(args: argparse.Namespace, model: Any, modality: str) -> int | None:
-    """The residual levels ``encode`` keeps: ``--num-quantizers``, the most within ``--kbps``, or all."""
-    q = model.quantizer
-    if args.num_quantizers is not None:
-        if not 1 <= args.num_quantizers <= q.num_levels:
-            raise ValueError(
-                f"--num-quantizers: expected 1 to {q.num_levels} (the levels of this model's "
-                f"{type(q).__name__}), got {args.num_quantizers}"
-            )
-        return int(args.num_quantizers)
-    if args.kbps is None:
-        return None
-    if modality != "audio":
-        raise ValueError(f"--kbps: only audio models have a bitrate, this model is a {modality} model")
-    fits = [k for k in range(1, q.num_levels + 1) if model.bitrate_kbps(num_quantizers=k) <= args.kbps + 1e-9]
-    if not fits:
-        lowest = model.bitrate_kbps(num_quantizers=1)
-        raise ValueError(f"--kbps: expected at least {lowest:g} (one level of this model), got {args.kbps:g}")
-    return fits[-1]
 
 
 def _check_codes_target(path: Path) -> None:

@@ -56,3 +56,38 @@ def kwargs_at_rate(name: str, dim: int, bits: int, *, kmeans_init: bool = True) 
     if q.bits_per_vector != bits:
         return f"skipped {name!r}: its settings give {q.bits_per_vector:g} bits, not {bits}"
     return kwargs
+
+
+def levels_for(
+    model: Any,
+    num_quantizers: int | None = None,
+    kbps: float | None = None,
+    *,
+    names: tuple[str, str] = ("num_quantizers", "kbps"),
+) -> int | None:
+    """How many residual levels a tokenizer's codes keep: ``num_quantizers``, or for an audio model the most
+    levels within ``kbps``, or ``None`` (all). ``names`` are what the errors call the two arguments (a CLI
+    passes its flags)."""
+    q = model.quantizer
+    if num_quantizers is not None:
+        if isinstance(num_quantizers, bool) or not isinstance(num_quantizers, int):
+            raise ValueError(f"{names[0]}: expected an int, got {num_quantizers!r}")
+        if not 1 <= num_quantizers <= q.num_levels:
+            raise ValueError(
+                f"{names[0]}: expected 1 to {q.num_levels} (the levels of this model's {type(q).__name__}), "
+                f"got {num_quantizers}"
+            )
+        return num_quantizers
+    if kbps is None:
+        return None
+    if not hasattr(model, "bitrate_kbps"):
+        raise ValueError(
+            f"{names[1]}: only audio models have a bitrate, this model is a {model.modality} model"
+        )
+    rates = [model.bitrate_kbps(num_quantizers=k) for k in range(1, q.num_levels + 1)]
+    fits = [k for k, rate in enumerate(rates, start=1) if rate <= kbps + 1e-9]
+    if not fits:
+        raise ValueError(
+            f"{names[1]}: expected at least {rates[0]:g} (one level of this model), got {kbps:g}"
+        )
+    return fits[-1]

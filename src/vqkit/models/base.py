@@ -191,6 +191,19 @@ class Tokenizer(nn.Module, ABC):
         )
 
     @torch.no_grad()
+    def forward_levels(self, x: torch.Tensor, num_quantizers: int) -> TokenizerOutput:
+        """The reconstruction from the first ``num_quantizers`` residual levels: ``decode(encode(x,
+        num_quantizers=k))`` with its reconstruction terms (no gradient; the quantizer's losses are not
+        computed), for evaluating each rate of a model trained with quantizer dropout."""
+        z = self.embed(x)
+        codes = self.quantizer.encode(z, num_quantizers=num_quantizers)
+        quantized = QuantizerOutput(quantized=self.quantizer.decode(codes).to(z.dtype), codes=codes)
+        x_hat = self._finish(self.decoder(quantized.quantized.contiguous()), x)
+        return TokenizerOutput(
+            x_hat, quantized, self.reconstruction_losses(x_hat, x), dict(self.loss_weights), latent=z
+        )
+
+    @torch.no_grad()
     def encode(self, x: torch.Tensor, *, num_quantizers: int | None = None) -> torch.Tensor:
         """Codes of ``x``: ``[B, *latent, C]`` int64; ``num_quantizers=k`` keeps the first ``k`` residual
         levels, ``[B, *latent, quantizer.level_widths()[k - 1]]``, which ``decode`` takes as they are.

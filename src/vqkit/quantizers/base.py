@@ -18,11 +18,9 @@ loading and building from a config live in ``vqkit.io`` and ``vqkit.registry``.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -33,6 +31,7 @@ from vqkit._validate import check_choice, check_codes_in_range, check_positive_i
 from vqkit.distributed import ProcessGroup
 from vqkit.functional.estimators import straight_through
 from vqkit.functional.stats import batch_usage
+from vqkit.quantizers.config import constructor_config
 from vqkit.types import LAYOUTS, Layout, QuantizerOutput
 
 __all__ = ["Quantizer", "SingleCodebookQuantizer", "split_rate", "straight_through"]
@@ -44,25 +43,6 @@ def split_rate(bits: int) -> list[int]:
     """Two parts of ``bits`` (larger first), or one when ``bits`` is 1: the levels or groups of a two-part
     quantizer at a given rate."""
     return [bits] if bits < 2 else [bits - bits // 2, bits // 2]
-
-
-def _jsonable(name: str, value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(name, v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(name, v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"{name}: config values must be JSON types, got {type(value).__name__}: {value!r}")
-
-
-def _keyword_values(name: str, value: Any) -> dict[str, Any]:
-    """The stored value of a ``**name`` parameter: a mapping, or a dataclass of options."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"**{name}: expected the attribute {name!r} to hold a dict, got {type(value).__name__}")
 
 
 def _all_finite(x: torch.Tensor) -> bool:
@@ -317,28 +297,7 @@ class Quantizer(nn.Module, ABC):
             TypeError: the class is not registered itself (a subclass does not inherit its parent's name), or an
                 argument is not stored under its name, or is not a JSON value (a composite of given modules).
         """
-        cls = type(self)
-        name = cls.__dict__.get("registry_name")
-        if not name:
-            raise TypeError(
-                f"{cls.__name__} is not registered, so it has no config to save; decorate it with "
-                f"@vqkit.register_quantizer('<name>')"
-            )
-        kwargs: dict[str, Any] = {}
-        for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
-            if param.kind is inspect.Parameter.VAR_POSITIONAL:
-                raise TypeError(f"{cls.__name__}.__init__ takes *{param.name}, which a config cannot hold")
-            if not hasattr(self, param.name):
-                raise TypeError(
-                    f"{cls.__name__}.__init__ takes {param.name!r} but does not store it as self.{param.name} "
-                    "(every constructor argument is stored under its own name; see Quantizer)"
-                )
-            value = getattr(self, param.name)
-            if param.kind is inspect.Parameter.VAR_KEYWORD:
-                kwargs.update(_keyword_values(param.name, value))
-            else:
-                kwargs[param.name] = value
-        return {"name": name, "kwargs": _jsonable(cls.__name__, kwargs)}
+        return constructor_config(self)
 
     # ------------------------------------------------------------------ helpers
     def flatten_vectors(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, torch.Size]:

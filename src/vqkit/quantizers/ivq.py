@@ -94,6 +94,19 @@ RELATION_TERMS: tuple[RelationTerm, ...] = ("zong", "cuo", "cuozong")
 MAX_LINES = 24
 
 
+def _layout(dim: int, levels: str | Sequence[Sequence[int]], lines: int) -> tuple[tuple[int, int], ...]:
+    """The checked ``(codes, blocks)`` of every level, for ``dim`` and ``lines``."""
+    expected = f"an even integer in [2, {MAX_LINES}]"
+    check_int("lines", lines, choices=range(2, MAX_LINES + 1, 2), expected=expected)
+    check_positive_int("dim", dim)
+    pairs = resolve_levels(levels, lines)
+    if any(dim % blocks for _, blocks in pairs):
+        raise ValueError(
+            f"dim: expected a multiple of every level's blocks {[b for _, b in pairs]}, got dim={dim}"
+        )
+    return pairs
+
+
 @register_quantizer("ivq")
 class IVQ(ResidualQuantizer):
     """IChing VQ: ``[..., D]`` -> codes ``[..., levels]``, one hexagram index in ``[0, 2**L)`` per level.
@@ -141,19 +154,7 @@ class IVQ(ResidualQuantizer):
         allow_nonfinite: bool = False,
         **codebook_options: Unpack[CodebookKwargs],
     ) -> None:
-        check_int(
-            "lines",
-            lines,
-            choices=range(2, MAX_LINES + 1, 2),
-            expected=f"an even integer in [2, {MAX_LINES}]",
-        )
-        check_positive_int("dim", dim)
-        pairs = resolve_levels(levels, lines)
-        for _, blocks in pairs:
-            if dim % blocks:
-                raise ValueError(
-                    f"dim: expected a multiple of every level's blocks {[b for _, b in pairs]}, got dim={dim}"
-                )
+        pairs = _layout(dim, levels, lines)
         self.levels = levels if isinstance(levels, str) else [list(pair) for pair in pairs]
         self.lines = lines
         self.level_layout = pairs

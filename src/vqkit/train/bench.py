@@ -68,6 +68,7 @@ class _Run:
     kwargs: dict[str, Any]
     run_dir: Path
     config: RunConfig
+    levels: bool = False
 
 
 def _plan(
@@ -89,7 +90,8 @@ def _plan(
         raw = apply_override(raw, override)
     raw["seed"] = seed
     raw["model"]["quantizer"] = {"name": name, "kwargs": kwargs}
-    return _Run(method, bits, seed, name, kwargs, run_dir, build_config(raw))
+    levels = bool(fixed["levels"]) if fixed is not None else False
+    return _Run(method, bits, seed, name, kwargs, run_dir, build_config(raw), levels)
 
 
 def _run_one(
@@ -131,6 +133,14 @@ def _result_row(
     test = load_split(run.config, run.config.eval.split)  # config.seed is this run's seed
     metrics = evaluate(model, test, run.config)
     q = model.quantizer
+    levels = [
+        {
+            "num_quantizers": k,
+            "bits": q.bits_per_vector_at(k),
+            "metrics": evaluate(model, test, run.config, num_quantizers=k),
+        }
+        for k in (range(1, q.num_levels) if run.levels else ())
+    ]
     return {
         "method": run.method,
         "quantizer": run.quantizer,
@@ -146,6 +156,7 @@ def _result_row(
         "total_steps": total_steps,
         "train_seconds": train_seconds,
         "metrics": metrics,
+        "levels": levels,
         **_throughput(model, test),
         "config": settings,
     }
@@ -163,6 +174,23 @@ _INCIDENTAL = frozenset(
         "train.keep_checkpoints",
     }
 )
+
+
+def level_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ``levels: true`` run's prefixes as rows of their own: ``"<label> (k/L levels)"`` at the prefix's rate,
+    so the report and the rate-distortion plot show one model's curve beside the other methods."""
+    total = len(row.get("levels", [])) + 1
+    return [
+        {
+            **row,
+            "method": f"{row['method']} ({level['num_quantizers']}/{total} levels)",
+            "bits": level["bits"],
+            "nominal_bits": level["bits"],
+            "metrics": level["metrics"],
+            "levels": [],
+        }
+        for level in row.get("levels", [])
+    ]
 
 
 def _settings(config: Any) -> dict[str, Any]:
@@ -210,6 +238,7 @@ def run_bench(
         for entry in spec.fixed:
             print(f"bench: {entry['label']} ({entry['name']} {entry['kwargs']}), seed {seed}", flush=True)
             rows.append(_run_one(base, entry["label"], None, seed, out, fixed=entry))
+            rows.extend(level_rows(rows[-1]))
         for bits in spec.bits if spec.methods else []:
             for method in spec.methods:
                 print(f"bench: {method} at {bits} bits, seed {seed}", flush=True)

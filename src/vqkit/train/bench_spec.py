@@ -9,6 +9,7 @@ A bench file names a training config and what varies::
     seeds: [0]
     fixed:                             # optional: methods at their own settings and rate (the papers' rows)
       - {label: "VQ 1x4096", name: vq, kwargs: {codebook_size: 4096}, overrides: [train.pretrain_epochs=2]}
+      - {label: "RVQ 8 dropout", name: residual_vq, kwargs: {dropout: 0.5}, levels: true}  # a row per prefix
     quick: {overrides: [...], bits: [...], seeds: [...], methods: [...]}   # what --quick changes
 
 Errors name the key (``bench.methods``, ``bench.fixed[1].kwargs``, ...).
@@ -95,7 +96,7 @@ def _fixed_entry(entry: Any, index: int) -> dict[str, Any]:
     overrides = entry.get("overrides") or []
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ConfigError(f"bench.fixed[{index}].overrides: expected a list of key=value, got {overrides!r}")
-    unknown = sorted(set(entry) - {"label", "name", "kwargs", "overrides"})
+    unknown = sorted(set(entry) - {"label", "name", "kwargs", "overrides", "levels"})
     if unknown:
         raise ConfigError(f"bench.fixed[{index}].{unknown[0]}: unknown key")
     return {
@@ -103,4 +104,13 @@ def _fixed_entry(entry: Any, index: int) -> dict[str, Any]:
         "name": entry["name"],
         "kwargs": dict(kwargs),
         "overrides": list(overrides),
+        "levels": _levels_flag(entry.get("levels", False), index),
     }
+
+
+def _levels_flag(value: Any, index: int) -> bool:
+    """``levels: true``: besides the full codes, evaluate the trained model at every prefix of its residual
+    levels (one row each, at that prefix's rate): the rate-distortion curve of one model."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"bench.fixed[{index}].levels: expected true or false, got {value!r}")
+    return value

@@ -73,17 +73,21 @@ def evaluate(
     *,
     device: torch.device | None = None,
     quick: bool = False,
+    num_quantizers: int | None = None,
 ) -> dict[str, float]:
-    """The metrics of ``model`` on ``dataset`` (see the module docstring); the model's mode is restored."""
+    """The metrics of ``model`` on ``dataset`` (see the module docstring); the model's mode is restored.
+
+    ``num_quantizers=k`` evaluates the reconstruction from the first ``k`` residual levels
+    (``Tokenizer.forward_levels``; no quantizer loss terms), at that prefix's rate."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    totals = _Totals(model, dataset, config, device, quick)
+    totals = _Totals(model, dataset, config, device, quick, num_quantizers)
     for x in batches(dataset, config.eval.batch_size, _item_limit(config, quick)):
         x = x.to(device)
-        totals.update(x, model(x))
+        totals.update(x, model(x) if num_quantizers is None else model.forward_levels(x, num_quantizers))
     result = totals.compute(model)
-    result.update(_rate(model, dataset, totals.item_shape))
+    result.update(_rate(model, dataset, totals.item_shape, num_quantizers))
     result["items"] = float(totals.items)
     model.train(was_training)
     return result
@@ -129,10 +133,20 @@ class _Totals:
     """What the evaluation accumulates over batches: loss sums, the modality's metric tracker (or the squared
     error of vectors), code usage, and the first ``COLLAPSE_ITEMS`` embeddings and codes of labelled data."""
 
-    def __init__(self, model: Tokenizer, dataset: Any, config: RunConfig, device: torch.device, quick: bool):
+    def __init__(
+        self,
+        model: Tokenizer,
+        dataset: Any,
+        config: RunConfig,
+        device: torch.device,
+        quick: bool,
+        num_quantizers: int | None = None,
+    ):
         self.modality = getattr(dataset, "modality", "vector")
         self.tracker = _metric_tracker(self.modality, dataset, config, quick)
-        self.usage = CodebookUsage(model.quantizer.alphabet_sizes).to(device)
+        q = model.quantizer
+        width = q.codes_per_vector if num_quantizers is None else q.level_widths()[num_quantizers - 1]
+        self.usage = CodebookUsage(q.alphabet_sizes[:width]).to(device)
         self.labels = None if quick else getattr(dataset, "labels", None)
         self.sums: dict[str, float] = {}
         self.squared_error, self.values, self.items = 0.0, 0, 0
@@ -182,9 +196,12 @@ class _Totals:
         return result
 
 
-def _rate(model: Tokenizer, dataset: Any, item_shape: tuple[int, ...]) -> dict[str, float]:
-    """``bits_per_item``, and ``kbps`` for audio."""
-    rate = {"bits_per_item": float(model.bits_per_item(item_shape))}
+def _rate(
+    model: Tokenizer, dataset: Any, item_shape: tuple[int, ...], num_quantizers: int | None = None
+) -> dict[str, float]:
+    """``bits_per_item``, and ``kbps`` for audio (of the first ``num_quantizers`` levels when given)."""
+    rate = {"bits_per_item": float(model.bits_per_item(item_shape, num_quantizers))}
     if getattr(dataset, "modality", "vector") == "audio":
-        rate["kbps"] = float(getattr(model, "bitrate_kbps")(int(dataset.sample_rate)))  # noqa: B009 (audio models)
+        kbps = getattr(model, "bitrate_kbps")  # noqa: B009 (audio models)
+        rate["kbps"] = float(kbps(int(dataset.sample_rate), num_quantizers))
     return rate
