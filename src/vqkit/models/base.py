@@ -159,20 +159,40 @@ class Tokenizer(nn.Module, ABC):
         z: torch.Tensor = self.encoder(self._prepare(x))
         return z
 
-    def forward(self, x: torch.Tensor, *, quantize: bool = True) -> TokenizerOutput:
+    def forward(
+        self, x: torch.Tensor, *, quantize: bool = True, lengths: torch.Tensor | None = None
+    ) -> TokenizerOutput:
         """Encode, quantize, decode; the reconstruction terms are computed against ``x``.
 
         ``quantize=False`` is ``forward_unquantized(x)``; through ``forward`` it also runs under a
         ``DistributedDataParallel`` wrapper (``ddp(x, quantize=False)``), whose gradient sync hooks ``forward``.
+        ``lengths`` ``[B]`` (audio models): each item's real length in samples in a zero-padded batch; latent
+        frames past it are masked out of the quantizer (``Quantizer.forward(mask=)``) and samples past it are
+        zeroed in both ``x`` and the reconstruction before the reconstruction terms.
         """
         if not quantize:
             return self.forward_unquantized(x)
         z = self.embed(x)
-        quantized = self.quantizer(z)
+        mask = None if lengths is None else self.latent_mask(lengths, z)
+        quantized = self.quantizer(z, mask=mask)
         x_hat = self._finish(self.decoder(quantized.quantized.contiguous()), x)
+        target, recon = (x, x_hat) if lengths is None else self._zero_padding(x, x_hat, lengths)
         return TokenizerOutput(
-            x_hat, quantized, self.reconstruction_losses(x_hat, x), dict(self.loss_weights), latent=z
+            x_hat, quantized, self.reconstruction_losses(recon, target), dict(self.loss_weights), latent=z
         )
+
+    def latent_mask(self, lengths: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The quantizer's mask (``[B, *latent]``, True = real) for items of ``lengths``; audio models only."""
+        raise TypeError(
+            f"lengths: {type(self).__name__} is a {self.modality} model; only audio models take lengths"
+        )
+
+    def _zero_padding(
+        self, x: torch.Tensor, x_hat: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = torch.arange(x.shape[-1], device=x.device) < lengths.to(x.device)[:, None]  # [B, T]
+        keep = keep.reshape(x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1]).to(x.dtype)
+        return x * keep, x_hat * keep
 
     def forward_unquantized(self, x: torch.Tensor) -> TokenizerOutput:
         """Encoder -> decoder with the quantizer skipped (the pretrain stage of pretrain-then-finetune).

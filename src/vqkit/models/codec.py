@@ -173,6 +173,17 @@ class SEANetCodec(Tokenizer):
                 f"x: expected [B, {self.cfg.channels}, T] (channels) with T >= 1, got {tuple(x.shape)}"
             )
 
+    def latent_mask(self, lengths: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """``[B, frames]``: a frame is real when it starts before the item's end (``ceil(length / hop)``
+        frames per item)."""
+        if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1 or lengths.shape[0] != latent.shape[0]:
+            got = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+            raise ValueError(
+                f"lengths: expected a [B] tensor of sample counts for B={latent.shape[0]}, got {got}"
+            )
+        frames = -(-lengths.to(latent.device).long() // self.hop_length)
+        return torch.arange(latent.shape[-1], device=latent.device)[None, :] < frames[:, None]
+
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         pad = self.num_frames(x.shape[-1]) * self.hop_length - x.shape[-1]
         return F.pad(x, (0, pad)) if pad else x

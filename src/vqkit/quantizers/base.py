@@ -32,6 +32,7 @@ from vqkit.distributed import ProcessGroup
 from vqkit.functional.estimators import straight_through
 from vqkit.functional.stats import batch_usage
 from vqkit.quantizers.config import constructor_config
+from vqkit.quantizers.masking import item_ids, masked_forward, real_rows
 from vqkit.types import LAYOUTS, Layout, QuantizerOutput
 
 __all__ = ["Quantizer", "SingleCodebookQuantizer", "split_rate", "straight_through"]
@@ -200,9 +201,9 @@ class Quantizer(nn.Module, ABC):
         override it (one level: the full codes)."""
         return self._encode(z)
 
-    def _quantize_positions(self, z: torch.Tensor, lead: torch.Size) -> QuantizerOutput:
-        """The training forward with the positions' shape ``lead`` (``(B, *spatial)``) known: quantizer dropout
-        draws one level count per item. The default is ``_quantize``."""
+    def _quantize_items(self, z: torch.Tensor, items: torch.Tensor, num_items: int) -> QuantizerOutput:
+        """The training forward with each vector's item ``items`` ``[N]`` (of ``num_items``) known: quantizer
+        dropout draws one level count per item. The default is ``_quantize``."""
         return self._quantize(z)
 
     @property
@@ -215,12 +216,21 @@ class Quantizer(nn.Module, ABC):
         return "+".join(str(s) for s in sizes)
 
     # ------------------------------------------------------------------ public API
-    def forward(self, x: torch.Tensor) -> QuantizerOutput:
-        """Quantize ``x`` (``[..., D]`` or ``[B, D, *S]`` by ``layout``). See ``QuantizerOutput``."""
+    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None) -> QuantizerOutput:
+        """Quantize ``x`` (``[..., D]`` or ``[B, D, *S]`` by ``layout``). See ``QuantizerOutput``.
+
+        ``mask``: a bool tensor of ``x``'s positions (``[...]`` / ``[B, *S]``), True for real ones; padded ones
+        add nothing to losses, statistics or metrics (``vqkit.quantizers.masking``)."""
         z, lead = self.flatten_vectors(x)
+        rows = None if mask is None else real_rows(mask.to(z.device), lead)
         with _fp32_compute(z.device):
-            flat = self._quantize_positions(self._adapt(z.to(self.compute_dtype), lead), lead)
-        return self._output(flat, x.dtype, lead)
+            v = self._adapt(z.to(self.compute_dtype), lead)
+            items, count = item_ids(lead, v.shape[0], v.device)
+            if rows is None:
+                flat = self._quantize_items(v, items, count)
+            else:
+                flat = masked_forward(self, v, items, count, *rows)
+        return self._output(flat, x.dtype, lead, None if rows is None else rows[0])
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, *, num_quantizers: int | None = None) -> torch.Tensor:
@@ -322,9 +332,14 @@ class Quantizer(nn.Module, ABC):
         lead = x.shape[:-1]
         return x.reshape(-1, self.dim), lead
 
-    def _output(self, flat: QuantizerOutput, dtype: torch.dtype, lead: torch.Size) -> QuantizerOutput:
-        """The public result from a flat one: input dtype and shape, usage metrics, loss weights."""
-        metrics, positions = self._usage_metrics(flat.codes)
+    def _output(
+        self, flat: QuantizerOutput, dtype: torch.dtype, lead: torch.Size, real: torch.Tensor | None = None
+    ) -> QuantizerOutput:
+        """The public result from a flat one: input dtype and shape, usage metrics (of the ``real`` rows when
+        a mask is given), loss weights."""
+        metrics, positions = self._usage_metrics(
+            flat.codes if real is None else flat.codes.index_select(0, real)
+        )
         metrics.update(flat.metrics)
         positions.update(flat.position_metrics)
         return QuantizerOutput(

@@ -226,10 +226,10 @@ class ResidualQuantizer(_Composite):
                 residual = residual - self._stage_out(stage._decode(codes), scale)
 
     # ------------------------------------------------------------------ contract
-    def _quantize_positions(self, z: torch.Tensor, lead: torch.Size) -> QuantizerOutput:
+    def _quantize_items(self, z: torch.Tensor, items: torch.Tensor, num_items: int) -> QuantizerOutput:
         if not (self.training and self.dropout > 0):
             return self._quantize(z)
-        levels = draw_levels(lead, z.shape[0], self.num_levels, self.dropout, z.device)
+        levels = draw_levels(items, num_items, self.num_levels, self.dropout)
         return self._quantize_levels(z, levels)
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:

@@ -23,15 +23,13 @@ NOT_CODED = -1
 """The code of a level a vector did not use (quantizer dropout); ``decode`` refuses it."""
 
 
-def draw_levels(
-    lead: torch.Size, num_vectors: int, num_levels: int, p: float, device: torch.device
-) -> torch.Tensor:
-    """``[N]`` how many levels each vector uses: per item, ``k ~ U{1..L}`` with probability ``p``, else ``L``."""
-    items = int(lead[0]) if len(lead) > 1 else num_vectors
-    per_item = num_vectors // max(items, 1)
-    dropped = torch.rand(items, device=device) < p
-    k = torch.where(dropped, torch.randint(1, num_levels + 1, (items,), device=device), num_levels)
-    return k.repeat_interleave(per_item)
+def draw_levels(items: torch.Tensor, num_items: int, num_levels: int, p: float) -> torch.Tensor:
+    """``[N]`` how many levels each vector uses: per item (``items`` ``[N]``, of ``num_items``),
+    ``k ~ U{1..L}`` with probability ``p``, else ``L``."""
+    device = items.device
+    dropped = torch.rand(num_items, device=device) < p
+    k = torch.where(dropped, torch.randint(1, num_levels + 1, (num_items,), device=device), num_levels)
+    return k[items]
 
 
 def on_rows(

@@ -54,11 +54,19 @@ class CodebookUsage(nn.Module):
         self.counts.zero_()
 
     @torch.no_grad()
-    def update(self, codes: torch.Tensor) -> None:
-        """Add ``codes`` ``[..., C]`` (the ``codes`` of a ``QuantizerOutput``)."""
+    def update(self, codes: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Add ``codes`` ``[..., C]`` (the ``codes`` of a ``QuantizerOutput``); ``mask`` ``[...]`` (True = real
+        position, as given to the quantizer) leaves padded positions out."""
         c = len(self.alphabet_sizes)
         if codes.shape[-1] != c:
             raise ValueError(f"codes: expected shape [..., {c}], got {tuple(codes.shape)}")
+        if mask is not None:
+            if mask.dtype != torch.bool or tuple(mask.shape) != tuple(codes.shape[:-1]):
+                raise ValueError(
+                    f"mask: expected a bool tensor of shape {tuple(codes.shape[:-1])}, got {mask.dtype} "
+                    f"{tuple(mask.shape)}"
+                )
+            codes = codes[mask.to(codes.device)]
         flat = codes.reshape(-1, c).long().to(self.counts.device)
         check_codes_in_range(flat, self.alphabet_sizes)
         self.counts += column_code_counts(flat, self.counts.shape[1])
