@@ -93,6 +93,8 @@ def layer(module: str) -> str:
         return "cli"
     if top == "registry":
         return "quantizers"  # the factory: quantizer modules register themselves with it
+    if top == "export":
+        return "library"
     if top in ("rates", "recipes", "demo"):
         return "library" if top != "demo" else "train"
     return "core"

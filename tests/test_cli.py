@@ -444,3 +444,18 @@ def test_encode_keeps_the_residual_levels_asked_for(
     assert main(["encode", str(tokenizer), str(wav), "-o", str(tmp_path / "x.npz"), "--kbps", "4"]) == 1
     assert "--kbps: expected at least 8" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_export_onnx_writes_the_whole_tokenizer(digits_run: Path, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "onnx"
+    assert main(["export", str(digits_run), str(out), "--onnx"]) == 0
+    model, _ = load_run_model(digits_run)
+    x = torch.rand(3, 1, 8, 8)
+    session = ort.InferenceSession(str(out / "encode.onnx"))
+    codes = session.run(None, {"x": x.numpy()})[0]
+    assert np.array_equal(codes, model.encode(x).numpy())
+    decoder = ort.InferenceSession(str(out / "decode.onnx"))
+    images = decoder.run(None, {"codes": codes})[0]
+    np.testing.assert_allclose(images, model.decode(torch.from_numpy(codes)).detach().numpy(), atol=1e-5)

@@ -8,6 +8,7 @@
 
 from vqkit import quantizers as _quantizers
 from vqkit._version import __version__
+from vqkit.export import export_onnx
 from vqkit.functional import nearest_code
 from vqkit.io import load_quantizer, save_quantizer
 from vqkit.metrics.codes.usage import CodebookUsage
@@ -34,6 +35,7 @@ __all__ = [
     "__version__",
     "build_model",
     "create_quantizer",
+    "export_onnx",
     "kmeans_init_from_encoder",
     "list_models",
     "list_quantizers",

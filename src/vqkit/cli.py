@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="write into a folder holding other files (they are kept)"
     )
+    p.add_argument(
+        "--onnx", action="store_true", help="write encode.onnx and decode.onnx instead (export extra)"
+    )
 
     p = sub.add_parser("info", help="describe a run or exported tokenizer", description="Describe a run.")
     p.add_argument("run", type=Path, help="run directory or exported tokenizer")
@@ -306,9 +309,21 @@ def _export(args: argparse.Namespace) -> int:
 
     if not is_run_dir(args.run):
         raise FileNotFoundError(f"run: {str(args.run)!r} is not a run directory (config.yaml + checkpoints/)")
+    model, meta = load_run_model(args.run)
+    if args.onnx:
+        from vqkit.export import export_onnx
+
+        shape = meta.get("item_shape")
+        if not shape:
+            raise ValueError(
+                f"run: {str(args.run)!r} does not record its item shape, which ONNX export needs"
+            )
+        example = torch.rand(2, *[int(s) for s in shape])  # two items: the batch axis stays dynamic
+        export_onnx(model, args.output, example, overwrite=args.force, argument="output", force="--force")
+        print(f"exported {meta.get('checkpoint')} to {args.output} (encode.onnx, decode.onnx)")
+        return 0
     # Checked first with the command line's names (the library's own check would say path / overwrite=True).
     plan_write(args.output, FILES, TOKENIZER_FOLDER.owner("output", "--force"), overwrite=args.force)
-    model, meta = load_run_model(args.run)
     path = save_tokenizer(model, args.output, overwrite=args.force)
     print(f"exported {meta.get('checkpoint')} to {path}")
     return 0

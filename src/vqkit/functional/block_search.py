@@ -129,21 +129,34 @@ def residual_block_search(
     books_detached = [(books.detach(), blocks) for books, blocks in levels]
     run = leading_binary_run(books_detached) if fast else 0
     tables = binary_run_tables(books_detached[:run], distance) if run else None
+    if torch.compiler.is_compiling():  # one traceable pass over all rows (the chunk loop fixes N in Python)
+        return _search_rows(z, books_detached, tables, distance)
     rows = max(z.shape[0], 1)
     if fast and z.device.type == "cpu":
         rows = max(1, CPU_CHUNK_BYTES // (z.element_size() * z.shape[1]))
     pieces: list[list[torch.Tensor]] = [[] for _ in levels]
     for start in range(0, max(z.shape[0], 1), rows):
-        chunk = z[start : start + rows]
-        found = [b.long() for b in binary_run(chunk, tables, levels[0][1])] if tables is not None else []
-        residual = chunk
-        if len(found) < len(levels):
-            for (books, _), codes in zip(books_detached, found, strict=False):
-                residual = residual - block_lookup(codes, books)
-        for books, blocks in books_detached[len(found) :]:
-            found.append(block_search(residual, books, blocks, distance))
-            if len(found) < len(levels):
-                residual = residual - block_lookup(found[-1], books)
+        found = _search_rows(z[start : start + rows], books_detached, tables, distance)
         for piece, codes in zip(pieces, found, strict=True):
             piece.append(codes)
     return [torch.cat(piece) for piece in pieces]
+
+
+def _search_rows(
+    chunk: torch.Tensor,
+    levels: Sequence[Level],
+    tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    distance: Distance,
+) -> list[torch.Tensor]:
+    """Every level's block codes for the rows ``chunk``: the binary run (``tables``) for the leading two-code
+    levels, then level by level on the explicit residual."""
+    found = [b.long() for b in binary_run(chunk, tables, levels[0][1])] if tables is not None else []
+    residual = chunk
+    if len(found) < len(levels):
+        for (books, _), codes in zip(levels, found, strict=False):
+            residual = residual - block_lookup(codes, books)
+    for books, blocks in levels[len(found) :]:
+        found.append(block_search(residual, books, blocks, distance))
+        if len(found) < len(levels):
+            residual = residual - block_lookup(found[-1], books)
+    return found

@@ -50,14 +50,19 @@ def basis(levels: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(torch.cat([lv.new_ones(1), lv[:-1]]), dim=0)
 
 
-def digits_to_index(digits: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-    """Digits ``[..., d]`` -> one index ``[...]`` in ``[0, prod(levels))``."""
-    return (digits.long() * basis(levels).to(digits.device)).sum(-1)
+def digits_to_index(
+    digits: torch.Tensor, levels: torch.Tensor, place: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Digits ``[..., d]`` -> one index ``[...]`` in ``[0, prod(levels))``; ``place``: a cached ``basis(levels)``
+    (a quantizer keeps it as a buffer: exported graphs have no integer ``cumprod``)."""
+    place = basis(levels) if place is None else place
+    return (digits.long() * place.to(digits.device)).sum(-1)
 
 
-def index_to_digits(index: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+def index_to_digits(
+    index: torch.Tensor, levels: torch.Tensor, place: torch.Tensor | None = None
+) -> torch.Tensor:
     """Index ``[...]`` -> digits ``[..., d]``; inverse of ``digits_to_index``."""
     lv = levels.long().to(index.device)
-    return torch.remainder(
-        torch.div(index[..., None], basis(levels).to(index.device), rounding_mode="floor"), lv
-    )
+    place = basis(levels) if place is None else place
+    return torch.remainder(torch.div(index[..., None], place.to(index.device), rounding_mode="floor"), lv)

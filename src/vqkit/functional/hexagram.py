@@ -49,16 +49,18 @@ def lines_to_index(bits: torch.Tensor) -> torch.Tensor:
 def block_codes(index: torch.Tensor, lines: int, blocks: int) -> torch.Tensor:
     """``[...]`` hexagram indices -> ``[..., blocks]`` block codes in ``[0, 2**(L / blocks))``."""
     g = _check_lines(lines) // _check_blocks(lines, blocks)
-    shifts = torch.arange(blocks - 1, -1, -1, device=index.device) * g
-    return (index.long()[..., None] >> shifts) & ((1 << g) - 1)
+    # Place values as constants and floor division rather than bit shifts: the same integers, and operations
+    # every exporter (ONNX) has.
+    place = torch.tensor([1 << (g * j) for j in range(blocks - 1, -1, -1)], device=index.device)
+    return torch.remainder(torch.div(index.long()[..., None], place, rounding_mode="floor"), 1 << g)
 
 
 def blocks_to_index(codes: torch.Tensor, lines: int) -> torch.Tensor:
     """``[..., blocks]`` block codes -> ``[...]`` hexagram indices (block 0 most significant)."""
     blocks = _check_blocks(_check_lines(lines), codes.shape[-1])
     g = lines // blocks
-    shifts = torch.arange(blocks - 1, -1, -1, device=codes.device) * g
-    return (codes.long() << shifts).sum(-1)
+    place = torch.tensor([1 << (g * j) for j in range(blocks - 1, -1, -1)], device=codes.device)
+    return (codes.long() * place).sum(-1)
 
 
 def zong(index: torch.Tensor, lines: int) -> torch.Tensor:

@@ -103,6 +103,8 @@ def nearest_code(
         ``SearchResult`` with ``codes`` / ``distances`` of shape ``[N]`` when ``k == 1`` else ``[N, k]``.
     """
     _check_query(x, codebook, k)
+    if torch.compiler.is_compiling():  # torch.compile / torch.export / ONNX: one traceable graph, any N
+        return _dense_search(x, codebook, distance, k, codebook_sqnorm)
     num_codes, n = codebook.shape[0], x.shape[0]
     shape = (n,) if k == 1 else (n, k)
     codes = torch.empty(shape, dtype=torch.long, device=x.device)
@@ -135,6 +137,28 @@ def nearest_code(
         x_sqnorm = squared_norms(x)
         dists.add_(x_sqnorm if k == 1 else x_sqnorm[:, None]).clamp_(min=0.0)
     return SearchResult(codes=codes, distances=dists)
+
+
+def _dense_search(
+    x: torch.Tensor, codebook: torch.Tensor, distance: Distance, k: int, sqnorm: torch.Tensor | None
+) -> SearchResult:
+    """The search as one score matrix ``[N, K]`` and one reduction: what compiled and exported graphs run (the
+    chunk loop depends on ``N`` in Python, which would fix the traced shape). The same scores, so the same
+    codes as the chunked kernel up to the rounding of the matmul; memory is not bounded by chunks."""
+    cosine = distance == "cosine"
+    codebook_t, bias = _scoring_codes(codebook, cosine, sqnorm)
+    queries = F.normalize(x, dim=-1) if cosine else x
+    scores = queries @ codebook_t if bias is None else torch.addmm(bias, queries, codebook_t, alpha=-2.0)
+    if k == 1:
+        dists, codes = scores.min(dim=1)
+    else:
+        dists, codes = torch.topk(scores, k, dim=1, largest=False, sorted=True)
+    if cosine:
+        return SearchResult(codes=codes, distances=dists + 1.0)
+    x_sqnorm = squared_norms(x)
+    return SearchResult(
+        codes=codes, distances=(dists + (x_sqnorm if k == 1 else x_sqnorm[:, None])).clamp(min=0.0)
+    )
 
 
 def _scoring_codes(

@@ -329,7 +329,12 @@ class Quantizer(nn.Module, ABC):
             )
         # The check reads a value back to the host: eager mode only. Compiled code (torch.compile) skips it, so
         # that a graph has no break and no sync; there NaN or Inf input is the caller's to rule out.
-        if not self.allow_nonfinite and x.numel() and not torch.compiler.is_compiling() and not _all_finite(x):
+        if (
+            not self.allow_nonfinite
+            and x.numel()
+            and not torch.compiler.is_compiling()
+            and not _all_finite(x)
+        ):
             raise ValueError(f"{name}: contains NaN or Inf (pass allow_nonfinite=True to skip this check)")
         lead = x.shape[:-1]
         return x.reshape(-1, self.dim), lead

@@ -70,6 +70,7 @@ class FSQ(Quantizer):
     """
 
     _levels: torch.Tensor
+    _place: torch.Tensor
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class FSQ(Quantizer):
         if sum(math.log2(v) for v in self.levels) > MAX_INDEX_BITS:
             raise ValueError(f"levels: prod(levels) must stay below 2^{MAX_INDEX_BITS}, got {self.levels}")
         self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.long), persistent=False)
+        self.register_buffer("_place", fsq_math.basis(self._levels), persistent=False)
         self.project_in, self.project_out = _projections(dim, len(self.levels))
 
     @classmethod
@@ -107,14 +109,16 @@ class FSQ(Quantizer):
         hard = fsq_math.digits_to_values(digits, self._levels, self.compute_dtype)
         scaled = bounded / fsq_math.half_width(self._levels).to(bounded)
         out = self.project_out(straight_through(hard, scaled))
-        codes = fsq_math.digits_to_index(digits, self._levels)[:, None]
+        codes = fsq_math.digits_to_index(digits, self._levels, self._place)[:, None]
         return QuantizerOutput(quantized=out, codes=codes, losses={})
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        return fsq_math.digits_to_index(self._digits(self.project_in(z))[1], self._levels)[:, None]
+        return fsq_math.digits_to_index(self._digits(self.project_in(z))[1], self._levels, self._place)[
+            :, None
+        ]
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        digits = fsq_math.index_to_digits(codes[:, 0], self._levels)
+        digits = fsq_math.index_to_digits(codes[:, 0], self._levels, self._place)
         return self.project_out(fsq_math.digits_to_values(digits, self._levels, self.compute_dtype))
 
 
