@@ -61,6 +61,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_quantizers.py --bits 8 --markdown benchmarks/results/bench_quantizers.md
+	$(PY) benchmarks/bench_estimators.py --markdown benchmarks/results/bench_estimators.md
+	$(PY) benchmarks/bench_compile.py --markdown benchmarks/results/bench_compile.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
