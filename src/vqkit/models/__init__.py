@@ -13,16 +13,7 @@ Registered models: ``image_vqvae`` (CVQ-VAE / LooC conv VQ-VAE), ``mlp_vqvae`` (
 training.
 """
 
-from vqkit.models.base import (
-    Modality,
-    QuantizerSpec,
-    Tokenizer,
-    TokenizerOutput,
-    build_model,
-    list_models,
-    model_class,
-    register_model,
-)
+from vqkit.models.base import Modality, QuantizerSpec, Tokenizer, TokenizerOutput
 from vqkit.models.codec import SEANetCodec
 from vqkit.models.discriminator import (
     DiscriminatorOutput,
@@ -35,6 +26,7 @@ from vqkit.models.image import ImageVQVAE
 from vqkit.models.io import load_tokenizer, read_tokenizer_config, save_tokenizer
 from vqkit.models.losses import mel_l1_loss, multi_resolution_stft_loss
 from vqkit.models.mlp import MLPVQVAE
+from vqkit.models.registry import build_model, list_models, model_class, register_model
 from vqkit.models.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
 
 __all__ = [

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import inspect
 import math
-import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +39,6 @@ Modality = Literal["image", "audio", "vector"]
 
 QuantizerSpec = Mapping[str, Any] | str
 """``{"name": registry name, "kwargs": {...}}`` (``kwargs`` optional), or just the registry name."""
-
-M = TypeVar("M", bound="type[Tokenizer]")
 
 
 @dataclass
@@ -347,58 +344,3 @@ def check_float_input(x: Any, name: str = "x") -> torch.Tensor:
     if not x.dtype.is_floating_point:
         raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
     return x
-
-
-# ---------------------------------------------------------------------- model registry
-_MODELS: dict[str, type[Tokenizer]] = {}
-
-
-def register_model(name: str) -> Callable[[M], M]:
-    """Class decorator: register a ``Tokenizer`` subclass under ``name`` for ``build_model``."""
-
-    def decorate(cls: M) -> M:
-        if name in _MODELS and _MODELS[name] is not cls:
-            warnings.warn(f"register_model: overwriting model {name!r}", stacklevel=2)
-        _MODELS[name] = cls
-        cls.registry_name = name
-        return cls
-
-    return decorate
-
-
-def list_models() -> list[str]:
-    """Registered model names, sorted."""
-    return sorted(_MODELS)
-
-
-def model_class(name: str) -> type[Tokenizer]:
-    if name not in _MODELS:
-        raise ValueError(f"name: unknown model {name!r}; registered: {', '.join(list_models())}")
-    return _MODELS[name]
-
-
-def build_model(config: Mapping[str, Any]) -> Tokenizer:
-    """Build the model ``config["name"]`` with the other keys as constructor arguments.
-
-    ``config`` is what ``Tokenizer.to_config`` returns, e.g. ``{"name": "image_vqvae", "in_channels": 1,
-    "quantizer": {"name": "vq", "kwargs": {"codebook_size": 512}}}``. An unknown name, an unknown key or a
-    missing required key is a ``ValueError`` that names it.
-    """
-    if not isinstance(config, Mapping) or "name" not in config:
-        raise ValueError(f"config: expected a dict with a 'name' key, got {config!r}")
-    cls = model_class(config["name"])
-    params = {
-        key: p
-        for key, p in inspect.signature(cls.__init__).parameters.items()
-        if key != "self" and p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-    kwargs = {key: value for key, value in config.items() if key != "name"}
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        raise ValueError(
-            f"config: unknown key {unknown[0]!r} for model {config['name']!r}; expected keys: {sorted(params)}"
-        )
-    missing = sorted(k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs)
-    if missing:
-        raise ValueError(f"config: missing required key {missing[0]!r} for model {config['name']!r}")
-    return cls(**kwargs)

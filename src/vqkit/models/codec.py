@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from vqkit._validate import check_bool, check_choice, check_nonnegative_int, check_positive_int
-from vqkit.models.base import QuantizerSpec, Tokenizer, check_float_input, register_model
+from vqkit.models.base import QuantizerSpec, Tokenizer, check_float_input
 from vqkit.models.losses import mel_l1_loss, multi_resolution_stft_loss
+from vqkit.models.registry import register_model
 from vqkit.models.seanet import (
     NORMS,
     PAD_MODES,

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqkit._validate import check_choice, check_int, check_nonnegative_int, check_positive_int
-from vqkit.models.base import MSETokenizer, QuantizerSpec, check_float_input, register_model
+from vqkit.models.base import MSETokenizer, QuantizerSpec, check_float_input
+from vqkit.models.registry import register_model
 
 Output = Literal["linear", "sigmoid"]
 OUTPUTS = ("linear", "sigmoid")

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from vqkit.models.base import Tokenizer, build_model
+from vqkit.models.base import Tokenizer
+from vqkit.models.registry import build_model
 from vqkit.utils.folders import CONFIG_FILE, WEIGHTS_FILE, FolderFormat, load_folder, read_config, save_folder
 
 FORMAT = "vqkit.tokenizer"

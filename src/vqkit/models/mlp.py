@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from vqkit._validate import check_positive_int
-from vqkit.models.base import MSETokenizer, QuantizerSpec, check_float_input, register_model
+from vqkit.models.base import MSETokenizer, QuantizerSpec, check_float_input
+from vqkit.models.registry import register_model
 
 
 def _mlp(widths: Sequence[int]) -> nn.Sequential:
