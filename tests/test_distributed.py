@@ -283,6 +283,21 @@ def _case_empty_share(rank: int, init: Callable[[], None]) -> Result:
     return out
 
 
+def _case_masked(rank: int, init: Callable[[], None]) -> Result:
+    """Each rank's share padded with garbage rows (uneven shares, rank 1 mostly padding), masked out."""
+    init()
+    torch.manual_seed(0)
+    q = _ema_vq()
+    q.train()
+    for step in range(STEPS):
+        real = _share(_batch(step), rank, UNEVEN)
+        pad = 1e3 * torch.randn(7 + 9 * rank, DIM, generator=torch.Generator().manual_seed(step))
+        x = torch.cat([real, pad])[None]  # [1, n + pad, D]
+        mask = (torch.arange(x.shape[1]) < real.shape[0])[None]
+        q(x, mask=mask)
+    return _codebook_state(q, "masked")
+
+
 CASES: dict[str, Callable[[int, Callable[[], None]], Result]] = {
     "late_init": _case_late_init,  # must stay first
     "ema_kmeans": _case_ema_kmeans,
@@ -293,6 +308,7 @@ CASES: dict[str, Callable[[int, Callable[[], None]], Result]] = {
     "groups": _case_groups,
     "usage": _case_usage,
     "empty_share": _case_empty_share,
+    "masked": _case_masked,
 }
 
 
@@ -493,3 +509,18 @@ def test_rank_without_vectors_joins_restart_collectives(launch: Callable[[str], 
         _train_ema(q, None)
         reference.update(_codebook_state(q, name))
     _assert_matches(results[0], reference)
+
+
+def test_padding_masks_under_ddp_match_one_process_on_the_real_vectors(
+    launch: Callable[[str], list[Result]],
+) -> None:
+    # Padded rows reach no statistic on any rank: k-means on the gathered real vectors, EMA sums and counts
+    # all-reduced over real vectors only, so the result is one process on the whole (unpadded) batch.
+    results = launch("masked")
+    _assert_ranks_identical(results)
+    torch.manual_seed(0)
+    q = _ema_vq()
+    _train_ema(q, None)
+    _assert_matches(
+        results[0], {k.replace("even", "masked", 1): v for k, v in _codebook_state(q, "even").items()}
+    )
