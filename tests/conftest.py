@@ -90,6 +90,24 @@ def quantizer_case(request: pytest.FixtureRequest) -> tuple[str, dict[str, objec
     return request.param  # type: ignore[no-any-return]
 
 
+def tiny_codec(quantizer: dict[str, object], latent_dim: int = 8) -> vqkit.Tokenizer:
+    """A SEANet codec small enough for a unit test (8 kHz, hop 4, no LSTM) around ``quantizer``."""
+    return vqkit.build_model(
+        {
+            "name": "seanet_codec",
+            "sample_rate": 8000,
+            "n_filters": 2,
+            "ratios": [2, 2],
+            "lstm": 0,
+            "stft_sizes": [32, 64],
+            "mel_n_fft": 64,
+            "n_mels": 16,
+            "latent_dim": latent_dim,
+            "quantizer": quantizer,
+        }
+    )
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import vqkit
+from tests.conftest import tiny_codec as make_tiny_codec
 from vqkit.cli import main
 from vqkit.train.files import read_codes
 from vqkit.train.run import load_run_model
@@ -401,22 +402,8 @@ def test_encode_keeps_the_residual_levels_asked_for(
     dropout serves every rate); ``decode`` takes the shorter codes as they are."""
     import soundfile as sf
 
-    codec = vqkit.build_model(
-        {
-            "name": "seanet_codec",
-            "sample_rate": 8000,
-            "n_filters": 2,
-            "ratios": [2, 2],
-            "lstm": 0,
-            "stft_sizes": [32, 64],
-            "mel_n_fft": 64,
-            "n_mels": 16,
-            "latent_dim": 8,
-            "quantizer": {
-                "name": "residual_vq",
-                "kwargs": {"codebook_size": 16, "num_quantizers": 3, "dropout": 0.5},
-            },
-        }
+    codec = make_tiny_codec(
+        {"name": "residual_vq", "kwargs": {"codebook_size": 16, "num_quantizers": 3, "dropout": 0.5}}
     )
     tokenizer = vqkit.save_tokenizer(codec, tmp_path / "codec")
     wav = tmp_path / "clip.wav"

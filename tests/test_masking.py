@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vqkit
-from tests.conftest import DIM
+from tests.conftest import DIM, tiny_codec
 
 
 def _pair(case: tuple[str, dict[str, object]]) -> tuple[vqkit.Quantizer, vqkit.Quantizer]:
@@ -95,20 +95,7 @@ def test_bad_masks_are_named() -> None:
 
 
 def test_audio_tokenizers_take_lengths_of_a_padded_batch() -> None:
-    codec = vqkit.build_model(
-        {
-            "name": "seanet_codec",
-            "sample_rate": 8000,
-            "n_filters": 2,
-            "ratios": [2, 2],
-            "lstm": 0,
-            "stft_sizes": [32, 64],
-            "mel_n_fft": 64,
-            "n_mels": 16,
-            "latent_dim": 8,
-            "quantizer": {"name": "ema_vq", "kwargs": {"codebook_size": 16}},
-        }
-    )
+    codec = tiny_codec({"name": "ema_vq", "kwargs": {"codebook_size": 16}})
     x = torch.zeros(2, 1, 80)
     x[0] = torch.randn(1, 80)
     x[1, :, :30] = torch.randn(1, 30)  # 30 real samples, then padding

@@ -30,24 +30,16 @@ EXPORTED = Manifest("vqkit-onnx.json", "vqkit.onnx", writer="export_onnx")
 OPSET = 18
 
 
-class _Encode(nn.Module):
-    def __init__(self, model: Any) -> None:
+class _Method(nn.Module):
+    """``model.<method>`` as a module's ``forward``, the form the exporter traces."""
+
+    def __init__(self, model: Any, method: str) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        codes: torch.Tensor = self.model.encode(x)
-        return codes
-
-
-class _Decode(nn.Module):
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        x_hat: torch.Tensor = self.model.decode(codes)
-        return x_hat
+        out: torch.Tensor = getattr(self.model, self.method)(x)
+        return out
 
 
 def export_onnx(
@@ -78,8 +70,8 @@ def export_onnx(
         with torch.no_grad():
             codes = model.encode(example)  # type: ignore[operator]
             files = {
-                "encode.onnx": _onnx_bytes(_Encode(model), example, "x", "codes"),
-                "decode.onnx": _onnx_bytes(_Decode(model), codes, "codes", "x_hat"),
+                "encode.onnx": _onnx_bytes(_Method(model, "encode"), example, "x", "codes"),
+                "decode.onnx": _onnx_bytes(_Method(model, "decode"), codes, "codes", "x_hat"),
             }
     finally:
         model.train(was_training)

@@ -70,14 +70,7 @@ def levels_for(
     passes its flags)."""
     q = model.quantizer
     if num_quantizers is not None:
-        if isinstance(num_quantizers, bool) or not isinstance(num_quantizers, int):
-            raise ValueError(f"{names[0]}: expected an int, got {num_quantizers!r}")
-        if not 1 <= num_quantizers <= q.num_levels:
-            raise ValueError(
-                f"{names[0]}: expected 1 to {q.num_levels} (the levels of this model's {type(q).__name__}), "
-                f"got {num_quantizers}"
-            )
-        return num_quantizers
+        return int(q.check_levels(num_quantizers, names[0]))
     if kbps is None:
         return None
     if not hasattr(model, "bitrate_kbps"):

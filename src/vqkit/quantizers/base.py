@@ -183,15 +183,17 @@ class Quantizer(nn.Module, ABC):
 
     def bits_per_vector_at(self, num_quantizers: int) -> float:
         """Nominal rate of the codes of the first ``num_quantizers`` levels (``encode(x, num_quantizers=k)``)."""
-        width = self.level_widths()[self._check_levels(num_quantizers) - 1]
+        width = self.level_widths()[self.check_levels(num_quantizers) - 1]
         return float(sum(math.log2(k) for k in self.alphabet_sizes[:width]))
 
-    def _check_levels(self, num_quantizers: int) -> int:
+    def check_levels(self, num_quantizers: int, name: str = "num_quantizers") -> int:
+        """``num_quantizers`` if it is a level count of this quantizer (1 to ``num_levels``); errors call the
+        argument ``name`` (a CLI passes its flag)."""
         if isinstance(num_quantizers, bool) or not isinstance(num_quantizers, int):
-            raise TypeError(f"num_quantizers: expected an int, got {type(num_quantizers).__name__}")
+            raise TypeError(f"{name}: expected an int, got {type(num_quantizers).__name__}")
         if not 1 <= num_quantizers <= self.num_levels:
             raise ValueError(
-                f"num_quantizers: expected 1 to {self.num_levels} (the levels of {type(self).__name__}), "
+                f"{name}: expected 1 to {self.num_levels} (the levels of {type(self).__name__}), "
                 f"got {num_quantizers}"
             )
         return num_quantizers
@@ -238,7 +240,7 @@ class Quantizer(nn.Module, ABC):
 
         ``num_quantizers=k`` keeps the first ``k`` residual levels (bitrate choice; ``bits_per_vector_at(k)``):
         ``[..., level_widths()[k - 1]]``, which ``decode`` takes as they are."""
-        k = self.num_levels if num_quantizers is None else self._check_levels(num_quantizers)
+        k = self.num_levels if num_quantizers is None else self.check_levels(num_quantizers)
         z, lead = self.flatten_vectors(x)
         with _fp32_compute(z.device):
             v = self._adapt(z.to(self.compute_dtype), lead)

@@ -77,7 +77,7 @@ from vqkit._validate import check_choice, check_int, check_positive_int, check_r
 from vqkit.functional import hexagram
 from vqkit.functional.block_search import residual_block_search
 from vqkit.functional.contrastive import SIMILARITIES, Similarity, symmetric_contrastive
-from vqkit.functional.estimators import GRADIENTS, Gradient
+from vqkit.functional.estimators import Gradient
 from vqkit.quantizers.codebook import CodebookOptions
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.quantizers.ivq_level import Codebooks, IVQLevel, resolve_levels
@@ -176,7 +176,7 @@ class IVQ(ResidualQuantizer):
         super().__init__(
             dim,
             stages,
-            gradient=check_choice("gradient", gradient, GRADIENTS),  # type: ignore[arg-type]
+            gradient=gradient,
             dropout=dropout,
             layout=layout,
             allow_nonfinite=allow_nonfinite,

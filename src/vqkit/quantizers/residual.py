@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from vqkit._validate import check_choice, check_divisible, check_int_list, check_positive_int
-from vqkit.functional.estimators import GRADIENTS, Gradient
+from vqkit._validate import check_divisible, check_int_list, check_positive_int
+from vqkit.functional.estimators import Gradient
 from vqkit.quantizers.base import split_rate
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
 from vqkit.quantizers.vq import VQ
@@ -83,7 +83,7 @@ class ResidualVQ(ResidualQuantizer):
             dim,
             levels,
             project=width != dim,
-            gradient=check_choice("gradient", gradient, GRADIENTS),  # type: ignore[arg-type]
+            gradient=gradient,
             dropout=dropout,
             layout=layout,
             allow_nonfinite=allow_nonfinite,
