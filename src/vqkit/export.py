@@ -70,8 +70,8 @@ def export_onnx(
         with torch.no_grad():
             codes = model.encode(example)  # type: ignore[operator]
             files = {
-                "encode.onnx": _onnx_bytes(_Method(model, "encode"), example, "x", "codes"),
-                "decode.onnx": _onnx_bytes(_Method(model, "decode"), codes, "codes", "x_hat"),
+                "encode.onnx": _onnx_bytes(_Method(model, "encode").eval(), example, "x", "codes"),
+                "decode.onnx": _onnx_bytes(_Method(model, "decode").eval(), codes, "codes", "x_hat"),
             }
     finally:
         model.train(was_training)
