@@ -35,6 +35,7 @@ OPTION_GRID: dict[str, list[dict[str, object]]] = {
         {"update": "ema", "init": "kmeans"},
         {"distance": "cosine", "restart": "anchor"},
         {"restart": "dead", "init": "gaussian"},
+        {"restart": "dead", "restart_measure": "share", "restart_threshold": 0.1},
         {"codebook_dim": 4, "l2_normalize": True},
         {"gradient": "rotation"},
         {"gradient": "rotation", "codebook_dim": 4, "distance": "cosine"},

@@ -136,3 +136,26 @@ def test_restarted_codes_get_a_grace_period() -> None:
         else:
             assert not moved.any(), f"restarted again at step {step}"
     assert first is not None and torch.equal(cb.weight[1:], first)
+
+
+@pytest.mark.parametrize("scale", [0.5, 50.0])  # the EMA counts of a small and of a large batch
+def test_a_share_threshold_does_not_depend_on_the_batch_size(scale: float) -> None:
+    """``restart_measure="share"`` (Mimi): a code is dead under ``restart_threshold / K`` of the assignments,
+    whatever the batch size; the count threshold (Encodec) kills every code of a small batch."""
+    dead_sets = {}
+    for measure in ("count", "share"):
+        cb = Codebook(
+            8,
+            2,
+            restart="dead",
+            restart_threshold=0.5 if measure == "share" else 1.0,
+            restart_measure=measure,
+        )
+        counts = torch.full((8,), scale)
+        counts[3] = scale * 0.01  # one code used 100x less than the others
+        cb.cluster_size.copy_(counts)
+        before = cb.weight.detach().clone()
+        cb.restart_rule.apply(cb, torch.randn(64, 2))
+        dead_sets[measure] = (cb.weight.detach() != before).any(1).nonzero().flatten().tolist()
+    assert dead_sets["share"] == [3]
+    assert dead_sets["count"] == ([3] if scale > 1 else list(range(8)))

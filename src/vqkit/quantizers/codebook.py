@@ -40,6 +40,7 @@ from vqkit.types import Distance
 Init = Literal["uniform", "gaussian", "kmeans"]
 Update = Literal["grad", "ema"]
 Restart = Literal["none", "dead", "anchor"]
+RestartMeasure = Literal["count", "share"]
 
 INITS = ("uniform", "gaussian", "kmeans")
 UPDATES = tuple(UPDATE_RULES)
@@ -57,6 +58,7 @@ class CodebookKwargs(TypedDict, total=False):
     decay: float
     eps: float
     restart_threshold: float
+    restart_measure: RestartMeasure
     kmeans_iters: int
     kmeans_seed: int
 
@@ -72,7 +74,10 @@ class CodebookOptions:
         restart: ``"none"``, ``"dead"`` (EMA count under ``restart_threshold``) or ``"anchor"`` (CVQ).
         decay: EMA decay of counts, sums and usage frequencies.
         eps: Laplace smoothing of EMA counts.
-        restart_threshold: EMA assignment count (per training batch) under which a code is dead.
+        restart_threshold: under it a code is dead: an EMA assignment count per training batch
+            (``restart_measure="count"``), or a share of uniform use, ``restart_threshold / K`` of the
+            assignments (``"share"``: independent of the batch size, as Mimi).
+        restart_measure: ``"count"`` (Encodec) or ``"share"`` (Mimi), see ``restart_threshold``.
         kmeans_iters: Lloyd iterations for ``init="kmeans"``.
         kmeans_seed: seed of the k-means++ generator (the same on every rank).
     """
@@ -84,6 +89,7 @@ class CodebookOptions:
     decay: float = 0.99
     eps: float = 1e-5
     restart_threshold: float = 1.0
+    restart_measure: RestartMeasure = "count"
     kmeans_iters: int = 10
     kmeans_seed: int = 0
 
@@ -97,6 +103,7 @@ class CodebookOptions:
             "decay": check_range("decay", self.decay, 0.0, 1.0, high_open=True),
             "eps": check_range("eps", self.eps, 0.0, float("inf"), low_open=True),
             "restart_threshold": check_range("restart_threshold", self.restart_threshold, 0.0, float("inf")),
+            "restart_measure": check_choice("restart_measure", self.restart_measure, ("count", "share")),
             "kmeans_iters": int(check_range("kmeans_iters", self.kmeans_iters, 0, 10_000)),
             "kmeans_seed": int(check_range("kmeans_seed", self.kmeans_seed, 0, 2**63 - 1)),
         }

@@ -120,7 +120,10 @@ class NoRestart:
 
 
 class DeadRestart:
-    """Codes whose EMA count is under ``restart_threshold`` move onto batch vectors gathered over ranks."""
+    """Codes under the threshold move onto batch vectors gathered over ranks. ``restart_measure="count"``: the
+    EMA assignment count per batch under ``restart_threshold`` (Encodec); ``"share"``: the EMA share of the
+    assignments under ``restart_threshold / K``, a threshold relative to uniform use that means the same at
+    any batch size (Mimi, Défossez et al. 2024, arXiv 2410.00037)."""
 
     name = "dead"
 
@@ -136,15 +139,19 @@ class DeadRestart:
             return
         # A stride walk from the step counter: the same choice on every rank, different codes each step.
         pick = (torch.arange(k, device=z.device) * 7919 + codebook.step * 104729) % candidates.shape[0]
-        dead = codebook.cluster_size < options.restart_threshold
+        sizes = codebook.cluster_size
+        # The threshold as an EMA count: absolute, or the share restart_threshold / K of the EMA total.
+        limit = options.restart_threshold
+        if options.restart_measure == "share":
+            limit = sizes.sum() * (options.restart_threshold / k)
+        dead = sizes < limit
         codebook.weight.data.copy_(torch.where(dead[:, None], candidates[pick], codebook.weight))
         # Grace period: a restarted code starts at the count that takes one EMA time constant (1 / (1 - decay)
         # steps) of zero use to decay back under the threshold; at exactly the threshold it would be dead again
         # after the next decay and restarted every step.
         horizon = max(1, round(1.0 / (1.0 - options.decay)))
-        grace = options.restart_threshold / max(options.decay, 1e-6) ** horizon
-        sizes = codebook.cluster_size
-        sizes.copy_(torch.where(dead, torch.full_like(sizes, grace), sizes))
+        grace = limit / max(options.decay, 1e-6) ** horizon
+        sizes.copy_(torch.where(dead, torch.zeros_like(sizes) + grace, sizes))
 
 
 class AnchorRestart:
