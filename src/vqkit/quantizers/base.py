@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -30,6 +29,7 @@ from torch import nn
 from vqkit._validate import check_choice, check_codes_in_range, check_positive_int
 from vqkit.distributed import ProcessGroup
 from vqkit.functional.estimators import straight_through
+from vqkit.functional.numerics import all_finite, fp32_compute
 from vqkit.functional.stats import batch_usage
 from vqkit.quantizers.config import constructor_config
 from vqkit.quantizers.masking import item_ids, masked_forward, real_rows
@@ -44,24 +44,6 @@ def split_rate(bits: int) -> list[int]:
     """Two parts of ``bits`` (larger first), or one when ``bits`` is 1: the levels or groups of a two-part
     quantizer at a given rate."""
     return [bits] if bits < 2 else [bits - bits // 2, bits // 2]
-
-
-def _all_finite(x: torch.Tensor) -> bool:
-    """One reduction pass: ``aminmax`` propagates NaN and an infinity is an extreme (16x faster on CPU than
-    ``isfinite(x).all()``, which materializes a mask; still one device sync)."""
-    return bool(torch.isfinite(torch.stack(torch.aminmax(x))).all())
-
-
-@contextmanager
-def _fp32_compute(device: torch.device) -> Iterator[None]:
-    """Disable autocast for the enclosed code (distances and codebook updates must run in float32)."""
-    try:
-        ctx = torch.autocast(device_type=device.type, enabled=False)
-    except RuntimeError:  # a device type without autocast support
-        yield
-        return
-    with ctx:
-        yield
 
 
 class Quantizer(nn.Module, ABC):
@@ -203,6 +185,12 @@ class Quantizer(nn.Module, ABC):
         override it (one level: the full codes)."""
         return self._encode(z)
 
+    def _encode_beam(self, z: torch.Tensor, num_quantizers: int, beam_size: int) -> torch.Tensor:
+        """Beam-search codes; only residual quantizers have levels to search jointly."""
+        raise TypeError(
+            f"beam_size: {type(self).__name__} is not a residual quantizer; beam search needs levels"
+        )
+
     def _quantize_items(self, z: torch.Tensor, items: torch.Tensor, num_items: int) -> QuantizerOutput:
         """The training forward with each vector's item ``items`` ``[N]`` (of ``num_items``) known: quantizer
         dropout draws one level count per item. The default is ``_quantize``."""
@@ -225,7 +213,7 @@ class Quantizer(nn.Module, ABC):
         add nothing to losses, statistics or metrics (``vqkit.quantizers.masking``)."""
         z, lead = self.flatten_vectors(x)
         rows = None if mask is None else real_rows(mask.to(z.device), lead)
-        with _fp32_compute(z.device):
+        with fp32_compute(z.device):
             v = self._adapt(z.to(self.compute_dtype), lead)
             items, count = item_ids(lead, v.shape[0], v.device)
             if rows is None:
@@ -235,16 +223,22 @@ class Quantizer(nn.Module, ABC):
         return self._output(flat, x.dtype, lead, None if rows is None else rows[0])
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, *, num_quantizers: int | None = None) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, *, num_quantizers: int | None = None, beam_size: int = 1
+    ) -> torch.Tensor:
         """Codes of ``x``: ``[..., C]`` int64 (``[B, *S, C]`` for channels-first input). No state changes.
 
         ``num_quantizers=k`` keeps the first ``k`` residual levels (bitrate choice; ``bits_per_vector_at(k)``):
-        ``[..., level_widths()[k - 1]]``, which ``decode`` takes as they are."""
+        ``[..., level_widths()[k - 1]]``, which ``decode`` takes as they are. ``beam_size > 1``: residual
+        quantizers search with a beam (``vqkit.quantizers.beam``)."""
         k = self.num_levels if num_quantizers is None else self.check_levels(num_quantizers)
         z, lead = self.flatten_vectors(x)
-        with _fp32_compute(z.device):
+        with fp32_compute(z.device):
             v = self._adapt(z.to(self.compute_dtype), lead)
-            codes = self._encode(v) if k == self.num_levels else self._encode_levels(v, k)
+            if beam_size != 1:
+                codes = self._encode_beam(v, k, beam_size)
+            else:
+                codes = self._encode(v) if k == self.num_levels else self._encode_levels(v, k)
         return codes.reshape(*lead, codes.shape[-1])
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -261,7 +255,7 @@ class Quantizer(nn.Module, ABC):
             raise ValueError(f"codes: expected shape {expected}, got {tuple(codes.shape)}")
         flat = codes.reshape(-1, c).long()
         check_codes_in_range(flat, self.alphabet_sizes[:c])
-        with _fp32_compute(flat.device):
+        with fp32_compute(flat.device):
             out = self._decode(flat)
         return self._unflatten(out, codes.shape[:-1])
 
@@ -331,12 +325,7 @@ class Quantizer(nn.Module, ABC):
             )
         # The check reads a value back to the host: eager mode only. Compiled code (torch.compile) skips it, so
         # that a graph has no break and no sync; there NaN or Inf input is the caller's to rule out.
-        if (
-            not self.allow_nonfinite
-            and x.numel()
-            and not torch.compiler.is_compiling()
-            and not _all_finite(x)
-        ):
+        if not self.allow_nonfinite and x.numel() and not torch.compiler.is_compiling() and not all_finite(x):
             raise ValueError(f"{name}: contains NaN or Inf (pass allow_nonfinite=True to skip this check)")
         lead = x.shape[:-1]
         return x.reshape(-1, self.dim), lead

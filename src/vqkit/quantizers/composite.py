@@ -26,6 +26,7 @@ from torch import nn
 from vqkit._validate import check_choice, check_range
 from vqkit.functional.estimators import estimate, straight_through
 from vqkit.quantizers.base import Quantizer
+from vqkit.quantizers.beam import beam_search
 from vqkit.quantizers.dropout import draw_levels, on_rows
 from vqkit.types import Layout, QuantizerOutput
 
@@ -279,6 +280,26 @@ class ResidualQuantizer(_Composite):
 
     def _encode_levels(self, z: torch.Tensor, num_quantizers: int) -> torch.Tensor:
         return torch.cat(self.search(self.project_in(z), num_quantizers), dim=1)
+
+    def _encode_beam(self, z: torch.Tensor, num_quantizers: int, beam_size: int) -> torch.Tensor:
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+            raise ValueError(f"beam_size: expected a positive integer, got {beam_size!r}")
+        h = self.project_in(z)
+        beam = beam_search(self.stage_list[:num_quantizers], self.stage_scales, h, beam_size)
+        greedy = torch.cat(self.search(h, num_quantizers), dim=1)
+        # A beam can prune the greedy path at a level and end worse for a vector; keeping the better of the
+        # two per vector makes the error never above greedy (the promise of the option).
+        worse = self._stage_error(h, beam) > self._stage_error(h, greedy)
+        return torch.where(worse[:, None], greedy, beam)
+
+    def _stage_error(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """``[N]`` squared error in the stages' space of the first levels' ``codes``."""
+        total = torch.zeros_like(h)
+        for stage, scale, cols in zip(self.stage_list, self.stage_scales, self._code_slices(), strict=False):
+            if cols.start >= codes.shape[1]:
+                break
+            total = total + self._stage_out(stage._decode(codes[:, cols]), scale)
+        return (h - total).square().sum(-1)
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes of all stages, or of the first ones (a prefix from ``encode(x, num_quantizers=k)``)."""
