@@ -184,7 +184,11 @@ def test_every_code_decodes_to_its_own_vector_and_the_rate_is_honest(
 def test_codebook_parameter_count(quantizer_case: tuple[str, dict[str, object]]) -> None:
     """Every parameter plus the stored (frozen or EMA) code tables, and nothing of the statistics."""
     q = build(quantizer_case)
-    stored = sum(b.numel() for name, b in q.named_buffers() if name.split(".")[-1] in ("weight", "codebook"))
+    stored = sum(
+        b.numel()
+        for name, b in q.named_buffers()
+        if name.split(".")[-1] in ("weight", "codebook", "projection")
+    )
     assert q.num_codebook_parameters == sum(p.numel() for p in q.parameters()) + stored
 
 

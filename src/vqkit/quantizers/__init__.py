@@ -6,6 +6,7 @@ from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
 from vqkit.quantizers.ivq import IVQ
 from vqkit.quantizers.looc import LooC
+from vqkit.quantizers.random_projection import RandomProjectionQuantizer
 from vqkit.quantizers.residual import ProductVQ, ResidualVQ
 from vqkit.quantizers.scalar import FSQ, LFQ, ResidualFSQ, ResidualLFQ
 from vqkit.quantizers.simvq import SimVQ
@@ -21,6 +22,7 @@ __all__ = [
     "ProductQuantizer",
     "ProductVQ",
     "Quantizer",
+    "RandomProjectionQuantizer",
     "ResidualFSQ",
     "ResidualLFQ",
     "ResidualQuantizer",
