@@ -14,6 +14,7 @@ def small_kwargs(name: str) -> dict[str, object]:
     """Small, valid constructor arguments for every registered quantizer at ``dim=DIM``."""
     special: dict[str, dict[str, object]] = {
         "fsq": {"levels": [4, 4, 3]},
+        "latent_quantize": {"levels": [4, 4, 3]},
         "ivq": {"lines": 4, "levels": "bottom-up"},
         "residual_fsq": {"levels": [4, 3], "num_quantizers": 2},
         "lfq": {"bits": 6},
@@ -41,6 +42,7 @@ OPTION_GRID: dict[str, list[dict[str, object]]] = {
         {"gradient": "rotation", "codebook_dim": 4, "distance": "cosine"},
     ],
     "fsq": [{"levels": [3] * DIM}],
+    "latent_quantize": [{"levels": [3] * DIM, "beta": 0.5}],
     "lfq": [{"bits": DIM, "entropy_mode": "factorized"}],
     "residual_vq": [
         {"codebook_dim": 4},

@@ -5,6 +5,7 @@ from vqkit.quantizers.base import Quantizer, straight_through
 from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
 from vqkit.quantizers.ivq import IVQ
+from vqkit.quantizers.latent import LatentQuantizer
 from vqkit.quantizers.looc import LooC
 from vqkit.quantizers.random_projection import RandomProjectionQuantizer
 from vqkit.quantizers.residual import ProductVQ, ResidualVQ
@@ -18,6 +19,7 @@ __all__ = [
     "LFQ",
     "VQ",
     "Codebook",
+    "LatentQuantizer",
     "LooC",
     "ProductQuantizer",
     "ProductVQ",

@@ -33,7 +33,7 @@ from vqkit.types import Layout, QuantizerOutput
 MAX_INDEX_BITS = 62  # codes are int64 indices
 
 
-def _projections(dim: int, channels: int) -> tuple[nn.Module, nn.Module]:
+def channel_projections(dim: int, channels: int) -> tuple[nn.Module, nn.Module]:
     if dim == channels:
         return nn.Identity(), nn.Identity()
     return nn.Linear(dim, channels), nn.Linear(channels, dim)
@@ -86,7 +86,7 @@ class FSQ(Quantizer):
             raise ValueError(f"levels: prod(levels) must stay below 2^{MAX_INDEX_BITS}, got {self.levels}")
         self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.long), persistent=False)
         self.register_buffer("_place", fsq_math.basis(self._levels), persistent=False)
-        self.project_in, self.project_out = _projections(dim, len(self.levels))
+        self.project_in, self.project_out = channel_projections(dim, len(self.levels))
 
     @classmethod
     def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
@@ -162,7 +162,7 @@ class LFQ(Quantizer):
         )
         self.beta = check_range("beta", beta, 0.0, float("inf"))
         self.entropy_weight = check_range("entropy_weight", entropy_weight, 0.0, float("inf"))
-        self.project_in, self.project_out = _projections(dim, self.bits)
+        self.project_in, self.project_out = channel_projections(dim, self.bits)
 
     @classmethod
     def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
