@@ -40,6 +40,7 @@ OPTION_GRID: dict[str, list[dict[str, object]]] = {
         {"codebook_dim": 4, "l2_normalize": True},
         {"gradient": "rotation"},
         {"gradient": "rotation", "codebook_dim": 4, "distance": "cosine"},
+        {"orthogonal_weight": 0.1, "orthogonal_codes": 8},
     ],
     "fsq": [{"levels": [3] * DIM}],
     "latent_quantize": [{"levels": [3] * DIM, "beta": 0.5}],

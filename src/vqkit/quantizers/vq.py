@@ -27,6 +27,8 @@ from torch import nn
 
 from vqkit._validate import check_choice, check_positive_int, check_range
 from vqkit.functional.estimators import GRADIENTS, Gradient, estimate
+from vqkit.functional.regularizers import orthogonal_penalty
+from vqkit.functional.stats import code_counts
 from vqkit.quantizers.base import SingleCodebookQuantizer
 from vqkit.quantizers.codebook import Codebook, CodebookOptions
 from vqkit.registry import register_quantizer
@@ -47,6 +49,9 @@ class VQ(SingleCodebookQuantizer):
         codebook_size: K.
         codebook_dim: dimension of the codes; ``None`` = ``dim``. Smaller values add learned in/out projections.
         beta: weight of the commitment loss.
+        orthogonal_weight: weight of ``orthogonal``, the orthogonal regularization (arXiv 2112.00384) of the codes the
+            batch uses (``vqkit.functional.regularizers``); 0 (default): not computed.
+        orthogonal_codes: the most codes the term is computed on (a random sample of the used ones beyond it).
         gradient: ``"ste"`` (straight-through) or ``"rotation"`` (the rotation trick, arXiv 2410.06424); the
             value of ``quantized`` is the same, only the gradient to the input differs.
         l2_normalize: normalize inputs and codes (VQGAN-FC); matching is then l2 on the unit sphere.
@@ -64,6 +69,8 @@ class VQ(SingleCodebookQuantizer):
         *,
         codebook_dim: int | None = None,
         beta: float = 0.25,
+        orthogonal_weight: float = 0.0,
+        orthogonal_codes: int = 1024,
         gradient: Gradient = "ste",
         l2_normalize: bool = False,
         layout: Layout = "channels_last",
@@ -75,6 +82,8 @@ class VQ(SingleCodebookQuantizer):
         self.codebook_dim = None if codebook_dim is None else check_positive_int("codebook_dim", codebook_dim)
         code_dim = dim if codebook_dim is None else codebook_dim
         self.beta = check_range("beta", beta, 0.0, float("inf"))
+        self.orthogonal_weight = check_range("orthogonal_weight", orthogonal_weight, 0.0, float("inf"))
+        self.orthogonal_codes = check_positive_int("orthogonal_codes", orthogonal_codes)
         self.l2_normalize = bool(l2_normalize)
         self.gradient: Gradient = check_choice("gradient", gradient, GRADIENTS)  # type: ignore[assignment]
         self.codebook_options = CodebookOptions.resolve(codebook_options)
@@ -107,9 +116,28 @@ class VQ(SingleCodebookQuantizer):
         or beam search) or, for ``None``, its own nearest codes."""
         h = self._to_code_space(z)
         found, q, losses = self.codebook.quantize(h, None if codes is None else codes[:, 0])
+        if self.orthogonal_weight > 0:
+            losses["orthogonal"] = self._orthogonal(found)
         return QuantizerOutput(
             quantized=self.project_out(estimate(q, h, self.gradient)), codes=found[:, None], losses=losses
         )
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        weights = {"commitment": self.beta, "codebook": 1.0}
+        if self.orthogonal_weight > 0:
+            weights["orthogonal"] = self.orthogonal_weight
+        return weights
+
+    def _orthogonal(self, found: torch.Tensor) -> torch.Tensor:
+        """The penalty on the codes of ``found`` (at most ``orthogonal_codes`` of them, drawn at random among the
+        used ones; no host sync: unused fill-ins get weight 0)."""
+        used = code_counts(found, self.codebook_size, torch.float32) > 0
+        if self.codebook_size <= self.orthogonal_codes:
+            return orthogonal_penalty(self.codebook.vectors, used)
+        keys = torch.rand(self.codebook_size, device=found.device) + used.float()  # used codes first
+        pick = keys.topk(self.orthogonal_codes).indices
+        return orthogonal_penalty(self.codebook.vectors[pick], used[pick])
 
     @property
     def needs_warm_start(self) -> bool:
