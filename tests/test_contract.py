@@ -72,7 +72,7 @@ def _surrogate(q: vqkit.Quantizer, x: torch.Tensor) -> torch.Tensor:
     """The function whose gradient each quantizer's documented estimator passes to its input (an oracle
     written from the docs: identity or the rotation trick through the projections; FSQ's bound; residual FSQ's
     stage bounds). Called in eval mode, so the codes are those of the forward it is compared with."""
-    if isinstance(q, vqkit.FSQ):
+    if type(q) is vqkit.FSQ:  # latent quantization (an FSQ subclass) has a straight-through estimator
         h = q.project_in(x)
         return q.project_out(fsq_math.bound(h, q._levels) / fsq_math.half_width(q._levels))
     if isinstance(q, ResidualQuantizer) and q.gradient == "stages":

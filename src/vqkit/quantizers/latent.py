@@ -15,27 +15,25 @@ neighbour; codes stay indices into the grid, so decoding is unaffected).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqkit._validate import check_int_list, check_range
+from vqkit._validate import check_range
 from vqkit.functional import fsq as fsq_math
 from vqkit.functional.estimators import straight_through
-from vqkit.quantizers.base import Quantizer
 from vqkit.quantizers.codebook import vq_losses
-from vqkit.quantizers.scalar import MAX_INDEX_BITS, channel_projections, fsq_levels
+from vqkit.quantizers.scalar import FSQ
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 
 
 @register_quantizer("latent_quantize")
-class LatentQuantizer(Quantizer):
-    """Latent quantization: ``[..., D]`` -> one code ``[..., 1]`` in ``[0, prod(levels))``.
+class LatentQuantizer(FSQ):
+    """Latent quantization: ``[..., D]`` -> one code ``[..., 1]`` in ``[0, prod(levels))``; FSQ's levels,
+    projections, rate and code packing, with a learned grid in place of FSQ's fixed one.
 
     Args:
         dim: D.
@@ -44,8 +42,6 @@ class LatentQuantizer(Quantizer):
         layout, allow_nonfinite: see ``Quantizer``.
     """
 
-    _levels: torch.Tensor
-    _place: torch.Tensor
     _valid: torch.Tensor
 
     def __init__(
@@ -57,27 +53,13 @@ class LatentQuantizer(Quantizer):
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
     ) -> None:
-        super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
-        self.levels = check_int_list("levels", levels, minimum=2)
-        if sum(math.log2(v) for v in self.levels) > MAX_INDEX_BITS:
-            raise ValueError(f"levels: prod(levels) must stay below 2^{MAX_INDEX_BITS}, got {self.levels}")
+        super().__init__(dim, levels, layout=layout, allow_nonfinite=allow_nonfinite)
         self.beta = check_range("beta", beta, 0.0, float("inf"))
         width = max(self.levels)
         grid = torch.stack([F.pad(torch.linspace(-1.0, 1.0, n), (0, width - n)) for n in self.levels])
         self.values = nn.Parameter(grid)  # [C, max(levels)]; entries past a channel's count are unused
         valid = torch.arange(width)[None, :] < torch.tensor(self.levels)[:, None]
         self.register_buffer("_valid", valid, persistent=False)
-        self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.long), persistent=False)
-        self.register_buffer("_place", fsq_math.basis(self._levels), persistent=False)
-        self.project_in, self.project_out = channel_projections(dim, len(self.levels))
-
-    @classmethod
-    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
-        return {"levels": fsq_levels(bits)}
-
-    @property
-    def alphabet_sizes(self) -> tuple[int, ...]:
-        return (math.prod(self.levels),)
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -85,13 +67,14 @@ class LatentQuantizer(Quantizer):
 
     @property
     def num_codebook_parameters(self) -> int:
-        projections = sum(p.numel() for m in (self.project_in, self.project_out) for p in m.parameters())
-        return self.values.numel() + projections  # the stored grid, padded to the longest channel
+        return (
+            super().num_codebook_parameters + self.values.numel()
+        )  # the grid, padded to the longest channel
 
     def search_cost(self) -> tuple[int, int] | None:
         return sum(self.levels), sum(self.levels)
 
-    def _digits(self, h: torch.Tensor) -> torch.Tensor:
+    def _grid_digits(self, h: torch.Tensor) -> torch.Tensor:
         """``[N, C]`` -> each channel's nearest grid index ``[N, C]`` (ties to the lower index)."""
         gaps = (h[:, :, None] - self.values.detach()[None]).abs()
         return gaps.masked_fill(~self._valid, float("inf")).argmin(dim=-1)
@@ -102,7 +85,7 @@ class LatentQuantizer(Quantizer):
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         h = self.project_in(z)
-        digits = self._digits(h.detach())
+        digits = self._grid_digits(h.detach())
         q = self._values(digits)
         codes = fsq_math.digits_to_index(digits, self._levels, self._place)[:, None]
         return QuantizerOutput(
@@ -110,7 +93,8 @@ class LatentQuantizer(Quantizer):
         )
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        return fsq_math.digits_to_index(self._digits(self.project_in(z)), self._levels, self._place)[:, None]
+        digits = self._grid_digits(self.project_in(z))
+        return fsq_math.digits_to_index(digits, self._levels, self._place)[:, None]
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         digits = fsq_math.index_to_digits(codes[:, 0], self._levels, self._place)
