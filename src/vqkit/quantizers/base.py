@@ -32,7 +32,7 @@ from vqkit.functional.estimators import straight_through
 from vqkit.functional.numerics import all_finite, fp32_compute
 from vqkit.functional.stats import batch_usage
 from vqkit.quantizers.config import constructor_config
-from vqkit.quantizers.masking import item_ids, masked_forward, real_rows
+from vqkit.quantizers.masking import masked_forward, real_rows
 from vqkit.types import LAYOUTS, Layout, QuantizerOutput
 
 __all__ = ["Quantizer", "SingleCodebookQuantizer", "split_rate", "straight_through"]
@@ -191,9 +191,11 @@ class Quantizer(nn.Module, ABC):
             f"beam_size: {type(self).__name__} is not a residual quantizer; beam search needs levels"
         )
 
-    def _quantize_items(self, z: torch.Tensor, items: torch.Tensor, num_items: int) -> QuantizerOutput:
-        """The training forward with each vector's item ``items`` ``[N]`` (of ``num_items``) known: quantizer
-        dropout draws one level count per item. The default is ``_quantize``."""
+    def _quantize_items(
+        self, z: torch.Tensor, lead: torch.Size, rows: torch.Tensor | None = None
+    ) -> QuantizerOutput:
+        """The training forward knowing the positions' shape ``lead`` (and, for a masked batch, which ``rows`` of
+        them ``z`` holds): quantizer dropout draws one level count per item. The default is ``_quantize``."""
         return self._quantize(z)
 
     @property
@@ -215,11 +217,7 @@ class Quantizer(nn.Module, ABC):
         rows = None if mask is None else real_rows(mask.to(z.device), lead)
         with fp32_compute(z.device):
             v = self._adapt(z.to(self.compute_dtype), lead)
-            items, count = item_ids(lead, v.shape[0], v.device)
-            if rows is None:
-                flat = self._quantize_items(v, items, count)
-            else:
-                flat = masked_forward(self, v, items, count, *rows)
+            flat = self._quantize_items(v, lead) if rows is None else masked_forward(self, v, lead, *rows)
         return self._output(flat, x.dtype, lead, None if rows is None else rows[0])
 
     @torch.no_grad()

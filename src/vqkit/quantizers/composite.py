@@ -23,7 +23,7 @@ from typing import ClassVar, Literal, cast
 import torch
 from torch import nn
 
-from vqkit._validate import check_choice, check_range
+from vqkit._validate import check_choice, check_positive_int, check_range
 from vqkit.functional.estimators import estimate, straight_through
 from vqkit.quantizers.base import Quantizer
 from vqkit.quantizers.beam import beam_search
@@ -227,11 +227,12 @@ class ResidualQuantizer(_Composite):
                 residual = residual - self._stage_out(stage._decode(codes), scale)
 
     # ------------------------------------------------------------------ contract
-    def _quantize_items(self, z: torch.Tensor, items: torch.Tensor, num_items: int) -> QuantizerOutput:
+    def _quantize_items(
+        self, z: torch.Tensor, lead: torch.Size, rows: torch.Tensor | None = None
+    ) -> QuantizerOutput:
         if not (self.training and self.dropout > 0):
             return self._quantize(z)
-        levels = draw_levels(items, num_items, self.num_levels, self.dropout)
-        return self._quantize_levels(z, levels)
+        return self._quantize_levels(z, draw_levels(lead, rows, self.num_levels, self.dropout, z.device))
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         return self._quantize_levels(z, None)
@@ -282,8 +283,7 @@ class ResidualQuantizer(_Composite):
         return torch.cat(self.search(self.project_in(z), num_quantizers), dim=1)
 
     def _encode_beam(self, z: torch.Tensor, num_quantizers: int, beam_size: int) -> torch.Tensor:
-        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-            raise ValueError(f"beam_size: expected a positive integer, got {beam_size!r}")
+        check_positive_int("beam_size", beam_size)
         h = self.project_in(z)
         beam = beam_search(self.stage_list[:num_quantizers], self.stage_scales, h, beam_size)
         greedy = torch.cat(self.search(h, num_quantizers), dim=1)
@@ -294,15 +294,10 @@ class ResidualQuantizer(_Composite):
 
     def _stage_error(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """``[N]`` squared error in the stages' space of the first levels' ``codes``."""
-        total = torch.zeros_like(h)
-        for stage, scale, cols in zip(self.stage_list, self.stage_scales, self._code_slices(), strict=False):
-            if cols.start >= codes.shape[1]:
-                break
-            total = total + self._stage_out(stage._decode(codes[:, cols]), scale)
-        return (h - total).square().sum(-1)
+        return (h - self._stage_sum(codes)).square().sum(-1)
 
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes of all stages, or of the first ones (a prefix from ``encode(x, num_quantizers=k)``)."""
+    def _stage_sum(self, codes: torch.Tensor) -> torch.Tensor:
+        """The stages' decoded sum in their space, for all stages' codes or the first ones (a prefix)."""
         total = None
         for stage, scale, cols in zip(self.stage_list, self.stage_scales, self._code_slices(), strict=True):
             if cols.start >= codes.shape[1]:
@@ -310,7 +305,11 @@ class ResidualQuantizer(_Composite):
             q = self._stage_out(stage._decode(codes[:, cols]), scale)
             total = q if total is None else total + q
         assert total is not None
-        return self.project_out(total)
+        return total
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes of all stages, or of the first ones (a prefix from ``encode(x, num_quantizers=k)``)."""
+        return self.project_out(self._stage_sum(codes))
 
 
 class ProductQuantizer(_Composite):

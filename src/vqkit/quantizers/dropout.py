@@ -13,6 +13,7 @@ input every vector is an item. Levels are drawn from torch's global generator, s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -23,13 +24,20 @@ NOT_CODED = -1
 """The code of a level a vector did not use (quantizer dropout); ``decode`` refuses it."""
 
 
-def draw_levels(items: torch.Tensor, num_items: int, num_levels: int, p: float) -> torch.Tensor:
-    """``[N]`` how many levels each vector uses: per item (``items`` ``[N]``, of ``num_items``),
-    ``k ~ U{1..L}`` with probability ``p``, else ``L``."""
-    device = items.device
+def draw_levels(
+    lead: torch.Size, rows: torch.Tensor | None, num_levels: int, p: float, device: torch.device
+) -> torch.Tensor:
+    """``[N]`` how many levels each vector uses: per item, ``k ~ U{1..L}`` with probability ``p``, else ``L``.
+
+    ``lead`` is the shape of the input's positions; ``rows`` the positions the vectors are (a masked batch's
+    real ones), or ``None`` for all of them."""
+    num_vectors = math.prod(lead)
+    num_items = int(lead[0]) if len(lead) > 1 else num_vectors
     dropped = torch.rand(num_items, device=device) < p
     k = torch.where(dropped, torch.randint(1, num_levels + 1, (num_items,), device=device), num_levels)
-    return k[items]
+    per_item = torch.arange(num_items, device=device).repeat_interleave(num_vectors // max(num_items, 1))
+    levels = k[per_item]
+    return levels if rows is None else levels.index_select(0, rows)
 
 
 def on_rows(

@@ -23,7 +23,9 @@ class Quantizer(Protocol):
     """What the masked forward calls of ``vqkit.quantizers.base.Quantizer`` (typed here: that module imports
     this one)."""
 
-    def _quantize_items(self, z: torch.Tensor, items: torch.Tensor, num_items: int) -> QuantizerOutput: ...
+    def _quantize_items(
+        self, z: torch.Tensor, lead: torch.Size, rows: torch.Tensor | None = None
+    ) -> QuantizerOutput: ...
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor: ...
 
@@ -47,13 +49,12 @@ def real_rows(mask: torch.Tensor, lead: torch.Size) -> tuple[torch.Tensor, torch
 def masked_forward(
     quantizer: Quantizer,
     v: torch.Tensor,
-    items: torch.Tensor,
-    num_items: int,
+    lead: torch.Size,
     real: torch.Tensor,
     padded: torch.Tensor,
 ) -> QuantizerOutput:
     """The training forward of the real rows of ``v`` ``[N, ...]``, spread back over all ``N`` rows."""
-    out = quantizer._quantize_items(v.index_select(0, real), items.index_select(0, real), num_items)
+    out = quantizer._quantize_items(v.index_select(0, real), lead, real)
     with torch.no_grad():
         pad_codes = quantizer._encode(v.index_select(0, padded))
         pad_values = quantizer._decode(pad_codes).to(out.quantized.dtype)
@@ -75,11 +76,3 @@ def masked_forward(
         metrics=out.metrics,
         position_metrics=out.position_metrics,
     )
-
-
-def item_ids(lead: torch.Size, num_vectors: int, device: torch.device) -> tuple[torch.Tensor, int]:
-    """``([N] item index of each vector, number of items)``: an item is what the first axis of ``x`` indexes
-    (``B`` of ``[B, T, D]``); for flat ``[N, D]`` input every vector is an item."""
-    items = int(lead[0]) if len(lead) > 1 else num_vectors
-    per_item = num_vectors // max(items, 1)
-    return torch.arange(items, device=device).repeat_interleave(per_item), items
