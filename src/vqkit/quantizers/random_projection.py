@@ -61,7 +61,6 @@ class RandomProjectionQuantizer(SingleCodebookQuantizer):
         self.codebook_size = check_positive_int("codebook_size", codebook_size)
         self.codebook_dim = check_positive_int("codebook_dim", codebook_dim)
         self.seed = check_int("seed", seed, minimum=0)
-        self.beta = 0.0  # no commitment term: nothing is trained
         generator = torch.Generator().manual_seed(self.seed)
         bound = (6.0 / (dim + codebook_dim)) ** 0.5  # Xavier uniform
         projection = (torch.rand(codebook_dim, dim, generator=generator) * 2.0 - 1.0) * bound
@@ -71,13 +70,9 @@ class RandomProjectionQuantizer(SingleCodebookQuantizer):
         # Derived, so not saved: every code's least-squares preimage in the input space, [K, D].
         self.register_buffer("preimages", codebook @ torch.linalg.pinv(projection).T, persistent=False)
 
-    @classmethod
-    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
-        return {"codebook_size": 2**bits}
-
     @property
     def loss_weights(self) -> dict[str, float]:
-        return {}
+        return {}  # no loss: nothing is trained
 
     @property
     def num_codebook_parameters(self) -> int:
