@@ -22,6 +22,29 @@ def small_kwargs(name: str) -> dict[str, object]:
         "residual_lfq": {"bits": 4, "num_quantizers": 2},
         "residual_vq": {"codebook_size": [16, 8], "num_quantizers": 2},
         "product_vq": {"codebook_size": 8, "num_groups": 4},
+        "residual": {
+            "stages": [
+                {"name": "vq", "kwargs": {"dim": 8, "codebook_size": 16}},
+                {"name": "fsq", "kwargs": {"dim": 8, "levels": [3] * 8}},
+            ],
+            "project": True,
+            "stage_scales": [[1.0], [0.5]],
+        },
+        "product": {
+            "stages": [
+                {"name": "vq", "kwargs": {"dim": 8, "codebook_size": 16}},
+                {"name": "lfq", "kwargs": {"dim": 8, "bits": 4}},
+            ]
+        },
+        "grouped_residual": {
+            "stages": [
+                {"name": "residual_vq", "kwargs": {"dim": 8, "codebook_size": [8, 4]}},
+                {"name": "residual_vq", "kwargs": {"dim": 8, "codebook_size": [8, 4], "update": "ema"}},
+            ]
+        },
+        "grouped_residual_vq": {"codebook_size": 8, "num_quantizers": 2},
+        "grouped_residual_fsq": {"levels": [4, 3], "num_quantizers": 2},
+        "grouped_residual_lfq": {"bits": 3, "num_quantizers": 2},
     }
     return (
         {"dim": DIM, "codebook_size": 32, **special.get(name, {})}
@@ -51,6 +74,11 @@ OPTION_GRID: dict[str, list[dict[str, object]]] = {
         {"update": "ema", "restart": "dead"},
         {"codebook_size": 8, "num_quantizers": 3, "init": "kmeans"},
         {"gradient": "rotation", "codebook_dim": 4},
+        {"shared_codebook": True, "codebook_size": 16},
+        {"shared_codebook": True, "codebook_size": 16, "update": "ema", "restart": "dead", "codebook_dim": 4},
+    ],
+    "grouped_residual_vq": [
+        {"num_groups": 4, "shared_codebook": True, "update": "ema", "init": "kmeans"},
     ],
     "product_vq": [{"codebook_dim": 2}, {"update": "ema"}, {"gradient": "rotation"}],
     "residual_fsq": [{"levels": [3, 3, 3, 3], "num_quantizers": 3}],

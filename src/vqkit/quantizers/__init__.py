@@ -4,6 +4,12 @@ from vqkit.quantizers import presets as _presets  # noqa: F401  (registers the n
 from vqkit.quantizers.base import Quantizer, straight_through
 from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
+from vqkit.quantizers.grouped import (
+    GroupedResidualFSQ,
+    GroupedResidualLFQ,
+    GroupedResidualQuantizer,
+    GroupedResidualVQ,
+)
 from vqkit.quantizers.ivq import IVQ
 from vqkit.quantizers.latent import LatentQuantizer
 from vqkit.quantizers.looc import LooC
@@ -19,6 +25,10 @@ __all__ = [
     "LFQ",
     "VQ",
     "Codebook",
+    "GroupedResidualFSQ",
+    "GroupedResidualLFQ",
+    "GroupedResidualQuantizer",
+    "GroupedResidualVQ",
     "LatentQuantizer",
     "LooC",
     "ProductQuantizer",

@@ -21,7 +21,8 @@ zero, as in CVQ, so the first anchor step moves every code onto data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, TypedDict
 
@@ -180,6 +181,7 @@ class Codebook(nn.Module):
         # device-to-host sync on GPU. Reset when a state dict is loaded (it may hold an uninitialized codebook).
         self._known_initialized = False
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._deferred: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def distance(self) -> Distance:
@@ -271,14 +273,35 @@ class Codebook(nn.Module):
         eps = self.options.eps
         return (self.cluster_size + eps) / (n + self.num_codes * eps) * n.clamp(min=eps)
 
+    @contextmanager
+    def deferred_updates(self) -> Iterator[None]:
+        """Collect the ``update`` calls made inside the block and apply them as one update on exit, on all their
+        vectors together: a codebook shared by several residual levels (RQ-VAE) moves once per step, with
+        every level's assignments in one EMA step, not once per level."""
+        if self._deferred is not None:  # already collecting (nested): the outer block applies them
+            yield
+            return
+        self._deferred = []
+        try:
+            yield
+            pending = self._deferred
+        finally:
+            self._deferred = None
+        if pending:
+            self.update(torch.cat([z for z, _ in pending]), torch.cat([c for _, c in pending]))
+
     @torch.no_grad()
     def update(self, z: torch.Tensor, codes: torch.Tensor) -> None:
-        """After a training step's lookup: statistics (all-reduced), the update rule, then the restart rule.
+        """After a training step's lookup: statistics (all-reduced), the update rule, then the restart rule
+        (inside ``deferred_updates``: recorded, and applied with the others at the end of the block).
 
         Args:
             z: ``[N, d]`` the vectors that were quantized (in the codebook's space).
             codes: ``[N]`` their codes.
         """
+        if self._deferred is not None:
+            self._deferred.append((z.detach(), codes))
+            return
         z = z.detach().to(self.weight.dtype)
         counts, sums = self.update_rule.statistics(self, z, codes)
         weight = 1.0 - self.options.decay

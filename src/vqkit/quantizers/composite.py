@@ -13,12 +13,16 @@
 
 Codes are ``[..., num_stages]`` / ``[..., num_groups]``; losses are the means of the stages' terms; each stage's
 own diagnostics are reported per stage (``position_metrics["stage/<name>"]``) and as their mean.
+
+Both are registered (``residual``, ``product``), so any composition of registered quantizers saves as a config:
+``stages`` are quantizer modules or their configs (``{"name": ..., "kwargs": ...}``), and ``to_config`` writes
+each stage's own config in place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import ClassVar, Literal, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import nn
@@ -28,7 +32,11 @@ from vqkit.functional.estimators import estimate, straight_through
 from vqkit.quantizers.base import Quantizer
 from vqkit.quantizers.beam import beam_search
 from vqkit.quantizers.dropout import draw_levels, on_rows
+from vqkit.registry import quantizer_from_config, register_quantizer
 from vqkit.types import Layout, QuantizerOutput
+
+StageSpec = Quantizer | Mapping[str, Any]
+"""A stage: a quantizer module, or its config (``Quantizer.to_config()``) to build it from."""
 
 Estimator = Literal["ste", "rotation", "stages"]
 """``ste`` / ``rotation``: one estimator from the summed output to the input (``functional.estimators``);
@@ -65,10 +73,13 @@ class _Composite(Quantizer):
 
     stages: nn.ModuleList
 
-    def _set_stages(self, stages: Sequence[Quantizer]) -> None:
-        if not stages:
-            raise ValueError("stages: expected at least one stage, got none")
-        self.stages = nn.ModuleList(stages)
+    def _set_stages(self, stages: Sequence[StageSpec]) -> None:
+        if isinstance(stages, (str, Mapping)) or not isinstance(stages, Sequence) or not stages:
+            raise ValueError(
+                f"stages: expected a non-empty list of quantizers or their configs, got {stages!r}"
+            )
+        built = [stage if isinstance(stage, Quantizer) else quantizer_from_config(stage) for stage in stages]
+        self.stages = nn.ModuleList(built)
 
     @property
     def stage_list(self) -> list[Quantizer]:
@@ -107,14 +118,15 @@ class _Composite(Quantizer):
         return slices
 
 
+@register_quantizer("residual")
 class ResidualQuantizer(_Composite):
     """Residual composition of ``stages`` (each of dimension ``stage_dim``).
 
     Args:
         dim: D.
-        stages: the stage quantizers, channels-last, all of dimension ``stage_dim``.
-        stage_scales: optional ``[S, stage_dim]`` (or ``[S]``) factors: stage ``i`` quantizes ``r_i / s_i`` and
-            contributes ``q_i * s_i``.
+        stages: the stage quantizers (modules or configs), channels-last, all of dimension ``stage_dim``.
+        stage_scales: optional ``[S, stage_dim]`` (or ``[S]``) factors (a tensor or nested lists): stage ``i``
+            quantizes ``r_i / s_i`` and contributes ``q_i * s_i``.
         project: learned linear maps ``dim -> stage_dim -> dim`` owned by the composite (needed when they
             differ): the factorized codes of DAC and ViT-VQGAN, one projection pair for all stages.
         gradient: ``"ste"`` (default): identity from the summed output to the (projected) input, applied once;
@@ -138,9 +150,9 @@ class ResidualQuantizer(_Composite):
     def __init__(
         self,
         dim: int,
-        stages: Sequence[Quantizer],
+        stages: Sequence[StageSpec],
         *,
-        stage_scales: torch.Tensor | None = None,
+        stage_scales: torch.Tensor | Sequence[Any] | None = None,
         project: bool = False,
         gradient: Estimator = "ste",
         dropout: float = 0.0,
@@ -168,16 +180,25 @@ class ResidualQuantizer(_Composite):
                     f"gradient={self.gradient!r} (its output is detached into the sum); build the stages at "
                     "the projected width with project=True, or pass gradient='stages'"
                 )
+        self.project = bool(project)
         self.project_in: nn.Module = nn.Linear(dim, stage_dim) if project else nn.Identity()
         self.project_out: nn.Module = nn.Linear(stage_dim, dim) if project else nn.Identity()
-        scales = (
-            torch.ones(len(self.stage_list), 1)
-            if stage_scales is None
-            else stage_scales.float().reshape(len(self.stage_list), -1)
-        )
+        scales = torch.ones(len(self.stage_list), 1)
+        if stage_scales is not None:
+            given = torch.as_tensor(stage_scales, dtype=torch.float32)
+            if given.numel() % len(self.stage_list) or given.numel() // len(self.stage_list) not in (
+                1,
+                stage_dim,
+            ):
+                raise ValueError(
+                    f"stage_scales: expected [{len(self.stage_list)}] or [{len(self.stage_list)}, {stage_dim}] "
+                    f"factors, got shape {tuple(given.shape)}"
+                )
+            scales = given.reshape(len(self.stage_list), -1)
+        # The config reads the factors back from this buffer (as lists).
         self.register_buffer("stage_scales", scales, persistent=False)
-        # Without scales, skip the divide and multiply: two full passes over [N, D] per stage, for nothing.
-        self.unit_scales = stage_scales is None
+        # Unit scales skip the divide and multiply: two full passes over [N, D] per stage, for nothing.
+        self.unit_scales = bool((scales == 1).all())
 
     def _stage_in(self, residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return residual if self.unit_scales else residual / scale
@@ -312,13 +333,14 @@ class ResidualQuantizer(_Composite):
         return self.project_out(self._stage_sum(codes))
 
 
+@register_quantizer("product")
 class ProductQuantizer(_Composite):
-    """Product composition: ``dim`` split into ``len(stages)`` equal contiguous sub-vectors, one stage each."""
+    """Product composition: ``dim`` split into contiguous sub-vectors of the stages' dims (modules or configs)."""
 
     def __init__(
         self,
         dim: int,
-        stages: Sequence[Quantizer],
+        stages: Sequence[StageSpec],
         *,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,

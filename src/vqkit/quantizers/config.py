@@ -12,13 +12,17 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+from torch import nn
+
 
 def constructor_config(module: Any) -> dict[str, Any]:
     """``{"name": the class's own registry name, "kwargs": its constructor arguments as JSON values}``.
 
     Raises:
         TypeError: the class is not registered itself (a subclass does not inherit its parent's name), or an
-            argument is not stored under its name, or is not a JSON value (a composite of given modules).
+            argument is not stored under its name, or is not a JSON value. Quantizer modules among the values
+            (a composite's stages) are written as their own configs, tensors as nested lists.
     """
     cls = type(module)
     name = cls.__dict__.get("registry_name")
@@ -45,7 +49,11 @@ def constructor_config(module: Any) -> dict[str, Any]:
 
 
 def _jsonable(name: str, value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
+    if callable(getattr(value, "to_config", None)):  # a stage of a composite: its own config, nested
+        return value.to_config()
+    if isinstance(value, torch.Tensor):  # factors given as a tensor (a composite's stage scales)
+        return value.tolist()
+    if isinstance(value, (tuple, list, nn.ModuleList)):
         return [_jsonable(name, v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): _jsonable(name, v) for k, v in value.items()}

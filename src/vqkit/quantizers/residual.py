@@ -7,6 +7,8 @@
   level has its own in/out projections: one pair serves all levels, so the out projection sits after the one
   straight-through estimator and trains from the decoder's gradient (per-level out projections inside a
   detached sum would never train), at one level's projection cost.
+  ``shared_codebook=True``: one codebook for every level (RQ-VAE, Lee et al., arXiv 2203.01941), owned by the
+  composite (one ``codebook.*`` in the state dict); with EMA it moves once per step on all levels' assignments.
 * ``ProductVQ``: product quantization (Jégou et al., TPAMI 2011): ``num_groups`` sub-vectors, a separate
   codebook each (IVQ's "PVQ" baseline).
 """
@@ -16,13 +18,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import torch
+
 from vqkit._validate import check_divisible, check_int_list, check_positive_int
 from vqkit.functional.estimators import Gradient
 from vqkit.quantizers.base import split_rate
+from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
 from vqkit.quantizers.vq import VQ
 from vqkit.registry import register_quantizer
-from vqkit.types import Layout
+from vqkit.types import Layout, QuantizerOutput
 
 
 def _level_sizes(
@@ -51,8 +56,14 @@ class ResidualVQ(ResidualQuantizer):
         gradient: ``"ste"`` or ``"rotation"`` (the rotation trick onto the summed levels); the value is the same.
         dropout: quantizer dropout (SoundStream, DAC): in training, with this probability per item, only the
             first ``k ~ U{1..L}`` levels; then ``encode(x, num_quantizers=k)`` / ``bits_per_vector_at(k)``.
+        shared_codebook: one codebook for all levels (RQ-VAE; needs one ``codebook_size``). The levels keep
+            their own losses; gradient codebooks sum the levels' gradients, EMA codebooks take one step on all
+            levels' vectors (``Codebook.deferred_updates``), and a dead code is one no level uses. k-means init
+            (``init="kmeans"``) runs on the first level's input, the largest residuals.
         **vq_kwargs: options of every level's ``VQ`` (``update``, ``init``, ``beta``, ``restart``, ...).
     """
+
+    codebook: Codebook | None
 
     stage_class: ClassVar[type[VQ]] = VQ
     """What ``**vq_kwargs`` configure (``vqkit.rates.accepts`` reads it)."""
@@ -66,6 +77,7 @@ class ResidualVQ(ResidualQuantizer):
         codebook_dim: int | None = None,
         gradient: Gradient = "ste",
         dropout: float = 0.0,
+        shared_codebook: bool = False,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
         **vq_kwargs: Any,
@@ -78,6 +90,9 @@ class ResidualVQ(ResidualQuantizer):
         self.codebook_dim = None if codebook_dim is None else check_positive_int("codebook_dim", codebook_dim)
         self.vq_kwargs = dict(vq_kwargs)
         width = dim if codebook_dim is None else codebook_dim
+        self.shared_codebook = bool(shared_codebook)
+        if self.shared_codebook and len(set(sizes)) > 1:
+            raise ValueError(f"codebook_size: a shared codebook has one size, got one per level: {sizes}")
         levels = [VQ(width, size, **vq_kwargs) for size in sizes]
         super().__init__(
             dim,
@@ -88,6 +103,28 @@ class ResidualVQ(ResidualQuantizer):
             layout=layout,
             allow_nonfinite=allow_nonfinite,
         )
+        self.codebook = None
+        if self.shared_codebook:
+            self.codebook = levels[0].codebook
+            for level in levels:
+                # The levels use the composite's codebook without registering it (one state-dict entry).
+                del level._modules["codebook"]
+                object.__setattr__(level, "codebook", self.codebook)
+
+    @property
+    def num_codebook_parameters(self) -> int:
+        if self.codebook is None:
+            return super().num_codebook_parameters
+        # Every level counts the shared codebook; it is counted once.
+        own = sum(p.numel() for n, p in self.named_parameters() if not n.startswith(("stages.", "codebook.")))
+        stages = sum(stage.num_codebook_parameters for stage in self.stage_list)
+        return own + stages - (len(self.stage_list) - 1) * self.codebook.weight.numel()
+
+    def _quantize_levels(self, z: torch.Tensor, levels: torch.Tensor | None) -> QuantizerOutput:
+        if self.codebook is None:
+            return super()._quantize_levels(z, levels)
+        with self.codebook.deferred_updates():
+            return super()._quantize_levels(z, levels)
 
     @classmethod
     def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
