@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from vqkit import demo, list_quantizers
+from vqkit import demo
+from vqkit.rates import standalone_quantizers
 
 
 @pytest.fixture
@@ -20,14 +21,14 @@ def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("tiny")
 def test_every_quantizer_reaches_the_target_rate(tmp_path) -> None:  # type: ignore[no-untyped-def]
     rows = []
-    for name in list_quantizers():
+    for name in standalone_quantizers():
         row = demo.run_one(name, "gaussian", demo.gaussian_sampler(4), 4, 8)
         assert not isinstance(row, str), row
         assert row.bits == 8 and row.roundtrip_exact
         assert row.mse_per_dim > 0 and 0 < row.utilization <= 1
         rows.append(row)
     table = demo.format_table(rows)
-    assert all(name in table for name in list_quantizers())
+    assert all(name in table for name in standalone_quantizers())
     path = demo.write_results(rows, [], 1.0, tmp_path / "results.json")
     assert len(json.loads(path.read_text())["results"]) == len(rows)
 

@@ -5,9 +5,20 @@ from __future__ import annotations
 import pytest
 
 import vqkit
-from vqkit.rates import kwargs_at_rate
+from vqkit.rates import kwargs_at_rate, standalone_quantizers
+
+COMPOSITIONS = {"residual", "product", "grouped_residual"}
+"""Registered so that compositions save as configs; built from given stages, so no rate of their own."""
 
 
+def test_every_registered_name_but_the_compositions_builds_from_dim_alone() -> None:
+    assert set(vqkit.list_quantizers()) - set(standalone_quantizers()) == COMPOSITIONS
+    for name in COMPOSITIONS:
+        note = kwargs_at_rate(name, 64, 8)
+        assert isinstance(note, str) and "no rule reaches 8 bits" in note
+
+
+@pytest.mark.parametrize("quantizer_name", standalone_quantizers())
 @pytest.mark.parametrize("bits", [4, 8, 12])
 def test_every_quantizer_reaches_multiples_of_four_bits(quantizer_name: str, bits: int) -> None:
     kwargs = kwargs_at_rate(quantizer_name, 64, bits)
@@ -28,5 +39,8 @@ def test_kmeans_init_only_where_a_codebook_takes_it() -> None:
     from vqkit.registry import quantizer_class
 
     takes = {name for name in vqkit.list_quantizers() if accepts(quantizer_class(name), "init")}
-    assert takes == {"vq", "ema_vq", "cvq", "factorized_vq", "residual_vq", "product_vq", "ivq", "looc"}
+    assert takes >= {"vq", "ema_vq", "cvq", "factorized_vq", "residual_vq", "product_vq", "ivq", "looc"}
+    assert takes <= {*vqkit.list_quantizers()} - {"lfq", "fsq", "residual_lfq", "residual_fsq", *COMPOSITIONS}
+    assert accepts(quantizer_class("grouped_residual_vq"), "init")  # through ResidualVQ, then VQ
+    assert not accepts(quantizer_class("grouped_residual_lfq"), "init")
     assert not accepts(quantizer_class("residual_lfq"), "temperature_of_nothing")

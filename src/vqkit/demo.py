@@ -61,8 +61,8 @@ from vqkit.metrics.codes.usage import CodebookUsage
 from vqkit.quantizers import (
     Quantizer,
 )
-from vqkit.rates import kwargs_at_rate
-from vqkit.registry import create_quantizer, list_quantizers
+from vqkit.rates import kwargs_at_rate, standalone_quantizers
+from vqkit.registry import create_quantizer
 from vqkit.utils.atomic import atomic_write_text
 from vqkit.utils.timing import best_seconds
 
@@ -323,7 +323,7 @@ def main() -> None:
     for dim, bits in SETTINGS:
         for data, sampler in datasets(dim).items():
             block: list[Row] = []
-            for name in list_quantizers():
+            for name in standalone_quantizers():
                 result = run_one(name, data, sampler, dim, bits)
                 if isinstance(result, str):
                     if result not in notes:

@@ -17,7 +17,7 @@ from typing import Any
 
 import vqkit.quantizers  # noqa: F401  (registers the quantizers)
 from vqkit.quantizers.codebook import CodebookOptions
-from vqkit.registry import create_quantizer, quantizer_class
+from vqkit.registry import create_quantizer, list_quantizers, quantizer_class
 
 
 def accepts(cls: type, name: str) -> bool:
@@ -31,6 +31,23 @@ def accepts(cls: type, name: str) -> bool:
             return True
     stage = getattr(cls, "stage_class", None)
     return stage is not None and accepts(stage, name)
+
+
+def standalone(name: str) -> bool:
+    """Whether the quantizer registered as ``name`` builds from ``dim`` alone (every other constructor argument
+    has a default); not so for the compositions of given stages (``residual``, ``product``, ``grouped_residual``),
+    which are registered so that they save as configs, but have no quantizer of their own to compare."""
+    params = list(inspect.signature(quantizer_class(name)).parameters.values())
+    return all(
+        p.default is not inspect.Parameter.empty or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name == "dim"
+        for p in params
+    )
+
+
+def standalone_quantizers() -> list[str]:
+    """The registered names that build from ``dim`` alone (``standalone``): what "every quantizer" means in
+    ``vqkit bench`` (``methods: all``) and ``vqkit.demo``."""
+    return [name for name in list_quantizers() if standalone(name)]
 
 
 def rate_config(name: str, dim: int, bits: int) -> dict[str, Any] | None:

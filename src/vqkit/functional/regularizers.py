@@ -4,12 +4,22 @@
 l2-normalized codes): ``|| l2(C) l2(C)^T - I ||_F^2`` over the codes in use, normalized by the number of
 counted pairs, which spreads the directions of the codes the batch uses. Deviation: computed on the codes the
 batch used (a random sample of at most ``orthogonal_codes`` of them), not on the whole codebook.
+
+``usage_entropy``: the entropy (diversity) penalty on the soft assignment ``p_n = softmax(-d_n / tau)`` of each
+vector over the codes, ``mean_n H(p_n) - diversity * H(mean_n p_n)`` in nats: low when each vector is confidently
+assigned and the batch spreads over the codebook. It is MAGVIT-v2's entropy penalty (Yu et al., arXiv
+2310.05737; ``vqkit.functional.lfq`` has its factorized form for sign codes) over an explicit codebook, as
+vector-quantize-pytorch's ``entropy_loss_weight`` / ``diversity_gamma``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from vqkit.functional.stats import entropy_bits
 
 
 def orthogonal_penalty(codes: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -23,3 +33,16 @@ def orthogonal_penalty(codes: torch.Tensor, weights: torch.Tensor | None = None)
     w = weights.to(codes.dtype)
     pairs = w[:, None] * w[None, :]
     return (deviation * pairs).sum() / pairs.sum().clamp(min=1.0)
+
+
+def usage_entropy(distances: torch.Tensor, temperature: float, diversity: float = 1.0) -> torch.Tensor:
+    """``distances`` ``[N, K]`` (differentiable) -> ``mean_n H(p_n) - diversity * H(mean_n p_n)``, nats, with
+    ``p_n = softmax(-distances_n / temperature)``; 0 for an empty batch (a rank without vectors)."""
+    if distances.shape[0] == 0:
+        return distances.sum() * 0.0
+    log_p = torch.log_softmax(distances / -temperature, dim=-1)
+    p = log_p.exp()
+    per_vector = -(p * log_p).sum(-1).mean()
+    # The codebook term from the batch-mean assignment; entropy_bits works in float64 bits (log p clamped).
+    codebook = (entropy_bits(p.mean(0)) * math.log(2.0)).to(distances.dtype)
+    return per_vector - diversity * codebook

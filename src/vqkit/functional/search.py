@@ -233,10 +233,12 @@ def _keep_smaller_(
     torch.where(take, new_indices, indices, out=indices)
 
 
-@torch.no_grad()
 def pairwise_distances(x: torch.Tensor, codebook: torch.Tensor, distance: Distance = "l2") -> torch.Tensor:
-    """Dense ``[N, K]`` distances (squared L2 or ``1 - cos``). For small problems and tests only."""
+    """Dense ``[N, K]`` distances of ``x`` ``[N, D]`` to ``codebook`` ``[K, D]``: squared L2 (clamped at 0) or
+    ``1 - cos``, differentiable in both arguments (the soft assignments of stochastic codes and of the usage
+    entropy move the input and the codes through them). It holds the whole ``N x K`` matrix (and as much again
+    for autograd): the search is ``nearest_code``, which never does."""
     if distance == "cosine":
         return 1.0 - F.normalize(x, dim=-1) @ F.normalize(codebook, dim=-1).t()
-    d = squared_norms(x)[:, None] - 2.0 * x @ codebook.t() + squared_norms(codebook)[None, :]
-    return d.clamp_(min=0.0)
+    cross = torch.addmm(squared_norms(codebook), x, codebook.t(), alpha=-2.0)
+    return (cross + squared_norms(x)[:, None]).clamp(min=0.0)

@@ -108,6 +108,13 @@ class Quantizer(nn.Module, ABC):
         return self._quantize(z)
 
     @property
+    def own_gradient_paths(self) -> tuple[str, ...]:
+        """What trains only by this quantizer's own output gradient (residual composites refuse such stages)."""
+        out = getattr(self, "project_out", None)
+        trained = isinstance(out, nn.Module) and any(True for _ in out.parameters())
+        return ("its own out projection",) if trained else ()
+
+    @property
     def needs_warm_start(self) -> bool:
         """Whether ``warm_start`` still has work: a codebook waiting for its first batch (``init="kmeans"``)."""
         return False

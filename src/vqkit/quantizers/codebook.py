@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,16 @@ INITS = ("uniform", "gaussian", "kmeans")
 UPDATES = tuple(UPDATE_RULES)
 RESTARTS = tuple(RESTART_RULES)
 DISTANCES = ("l2", "cosine")
+
+
+class CodeSpace(Protocol):
+    """A re-parameterization of a codebook's stored codes (``vqkit.quantizers.code_affine.CodeAffine``): ``table``
+    maps the stored codes ``[K, d]`` to what they decode to; ``to_stored`` maps input vectors ``[N, d]`` into the
+    stored codes' space, where k-means, EMA statistics and restarts work."""
+
+    def table(self, vectors: torch.Tensor) -> torch.Tensor: ...
+
+    def to_stored(self, z: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor: ...
 
 
 class CodebookKwargs(TypedDict, total=False):
@@ -199,32 +209,40 @@ class Codebook(nn.Module):
         """The effective codes ``[K, d]`` (normalized when ``normalize``)."""
         return F.normalize(self.weight, dim=-1) if self.normalize else self.weight
 
-    def search(self, z: torch.Tensor) -> torch.Tensor:
-        """Nearest code of each row of ``z`` ``[N, d]`` -> ``[N]`` int64."""
-        return nearest_code(z.detach(), self.vectors.detach(), distance=self.distance).codes
+    def table(self, space: CodeSpace | None = None) -> torch.Tensor:
+        """What the codes decode to ``[K, d]``: ``vectors``, or their re-parameterization by ``space``."""
+        return self.vectors if space is None else space.table(self.vectors)
 
-    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+    def search(self, z: torch.Tensor, space: CodeSpace | None = None) -> torch.Tensor:
+        """Nearest code of each row of ``z`` ``[N, d]`` -> ``[N]`` int64."""
+        return nearest_code(z.detach(), self.table(space).detach(), distance=self.distance).codes
+
+    def lookup(self, codes: torch.Tensor, space: CodeSpace | None = None) -> torch.Tensor:
         """``[N]`` -> ``[N, d]`` (differentiable w.r.t. the codebook when ``update="grad"``)."""
-        return F.embedding(codes, self.vectors)
+        return F.embedding(codes, self.table(space))
 
     def losses(self, z: torch.Tensor, q: torch.Tensor) -> dict[str, torch.Tensor]:
         """The VQ-VAE pair for inputs ``z`` and their looked-up codes ``q`` (``codebook`` for grad updates)."""
         return vq_losses(z, q, codebook_term=self.update_rule.codebook_loss)
 
     def quantize(
-        self, z: torch.Tensor, codes: torch.Tensor | None = None
+        self, z: torch.Tensor, codes: torch.Tensor | None = None, *, space: CodeSpace | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The VQ step on ``z`` ``[N, d]``: k-means init (first training batch), nearest codes (unless ``codes``
         ``[N]`` are given), the looked-up codes ``q`` ``[N, d]`` (differentiable w.r.t. the codebook), the loss
-        pair, and in training the statistics / EMA / restart update. Returns ``(codes, q, losses)``."""
+        pair, and in training the statistics / EMA / restart update. Returns ``(codes, q, losses)``.
+
+        ``space`` re-parameterizes the codes (``VQ``'s affine codes): search, lookup and losses use
+        ``table(space)``; k-means, statistics and restarts see ``space.to_stored(z, vectors)``."""
+        stored = z if space is None or not self.training else space.to_stored(z, self.vectors)
         if self.training:
-            self.warm_start(z)
+            self.warm_start(stored)
         if codes is None:
-            codes = self.search(z)
-        q = self.lookup(codes)
+            codes = self.search(z, space)
+        q = self.lookup(codes, space)
         losses = self.losses(z, q)
         if self.training:
-            self.update(z, codes)
+            self.update(stored, codes)
         return codes, q, losses
 
     # ------------------------------------------------------------------ write (training only)

@@ -138,8 +138,9 @@ class ResidualQuantizer(_Composite):
         dropout: quantizer dropout (``vqkit.quantizers.dropout``): in training, with this probability per item,
             use only the first ``k ~ U{1..L}`` levels, so that ``encode(x, num_quantizers=k)`` serves any rate.
 
-    A stage with its own out projection is refused under one estimator (``"ste"``, ``"rotation"``): its output
-    is detached into the sum, so the projection would never train (the composite's ``project`` is the way to factorize).
+    A stage with its own gradient path (``Quantizer.own_gradient_paths``: its own out projection, a Gumbel
+    relaxation, synchronized commitment) is refused under one estimator (``"ste"``, ``"rotation"``): its output
+    is detached into the sum, so the path would never train (the composite's ``project`` is the way to factorize).
     """
 
     stage_scales: torch.Tensor
@@ -169,16 +170,16 @@ class ResidualQuantizer(_Composite):
             raise ValueError(f"stages: stage dim {stage_dim} differs from dim={dim}; pass project=True")
         self.gradient: Estimator = check_choice("gradient", gradient, ("ste", "rotation", "stages"))  # type: ignore[assignment]
         for i, stage in enumerate(self.stage_list):
-            own = getattr(stage, "project_out", None)
-            if (
-                self.gradient != "stages"
-                and isinstance(own, nn.Module)
-                and any(True for _ in own.parameters())
-            ):
+            paths = stage.own_gradient_paths
+            if self.gradient != "stages" and paths:
                 raise ValueError(
-                    f"stages[{i}]: a {type(stage).__name__} with its own out projection would never train under "
-                    f"gradient={self.gradient!r} (its output is detached into the sum); build the stages at "
-                    "the projected width with project=True, or pass gradient='stages'"
+                    f"stages[{i}]: a {type(stage).__name__} with {' and '.join(paths)} would never train under "
+                    f"gradient={self.gradient!r} (its output is detached into the sum)"
+                    + (
+                        "; build the stages at the projected width with project=True"
+                        if "projection" in paths[0]
+                        else ""
+                    )
                 )
         self.project = bool(project)
         self.project_in: nn.Module = nn.Linear(dim, stage_dim) if project else nn.Identity()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vqkit.rates import standalone_quantizers
 from vqkit.registry import list_quantizers
 from vqkit.train.config import ConfigError
 
@@ -69,7 +70,7 @@ def load_bench(
     if methods:
         fixed = [e for e in fixed if e["label"] in methods or e["name"] in methods]
         chosen = [m for m in methods if not any(m in (e["label"], e["name"]) for e in fixed)]
-    names = list_quantizers() if chosen == "all" else list(chosen)
+    names = standalone_quantizers() if chosen == "all" else list(chosen)
     unknown_methods = sorted(set(names) - set(list_quantizers()))
     if unknown_methods:
         raise ConfigError(
