@@ -22,6 +22,10 @@ def small_kwargs(name: str) -> dict[str, object]:
         "residual_lfq": {"bits": 4, "num_quantizers": 2},
         "residual_vq": {"codebook_size": [16, 8], "num_quantizers": 2},
         "product_vq": {"codebook_size": 8, "num_groups": 4},
+        # network_init="default": the zero init (the class default, exact RVQ at step 0) leaves the blocks' U_l
+        # without gradient until D_l moves, which the gradient contract test forbids; tests/test_qinco.py
+        # covers the zero init.
+        "qinco": {"codebook_size": 16, "num_quantizers": 2, "hidden_dim": 16, "network_init": "default"},
         "residual": {
             "stages": [
                 {"name": "vq", "kwargs": {"dim": 8, "codebook_size": 16}},
@@ -90,6 +94,10 @@ OPTION_GRID: dict[str, list[dict[str, object]]] = {
     "residual_fsq": [{"levels": [3, 3, 3, 3], "num_quantizers": 3}],
     "residual_lfq": [{"bits": DIM, "num_quantizers": 2}],
     "simvq": [{"train_codebook": True}, {"gradient": "rotation"}],
+    "qinco": [
+        {"candidates": 4, "num_quantizers": 3, "num_blocks": 1},
+        {"codebook_size": [16, 8], "restart": "dead", "init": "gaussian", "candidates": 4},
+    ],
     "looc": [
         {"scale": 2, "spatial_dims": 1},
         {"distance": "l2", "restart": "dead", "update": "ema"},

@@ -13,6 +13,7 @@ from vqkit.quantizers.grouped import (
 from vqkit.quantizers.ivq import IVQ
 from vqkit.quantizers.latent import LatentQuantizer
 from vqkit.quantizers.looc import LooC
+from vqkit.quantizers.qinco import QINCo  # noqa: F401  (registers qinco)
 from vqkit.quantizers.random_projection import RandomProjectionQuantizer
 from vqkit.quantizers.residual import ProductVQ, ResidualVQ
 from vqkit.quantizers.scalar import FSQ, LFQ, ResidualFSQ, ResidualLFQ
