@@ -19,6 +19,7 @@ def small_kwargs(name: str) -> dict[str, object]:
         "residual_fsq": {"levels": [4, 3], "num_quantizers": 2},
         "lfq": {"bits": 6},
         "looc": {"codebook_size": 32, "codebook_dim": 4},
+        "multiscale_vq": {"codebook_size": 32, "factors": [4, 2, 1], "spatial_dims": 1},
         "residual_lfq": {"bits": 4, "num_quantizers": 2},
         "residual_vq": {"codebook_size": [16, 8], "num_quantizers": 2},
         "product_vq": {"codebook_size": 8, "num_groups": 4},
@@ -103,6 +104,13 @@ OPTION_GRID: dict[str, list[dict[str, object]]] = {
         {"distance": "l2", "restart": "dead", "update": "ema"},
         {"split": "unshuffle", "scale": 2, "spatial_dims": 1},
         {"gradient": "rotation", "scale": 2, "spatial_dims": 1},
+    ],
+    "multiscale_vq": [  # sequences only: the contract tests feed [B, T, D] (T = 20) and flat [N, D] batches
+        {"upsample": "linear", "phi_count": 1},
+        {"upsample": "nearest", "phi_count": None},
+        {"phi_ratio": 0.0, "update": "ema", "init": "kmeans", "restart": "dead"},
+        {"distance": "cosine", "restart": "anchor"},
+        {"factors": [8, 3, 1]},
     ],
     "ivq": [
         {"lines": 4, "levels": "yin-yang"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -157,6 +158,9 @@ def test_every_code_decodes_to_its_own_vector_and_the_rate_is_honest(
     decodes (and the next value is refused), and distinct tuples decode to distinct vectors (checked by
     enumeration where the alphabet is small, on random tuples otherwise)."""
     q = build(quantizer_case).eval()
+    if q.shared_codes:
+        _check_cell_rate(q)
+        return
     sizes = q.alphabet_sizes
     assert q.codes_per_vector == len(sizes) >= 1
     total = math.prod(sizes)
@@ -183,6 +187,33 @@ def test_every_code_decodes_to_its_own_vector_and_the_rate_is_honest(
         with pytest.raises(ValueError, match=f"code {j} must lie in"):
             q.decode(bad)
     assert "×" in q.codebook_label or "+" in q.codebook_label
+
+
+def _check_cell_rate(q: Any) -> None:
+    """The same checks for codes shared by the cells of a grid (``shared_codes``, multi-scale quantizers), on
+    the smallest grid whose cells tile exactly: the free symbols are the token maps of the scales
+    (``scale_codes`` / ``codes_from_scales``), and ``bits_per_vector`` is log2 of their count per position."""
+    grid = (q.period,) * q.spatial_dims
+    shapes = q.scale_shapes(grid)
+    cells = [math.prod(shape) for shape in shapes]
+    k = q.alphabet_sizes[0]
+    assert set(q.alphabet_sizes) == {k} and q.codes_per_vector == len(shapes)
+    if k ** sum(cells) <= 4096:
+        flat = torch.tensor(list(itertools.product(range(k), repeat=sum(cells))))
+    else:
+        flat = torch.randint(k, (2048, sum(cells))).unique(dim=0)
+    tokens = [part.reshape(-1, *shape) for part, shape in zip(flat.split(cells, 1), shapes, strict=True)]
+    codes = q.codes_from_scales(tokens, grid)
+    assert all(torch.equal(a, b) for a, b in zip(q.scale_codes(codes), tokens, strict=True))
+    distinct = q.decode(codes).reshape(flat.shape[0], -1).unique(dim=0).shape[0]
+    assert distinct == flat.shape[0], "two token maps decode to one map"
+    assert sum(cells) * math.log2(k) / math.prod(grid) == pytest.approx(q.bits_per_vector)
+    for j in range(q.codes_per_vector):
+        bad = codes[:1].clone()
+        bad[..., j] = k
+        with pytest.raises(ValueError, match=f"code {j} must lie in"):
+            q.decode(bad)
+    assert "×" in q.codebook_label
 
 
 def test_codebook_parameter_count(quantizer_case: tuple[str, dict[str, object]]) -> None:
@@ -224,7 +255,7 @@ def test_config_round_trip(quantizer_case: tuple[str, dict[str, object]]) -> Non
     for key, value in quantizer_case[1].items():
         stored = config["kwargs"][key]
         if key == "stages":  # a composite's stages, each written as its own full config
-            value = [vqkit.quantizer_from_config(stage).to_config() for stage in value]  # type: ignore[attr-defined]
+            value = [vqkit.quantizer_from_config(stage).to_config() for stage in value]
         assert stored == (list(value) if isinstance(value, tuple) else value), key
 
 

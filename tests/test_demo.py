@@ -8,6 +8,7 @@ import pytest
 
 from vqkit import demo
 from vqkit.rates import standalone_quantizers
+from vqkit.registry import quantizer_class
 
 
 @pytest.fixture
@@ -23,12 +24,15 @@ def test_every_quantizer_reaches_the_target_rate(tmp_path) -> None:  # type: ign
     rows = []
     for name in standalone_quantizers():
         row = demo.run_one(name, "gaussian", demo.gaussian_sampler(4), 4, 8)
+        if quantizer_class(name).shared_codes:  # multi-scale codes need a grid; these are i.i.d. vectors
+            assert isinstance(row, str) and "grid" in row
+            continue
         assert not isinstance(row, str), row
         assert row.bits == 8 and row.roundtrip_exact
         assert row.mse_per_dim > 0 and 0 < row.utilization <= 1
         rows.append(row)
     table = demo.format_table(rows)
-    assert all(name in table for name in standalone_quantizers())
+    assert all(row.quantizer in table for row in rows)
     path = demo.write_results(rows, [], 1.0, tmp_path / "results.json")
     assert len(json.loads(path.read_text())["results"]) == len(rows)
 

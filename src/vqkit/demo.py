@@ -62,7 +62,7 @@ from vqkit.quantizers import (
     Quantizer,
 )
 from vqkit.rates import kwargs_at_rate, standalone_quantizers
-from vqkit.registry import create_quantizer
+from vqkit.registry import create_quantizer, quantizer_class
 from vqkit.utils.atomic import atomic_write_text
 from vqkit.utils.timing import best_seconds
 
@@ -115,6 +115,8 @@ def datasets(dim: int) -> dict[str, Sampler]:
 # ---------------------------------------------------------------------------------------------- rates
 def build_quantizer(name: str, dim: int, bits: int) -> Quantizer | str:
     """The quantizer at ``bits`` (k-means init where supported), or a note saying why it was skipped."""
+    if quantizer_class(name).shared_codes:
+        return f"skipped {name!r}: its codes are shared by the cells of a grid, and these sources are i.i.d. vectors"
     kwargs = kwargs_at_rate(name, dim, bits)
     if isinstance(kwargs, str):
         return kwargs

@@ -13,6 +13,7 @@ from vqkit.quantizers.grouped import (
 from vqkit.quantizers.ivq import IVQ
 from vqkit.quantizers.latent import LatentQuantizer
 from vqkit.quantizers.looc import LooC
+from vqkit.quantizers.multiscale import MultiScaleVQ  # noqa: F401  (registers multiscale_vq)
 from vqkit.quantizers.qinco import QINCo  # noqa: F401  (registers qinco)
 from vqkit.quantizers.random_projection import RandomProjectionQuantizer
 from vqkit.quantizers.residual import ProductVQ, ResidualVQ

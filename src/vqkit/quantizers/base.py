@@ -68,6 +68,10 @@ class Quantizer(nn.Module, ABC):
     registry_name: ClassVar[str]
     """Set on the class by ``@register_quantizer`` (absent on unregistered classes, subclasses included)."""
 
+    shared_codes: ClassVar[bool] = False
+    """One code per cell of the grid, stored at each of the cell's positions (``multiscale_vq``): the rate counts
+    it once per cell, and ``_quantize_items`` / ``_encode_at`` / ``_decode_at`` read the grid."""
+
     def __init__(self, dim: int, *, layout: Layout = "channels_last", allow_nonfinite: bool = False) -> None:
         super().__init__()
         self.dim = check_positive_int("dim", dim)
@@ -192,6 +196,15 @@ class Quantizer(nn.Module, ABC):
         override it (one level: the full codes)."""
         return self._encode(z)
 
+    def _encode_at(self, v: torch.Tensor, lead: torch.Size, num_quantizers: int) -> torch.Tensor:
+        """``encode``'s codes of the first ``num_quantizers`` levels of the rows ``v`` at the positions ``lead``."""
+        k = num_quantizers
+        return self._encode(v) if k == self.num_levels else self._encode_levels(v, k)
+
+    def _decode_at(self, codes: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        """``decode``'s vectors of ``codes`` ``[N, c]`` at the positions ``lead`` (a grid quantizer reads it)."""
+        return self._decode(codes)
+
     def _encode_beam(self, z: torch.Tensor, num_quantizers: int, beam_size: int) -> torch.Tensor:
         """Beam-search codes; only residual quantizers have levels to search jointly."""
         raise TypeError(
@@ -240,10 +253,7 @@ class Quantizer(nn.Module, ABC):
         z, lead = self.flatten_vectors(x)
         with fp32_compute(z.device):
             v = self._adapt(z.to(self.compute_dtype), lead)
-            if beam_size != 1:
-                codes = self._encode_beam(v, k, beam_size)
-            else:
-                codes = self._encode(v) if k == self.num_levels else self._encode_levels(v, k)
+            codes = self._encode_beam(v, k, beam_size) if beam_size != 1 else self._encode_at(v, lead, k)
         return codes.reshape(*lead, codes.shape[-1])
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -261,7 +271,7 @@ class Quantizer(nn.Module, ABC):
         flat = codes.reshape(-1, c).long()
         check_codes_in_range(flat, self.alphabet_sizes[:c])
         with fp32_compute(flat.device):
-            out = self._decode(flat)
+            out = self._decode_at(flat, codes.shape[:-1])
         return self._unflatten(out, codes.shape[:-1])
 
     def set_process_group(self, group: ProcessGroup | None) -> None:
