@@ -5,8 +5,14 @@ Run ``.venv/bin/python benchmarks/bench_quantizers.py`` (N=16384 vectors, D=64, 
 ``--quick`` for tiny sizes and few repeats (a check that it runs, not numbers to quote); ``--n``, ``--dim``,
 ``--bits`` change the shape and rate; ``--only vq,fsq`` runs a subset; ``--markdown PATH`` writes the tables as
 Markdown (for ``docs/performance.md``). It prints the tables and writes ``benchmarks/results/bench_quantizers.json``
-atomically, with the environment (versions, threads, CPU model, git commit, load average before and after). It
-sets no targets and always exits 0 once it has run.
+(``--out PATH`` elsewhere, for a partial run) atomically, with the environment (versions, threads, CPU model, git
+commit, load average before and after). It sets no targets and always exits 0 once it has run.
+
+**Option variants.** An option that is no registered name of its own gets rows named ``name[label]``
+(``quantizer_cases.VARIANTS``: ``residual_vq[shared_codebook]``, ``vq[orthogonal_weight=10]``, ...): the
+registered quantizer at the rate with the variant's settings added, run after its base name and selected by
+``--only`` like a name (quote it for the shell: ``--only 'vq[orthogonal_weight=10]'``); skipped with a note
+when the settings do not fit the rate (a shared codebook needs one codebook size).
 
 **Settings.** Every registered quantizer gets ``vqkit.rates.kwargs_at_rate(name, D, bits)``: the settings that
 spend exactly ``bits`` bits per vector (one codebook of ``2^bits`` codes, two residual levels or product groups of
@@ -57,15 +63,17 @@ faster (or smaller) than the matmul.
 **vector-quantize-pytorch 1.32.0** (the ``bench`` extra) equivalents, built from the vqkit quantizer's own
 settings and holding the same state; speedups are theirs / ours (above 1: vqkit faster). Which of its classes
 matches which quantizer, with which settings, index mappings (LFQ's bit reversal) and remaining differences,
-and why the others have none: ``quantizer_references.py``, one documented adapter per quantizer class.
+and why the others have none: ``quantizer_references.py`` and ``quantizer_references_extra.py`` (the classes
+added since, VQ's options), one documented adapter per quantizer class.
 
 Code agreement (the percentage of code entries equal, after the index mappings of ``quantizer_references.py``)
 is measured on the eval forward and on the first training step from the same state (before the timed steps).
 
 **Files.** This script parses the flags and runs the cases; its parts are sibling modules: ``quantizer_cases.py``
-(input, settings, the matmul width from ``q.search_cost()``), ``quantizer_timing.py`` (1 and 2),
-``quantizer_memory.py`` (3, and the child), ``quantizer_references.py`` (the vector-quantize-pytorch
-equivalents), ``quantizer_report.py`` (tables and warnings); ``bench_common.py`` is shared with bench_search.py.
+(input, settings, the option variants, the matmul width from ``q.search_cost()``), ``quantizer_timing.py`` (1
+and 2), ``quantizer_memory.py`` (3, and the child), ``quantizer_references.py`` and ``quantizer_references_extra.py``
+(the vector-quantize-pytorch equivalents), ``quantizer_report.py`` (tables and warnings); ``bench_common.py`` is
+shared with bench_search.py.
 """
 
 from __future__ import annotations
@@ -82,7 +90,6 @@ from typing import Any
 
 import torch
 
-from vqkit.registry import list_quantizers
 from vqkit.utils.atomic import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -92,7 +99,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_common import THREADS, environment  # noqa: E402
-from quantizer_cases import Case, build_case, make_input, matmul_width  # noqa: E402
+from quantizer_cases import Case, build_case, case_names, make_input, matmul_width  # noqa: E402
 from quantizer_memory import bench_memory, memory_child, memory_summary  # noqa: E402
 from quantizer_references import Reference, build_reference  # noqa: E402
 from quantizer_report import markdown_report, print_report, table_rows  # noqa: E402
@@ -140,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes and few repeats: a check that it runs"
     )
-    parser.add_argument("--only", help="comma-separated registered names (default: all)")
+    parser.add_argument("--only", help="comma-separated registered names or variants (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON report (default {RESULTS})")
     parser.add_argument("--markdown", type=Path, help="also write the tables as Markdown to this path")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
@@ -149,12 +156,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, default in sizes.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
-    names = list_quantizers()
+    names = case_names()
     if args.only:
         wanted = [name.strip() for name in args.only.split(",") if name.strip()]
         unknown = sorted(set(wanted) - set(names))
         if unknown:
-            parser.error(f"--only: unknown quantizers {unknown}; registered: {', '.join(names)}")
+            parser.error(f"--only: unknown quantizers {unknown}; known: {', '.join(names)}")
         names = [name for name in names if name in wanted]
     args.names = names
     return args

@@ -1,5 +1,6 @@
 """``bench_quantizers.py``'s inputs and cases: the seeded input, every registered quantizer at the benchmark's
-rate, and the same-shape matmul that stands for its search (that script's docstring has the rules)."""
+rate and its named option variants (``VARIANTS``), and the same-shape matmul that stands for its search (that
+script's docstring has the rules)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,30 @@ from bench_common import SEED
 import vqkit
 from vqkit.quantizers import FSQ, LFQ
 from vqkit.rates import kwargs_at_rate
+from vqkit.registry import list_quantizers
+
+# Options that are no registered name of their own, benched as rows "name[label]": the registered quantizer at the
+# rate with these settings added (each option's other settings at their defaults). ``orthogonal_weight=10`` is
+# vector-quantize-pytorch's README value; any weight above 0 costs the same.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "residual_vq[shared_codebook]": ("residual_vq", {"shared_codebook": True}),
+    "vq[orthogonal_weight=10]": ("vq", {"orthogonal_weight": 10.0}),
+    "vq[sampling=softmax]": ("vq", {"sampling": "softmax"}),
+    "vq[sampling=gumbel]": ("vq", {"sampling": "gumbel"}),
+    "vq[entropy_weight=0.1]": ("vq", {"entropy_weight": 0.1}),
+    "vq[affine=learned]": ("vq", {"affine": "learned"}),
+    "vq[affine=running]": ("vq", {"affine": "running"}),
+    "vq[sync_nu=0.5]": ("vq", {"sync_nu": 0.5}),
+}
+
+
+def case_names() -> list[str]:
+    """Every registered quantizer, each followed by its ``VARIANTS``."""
+    return [
+        case
+        for name in list_quantizers()
+        for case in (name, *(v for v, (base, _) in VARIANTS.items() if base == name))
+    ]
 
 
 def make_input(n: int, dim: int) -> torch.Tensor:
@@ -56,13 +81,21 @@ class Case:
 
 
 def build_case(name: str, dim: int, bits: int, fit: torch.Tensor | None) -> Case | str:
-    """The quantizer at ``bits`` bits per vector (k-means fitted on ``fit`` when it has a codebook to fit and
-    ``fit`` is given), or the note why it is skipped."""
-    kwargs = kwargs_at_rate(name, dim, bits)
+    """The quantizer (or ``VARIANTS`` entry) ``name`` at ``bits`` bits per vector (k-means fitted on ``fit`` when it
+    has a codebook to fit and ``fit`` is given), or the note why it is skipped."""
+    base, options = VARIANTS.get(name, (name, {}))
+    kwargs = kwargs_at_rate(base, dim, bits)
     if isinstance(kwargs, str):
         return kwargs
+    kwargs = {**kwargs, **options}
     torch.manual_seed(SEED)  # projections and frozen codebooks: the same values whatever ran before
-    q = vqkit.create_quantizer(name, dim=dim, **kwargs)
+    try:
+        q = vqkit.create_quantizer(base, dim=dim, **kwargs)
+    except ValueError as err:
+        # A variant's options may not fit the rate's settings (a shared codebook and two level sizes).
+        if not options:
+            raise
+        return f"skipped {name!r}: {err}"
     if fit is not None:
         with contextlib.suppress(TypeError):  # FSQ, LFQ, SimVQ: nothing to fit
             q.init_codebook(fit)

