@@ -19,7 +19,8 @@ spend exactly ``bits`` bits per vector (one codebook of ``2^bits`` codes, two re
 ``bits/2`` bits, FSQ levels of four, LFQ sign bits, ...). A quantizer that cannot reach the rate is skipped with
 a printed note (IVQ needs a multiple of 4 bits, so it is skipped at 10). Codebooks that are k-means initialized
 (``init="kmeans"``) are fitted once, before timing, on the first ``min(N, 4096)`` benchmark vectors
-(``init_codebook``), so the codes are data-scale and the timed training steps never run k-means.
+(``init_codebook``), and other first-batch inits (LFQ's data init of its projection, ``warm_start``) run on the
+same vectors, so the codes are data-scale and the timed training steps never run an init.
 
 **Timing** is bench_search.py's (``bench_common.race``): one process, ``torch.set_num_threads(2)``, seeded
 N(0, 1) input of shape ``[16, N/16, D]`` (``[1, N, D]`` when 16 does not divide N), the functions compared

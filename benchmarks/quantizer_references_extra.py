@@ -12,11 +12,12 @@ the VQ-VAE step (``_vq_settings`` adds them for ``vq`` and every VQ level of a c
   orthogonal_reg_max_codes=orthogonal_codes)`` (``vq_options``; the row ``vq[orthogonal_weight=10]``); VQ
   ``affine="running"`` ↔ ``affine_param=True`` (``vq_options``, ``copy_option_state``). VQ's stochastic codes,
   entropy penalty, learned affine codes and synchronized commitment: ``NoEquivalent`` notes (``_refuse``).
+* ``bsq`` ↔ ``LFQ(spherical=True)`` (arXiv 2406.07548; ``_bsq_reference``).
 * ``random_projection`` ↔ ``RandomProjectionQuantizer(norm=False)``; ``latent_quantize`` ↔ ``LatentQuantize``.
 * No equivalent: ``grouped_residual_fsq`` (its ``GroupedResidualFSQ`` groups its ``ResidualFSQ``, the different
   quantizer of ``residual_fsq``'s note).
 * Not matched yet, though vector-quantize-pytorch has a counterpart (a note in ``NOTES``, not a claim that it has
-  none): ``bsq`` (``LFQ(spherical=True)``, arXiv 2406.07548), ``multiscale_vq`` (``HierarchicalVQ``, VAR-style
+  none): ``multiscale_vq`` (``HierarchicalVQ``, VAR-style
   multi-scale residual VQ), ``qinco`` (``ResidualVQ(implicit_neural_codebook=True)``, another network).
 """
 
@@ -30,6 +31,7 @@ from quantizer_references import (
     VQP,
     Reference,
     _copy_codebook,
+    _copy_linear,
     _copy_projections,
     _factorized_entropy,
     _lfq_settings,
@@ -66,7 +68,6 @@ NOTES: dict[type[Quantizer], str] = {
     "of levels), level scales L^-i (vqkit (L-1)^-i)",
     QINCo: "not matched yet: its ResidualVQ(implicit_neural_codebook=True) is QINCo with SiLU blocks with biases "
     "(vqkit: ReLU, no biases), the same function only while every block's output layer is 0",
-    BSQ: "not matched yet: its LFQ(spherical=True) is BSQ (no adapter written)",
     MultiScaleVQ: "not matched yet: its HierarchicalVQ is VAR-style multi-scale residual VQ (average pooling, "
     "(bi)linear upsampling, an EMA VectorQuantize; no adapter written)",
 }
@@ -339,4 +340,43 @@ def _latent_reference(q: LatentQuantizer) -> Reference | str:
             "losses between the input and the projected-out output (vqkit: in the grid's channels)",
             "grid mapped onto its initial grid per channel, folded into the projections",
         ],
+    )
+
+
+@adapts(BSQ, exact=True)
+def _bsq_reference(q: BSQ) -> Reference | str:
+    """``LFQ(dim, codebook_size=2^bits, spherical=True)``: its input l2-normalized after the projection in and its
+    codes ``sign / sqrt(bits)`` (its ``l2norm`` of the ±1 vector), as BSQ; projections copied, codes
+    bit-reversed (``lfq``'s mapping), ``inv_temperature = 1 / temperature`` (its distances ``-2 u . c`` differ
+    from ``|u - c|^2`` by a constant on the sphere, so the soft assignments are the same). Differences: its
+    codebook entropy is exact over all ``2^bits`` codes (vqkit: ``group_size`` groups, exact when
+    ``group_size >= bits``); its commitment is a mean over bits (vqkit's a sum; ``beta`` is 0 by default)."""
+    assert VQP is not None
+    if q.data_init and q.needs_warm_start:
+        return "vqkit's first-batch data init has not run (the bench runs it before copying)"
+    settings = {
+        "dim": q.dim,
+        "codebook_size": 2**q.bits,
+        "spherical": True,
+        "entropy_loss_weight": q.entropy_weight,
+        "commitment_loss_weight": q.beta,
+        "diversity_gamma": q.diversity,
+        "frac_per_sample_entropy": 1.0,
+    }
+    ref = VQP.LFQ(**settings)
+    linear = q.input_linear()
+    _copy_linear(ref.project_in, linear if linear is not None else q.project_in)
+    _copy_linear(ref.project_out, q.project_out)
+    inv_temperature, bits = 1.0 / q.temperature, q.bits
+    differences = (
+        [] if q.group_size >= bits else [f"exact codebook entropy (vqkit: groups of {q.group_size} bits)"]
+    )
+    return Reference(
+        "LFQ(spherical=True)",
+        ref,
+        {**settings, "forward(inv_temperature=)": inv_temperature},
+        lambda x: ref(x, inv_temperature=inv_temperature),
+        lambda out: _reverse_bits(out[1], bits)[..., None],
+        lambda out: out[2],
+        [*differences, "commitment a mean over bits (vqkit: a sum)"],
     )

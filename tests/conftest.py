@@ -18,6 +18,7 @@ def small_kwargs(name: str) -> dict[str, object]:
         "ivq": {"lines": 4, "levels": "bottom-up"},
         "residual_fsq": {"levels": [4, 3], "num_quantizers": 2},
         "lfq": {"bits": 6},
+        "bsq": {"bits": 6},
         "looc": {"codebook_size": 32, "codebook_dim": 4},
         "multiscale_vq": {"codebook_size": 32, "factors": [4, 2, 1], "spatial_dims": 1},
         "residual_lfq": {"bits": 4, "num_quantizers": 2},
@@ -78,6 +79,11 @@ OPTION_GRID: dict[str, list[dict[str, object]]] = {
     "fsq": [{"levels": [3] * DIM}],
     "latent_quantize": [{"levels": [3] * DIM, "beta": 0.5}],
     "lfq": [{"bits": DIM, "entropy_mode": "factorized"}],
+    "bsq": [
+        {"group_size": 1, "beta": 0.25},
+        {"bits": DIM, "group_size": 3, "temperature": 0.1},
+        {"data_init": True, "diversity": 0.5},
+    ],
     "residual_vq": [
         {"codebook_dim": 4},
         {"codebook_dim": 4, "l2_normalize": True},

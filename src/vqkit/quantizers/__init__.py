@@ -2,6 +2,7 @@
 
 from vqkit.quantizers import presets as _presets  # noqa: F401  (registers the named presets)
 from vqkit.quantizers.base import Quantizer, straight_through
+from vqkit.quantizers.bsq import BSQ
 from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
 from vqkit.quantizers.grouped import (
@@ -13,8 +14,8 @@ from vqkit.quantizers.grouped import (
 from vqkit.quantizers.ivq import IVQ
 from vqkit.quantizers.latent import LatentQuantizer
 from vqkit.quantizers.looc import LooC
-from vqkit.quantizers.multiscale import MultiScaleVQ  # noqa: F401  (registers multiscale_vq)
-from vqkit.quantizers.qinco import QINCo  # noqa: F401  (registers qinco)
+from vqkit.quantizers.multiscale import MultiScaleVQ
+from vqkit.quantizers.qinco import QINCo
 from vqkit.quantizers.random_projection import RandomProjectionQuantizer
 from vqkit.quantizers.residual import ProductVQ, ResidualVQ
 from vqkit.quantizers.scalar import FSQ, LFQ, ResidualFSQ, ResidualLFQ
@@ -22,6 +23,7 @@ from vqkit.quantizers.simvq import SimVQ
 from vqkit.quantizers.vq import VQ
 
 __all__ = [
+    "BSQ",
     "FSQ",
     "IVQ",
     "LFQ",
@@ -33,8 +35,10 @@ __all__ = [
     "GroupedResidualVQ",
     "LatentQuantizer",
     "LooC",
+    "MultiScaleVQ",
     "ProductQuantizer",
     "ProductVQ",
+    "QINCo",
     "Quantizer",
     "RandomProjectionQuantizer",
     "ResidualFSQ",

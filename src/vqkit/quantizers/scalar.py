@@ -6,7 +6,8 @@
   vector-quantize-pytorch and IVQ's R-FSQ baseline).
 * ``LFQ``: lookup-free quantization (MAGVIT-v2, arXiv 2310.05737): sign codes, a commitment loss and the entropy
   penalty ``entropy = E[H(q(z))] - diversity * H(E[q(z)])`` (see ``vqkit.functional.lfq``). Residual LFQ halves
-  the stage scale at each level.
+  the stage scale at each level. ``SignQuantizer`` holds what LFQ shares with BSQ (``vqkit.quantizers.bsq``):
+  the sign channels, their projections and the first-batch data init of the in-projection.
 
 When ``dim`` differs from the number of scalar channels (``len(levels)`` or ``bits``), learned linear maps project
 in and out; decoding applies the out projection.
@@ -15,6 +16,7 @@ in and out; decoding applies the out projection.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -22,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqkit._validate import check_choice, check_int_list, check_positive_int, check_range
+from vqkit import distributed
+from vqkit._validate import check_bool, check_choice, check_int_list, check_positive_int, check_range
 from vqkit.functional import fsq as fsq_math
 from vqkit.functional import lfq as lfq_math
 from vqkit.quantizers.base import Quantizer, split_rate, straight_through
@@ -122,8 +125,119 @@ class FSQ(Quantizer):
         return self.project_out(fsq_math.digits_to_values(digits, self._levels, self.compute_dtype))
 
 
+class SignQuantizer(Quantizer):
+    """Shared by ``LFQ`` and ``BSQ``: ``bits`` sign channels behind a learned in-projection, one code ``[..., 1]``
+    in ``[0, 2**bits)`` (channel ``i`` is bit ``i``), decoded as ``±code_scale`` through the out-projection.
+
+    **Data init** (``data_init=True``): on the first training batch the in-projection's ``nn.Linear`` is shifted
+    and rescaled so that each sign channel has mean 0 and standard deviation ``init_std`` over that batch
+    (gathered over ranks), a data-dependent init as ActNorm (Kingma & Dhariwal, Glow, arXiv 1807.03039). Without
+    it an encoder whose outputs share an offset larger than their spread gives channels that never change sign:
+    the demo's conv VQ-VAE starts with 6 of LFQ's 8 channels constant (docs/quantizers.md, ``lfq``). Nothing to
+    do without a projection (``dim == bits``): there the encoder's output is the caller's to normalize.
+    """
+
+    initialized: torch.Tensor
+    project_in: nn.Module
+    project_out: nn.Module
+    bits: int
+    data_init: bool
+
+    channel_map: ClassVar[type[nn.Module] | None] = None
+    """A fixed map after the linear map in, part of ``project_in`` (BSQ's normalization onto the sphere)."""
+
+    def _setup_sign_channels(self, bits: int, data_init: bool) -> None:
+        """Check ``bits`` and ``data_init``; build the projections and the data-init state."""
+        self.bits = check_positive_int("bits", bits)
+        if self.bits > MAX_INDEX_BITS:
+            raise ValueError(f"bits: expected at most {MAX_INDEX_BITS} (int64 codes), got {bits}")
+        self.data_init = check_bool("data_init", data_init)
+        linear_in, self.project_out = channel_projections(self.dim, self.bits)
+        self.project_in = (
+            linear_in if self.channel_map is None else nn.Sequential(linear_in, self.channel_map())
+        )
+        ready = not (self.data_init and self.input_linear() is not None)
+        self.register_buffer("initialized", torch.tensor(ready))
+        self._known_initialized = ready  # host copy: reading the buffer each step would sync with the device
+
+    @property
+    @abstractmethod
+    def code_scale(self) -> float:
+        """The magnitude of every code value (``±code_scale``)."""
+
+    @property
+    def init_std(self) -> float:
+        """Each channel's standard deviation after the data init."""
+        return self.code_scale
+
+    def input_linear(self) -> nn.Linear | None:
+        """The learned linear map of the in-projection (``None`` when ``dim == bits``)."""
+        first = self.project_in[0] if isinstance(self.project_in, nn.Sequential) else self.project_in
+        return first if isinstance(first, nn.Linear) else None
+
+    @property
+    def alphabet_sizes(self) -> tuple[int, ...]:
+        return (2**self.bits,)
+
+    @property
+    def num_codebook_parameters(self) -> int:
+        return _projection_parameters(self.project_in, self.project_out)
+
+    @property
+    def needs_warm_start(self) -> bool:
+        if not self._known_initialized:
+            self._known_initialized = bool(self.initialized)
+        return not self._known_initialized
+
+    @torch.no_grad()
+    def warm_start(self, z: torch.Tensor) -> None:
+        """The data init on ``z`` ``[N, D]`` (once; call it on every rank: the moments are all-reduced)."""
+        linear = self.input_linear()
+        if linear is None or not self.needs_warm_start:
+            return
+        h = linear(z.detach())
+        # Two passes (mean, then squared deviations): E[h^2] - E[h]^2 cancels when the offset dwarfs the spread.
+        total = torch.cat([h.new_full((1,), float(h.shape[0])), h.sum(0)])
+        distributed.all_reduce_sum_(total, self.process_group)
+        count, mean = total[0], total[1:] / total[0].clamp(min=1.0)
+        squares = distributed.all_reduce_sum_((h - mean).square().sum(0), self.process_group)
+        if float(count) < 2:  # no rank had two rows: wait for the next batch
+            return
+        gain = self.init_std / (squares / (count - 1)).sqrt().clamp(min=1e-6)
+        linear.weight.mul_(gain[:, None])
+        if linear.bias is not None:
+            linear.bias.sub_(mean).mul_(gain)
+        self.initialized.fill_(True)
+        self._known_initialized = True
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # A state dict saved before the data init existed holds a trained projection: it counts as initialized.
+        state_dict.setdefault(prefix + "initialized", torch.tensor(True))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._known_initialized = False
+
+    def _channels(self, z: torch.Tensor) -> torch.Tensor:
+        """The sign channels ``[N, bits]`` of ``z`` (after the data init, in training)."""
+        if self.training and self.needs_warm_start:
+            self.warm_start(z)
+        return self.project_in(z)
+
+    def _hard(self, h: torch.Tensor) -> torch.Tensor:
+        """``±code_scale`` from the signs of ``h`` directly (the same bits as ``signs_to_index(h)``)."""
+        return lfq_math.bits_to_values(h > 0, self.code_scale, self.compute_dtype)
+
+    def _encode(self, z: torch.Tensor) -> torch.Tensor:
+        return lfq_math.signs_to_index(self.project_in(z))[:, None]
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        bits = lfq_math.index_to_bits(codes[:, 0], self.bits)
+        return self.project_out(lfq_math.bits_to_values(bits, self.code_scale, self.compute_dtype))
+
+
 @register_quantizer("lfq")
-class LFQ(Quantizer):
+class LFQ(SignQuantizer):
     """Lookup-free quantization: ``[..., D]`` -> one code ``[..., 1]`` in ``[0, 2**bits)``.
 
     Args:
@@ -134,6 +248,9 @@ class LFQ(Quantizer):
         diversity: weight of the codebook-entropy term inside ``entropy``.
         entropy_mode: ``"auto"`` (exact up to 16 bits, factorized above), ``"exact"`` or ``"factorized"``.
         beta: weight of ``commitment``; ``entropy_weight``: weight of ``entropy`` (MAGVIT-v2 uses 0.1).
+        data_init: standardize the in-projection on the first training batch (``SignQuantizer``; an addition
+            to MAGVIT-v2, which assumes a normalization layer before LFQ). Off, LFQ kept 4 of 256 codes in the
+            demo's conv VQ-VAE (``make demo``); on, it keeps all of them (docs/quantizers.md).
     """
 
     def __init__(
@@ -147,13 +264,11 @@ class LFQ(Quantizer):
         entropy_mode: lfq_math.EntropyMode = "auto",
         beta: float = 0.25,
         entropy_weight: float = 0.1,
+        data_init: bool = True,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
     ) -> None:
         super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
-        self.bits = check_positive_int("bits", bits)
-        if self.bits > MAX_INDEX_BITS:
-            raise ValueError(f"bits: expected at most {MAX_INDEX_BITS} (int64 codes), got {bits}")
         self.scale = check_range("scale", scale, 0.0, float("inf"), low_open=True)
         self.temperature = check_range("temperature", temperature, 0.0, float("inf"), low_open=True)
         self.diversity = check_range("diversity", diversity, 0.0, float("inf"))
@@ -162,29 +277,24 @@ class LFQ(Quantizer):
         )
         self.beta = check_range("beta", beta, 0.0, float("inf"))
         self.entropy_weight = check_range("entropy_weight", entropy_weight, 0.0, float("inf"))
-        self.project_in, self.project_out = channel_projections(dim, self.bits)
+        self._setup_sign_channels(bits, data_init)
 
     @classmethod
     def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
         return {"bits": bits}
 
     @property
-    def alphabet_sizes(self) -> tuple[int, ...]:
-        return (2**self.bits,)
+    def code_scale(self) -> float:
+        return self.scale
 
     @property
     def loss_weights(self) -> dict[str, float]:
         return {"commitment": self.beta, "entropy": self.entropy_weight}
 
-    @property
-    def num_codebook_parameters(self) -> int:
-        return _projection_parameters(self.project_in, self.project_out)
-
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        h = self.project_in(z)
+        h = self._channels(z)
         codes = lfq_math.signs_to_index(h)
-        # The values from the signs directly (the same bits as ``codes``), not back through the index.
-        hard = lfq_math.bits_to_values(h > 0, self.scale, self.compute_dtype)
+        hard = self._hard(h)
         losses = {"commitment": F.mse_loss(h, hard)}
         if self.training:
             per_sample, codebook = lfq_math.entropy_terms(
@@ -193,16 +303,6 @@ class LFQ(Quantizer):
             losses["entropy"] = per_sample - self.diversity * codebook
         out = self.project_out(straight_through(hard, h))
         return QuantizerOutput(quantized=out, codes=codes[:, None], losses=losses)
-
-    def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        return lfq_math.signs_to_index(self.project_in(z))[:, None]
-
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.project_out(
-            lfq_math.bits_to_values(
-                lfq_math.index_to_bits(codes[:, 0], self.bits), self.scale, self.compute_dtype
-            )
-        )
 
 
 @register_quantizer("residual_fsq")
