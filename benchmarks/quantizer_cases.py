@@ -99,7 +99,9 @@ def build_case(name: str, dim: int, bits: int, fit: torch.Tensor | None) -> Case
     if fit is not None:
         with contextlib.suppress(TypeError):  # FSQ, LFQ, SimVQ: nothing to fit
             q.init_codebook(fit)
-        if q.needs_warm_start:  # other first-batch inits (LFQ's data init of its projection): done before timing
+        if (
+            q.needs_warm_start
+        ):  # other first-batch inits (LFQ's data init of its projection): done before timing
             q.warm_start(fit.reshape(-1, dim))
     k, candidates, rule = matmul_width(q, dim)
     return Case(name, kwargs, q, k, candidates, rule)

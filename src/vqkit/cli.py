@@ -5,10 +5,11 @@
     vqkit train CONFIG [key=value ...] [--run-dir DIR] [--resume] [--nproc N] [--pretrain-epochs N]
     vqkit bench BENCH [--out DIR] [--quick] [--methods a,b,...] [--seeds 0,1,...]
     vqkit eval RUN [--split test|val] [--max-items N] [--fid-samples N] [--checkpoint DIR]
-    vqkit encode RUN FILES... -o codes.npz
-    vqkit decode RUN codes.npz -o DIR [--force]
+    vqkit encode RUN FILES... -o codes.npz [--entropy-code [--prior FILE]]
+    vqkit decode RUN codes.npz -o DIR [--force] [--prior FILE]
     vqkit export RUN DIR [--force]
     vqkit info RUN
+    vqkit tokenize TOKENIZER SOURCE --out DIR [--format npz|parquet] [--nproc N] [--resume | --force]
 
 ``RUN`` is a run directory written by ``vqkit train`` (or, for encode / decode / info, a tokenizer written by
 ``vqkit export``). Errors go to stderr with exit status 1 (2 for bad command lines); nothing is left
@@ -98,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
         "--num-quantizers", type=int, help="keep the first K residual levels (a model trained with dropout)"
     )
     rate.add_argument("--kbps", type=float, help="audio: the most residual levels within this bitrate")
+    p.add_argument("--entropy-code", action="store_true", help="range-code under a code prior (coding extra)")
+    p.add_argument("--prior", type=Path, help="code prior (default RUN/code_prior.safetensors; runs fit it)")
 
     p = sub.add_parser(
         "decode", help="decode a codes archive back to files", description="Decode codes to files."
@@ -105,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run directory or exported tokenizer")
     p.add_argument("codes", type=Path, help="archive written by vqkit encode")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the decoded files")
+    p.add_argument("--prior", type=Path, help="code prior of a coded file (default: RUN's)")
     p.add_argument(
         "--force", action="store_true", help="write into a folder holding other files (they are kept)"
     )
@@ -123,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a run or exported tokenizer", description="Describe a run.")
     p.add_argument("run", type=Path, help="run directory or exported tokenizer")
+    from vqkit.train.tokenize_dataset import add_tokenize_parser  # its options are declared beside it
+
+    add_tokenize_parser(sub)
     return parser
 
 
@@ -212,16 +219,18 @@ def _model_inputs(meta: dict[str, Any], model: Any) -> tuple[str, int, int | Non
 
 def _encode(args: argparse.Namespace) -> int:
     from vqkit.rates import levels_for
-    from vqkit.train.files import read_input, write_codes
+    from vqkit.train.coded_files import check_codes_target, encode_prior, write_any_codes
+    from vqkit.train.files import read_input
     from vqkit.train.run import load_run_model
 
-    _check_codes_target(args.output)
+    check_codes_target(args.output)
     model, meta = load_run_model(args.run)
     modality, channels, rate = _model_inputs(meta, model)
     inputs = [
         read_input(path, modality, channels=channels, sample_rate=rate) for path in args.files
     ]  # all first
     levels = levels_for(model, args.num_quantizers, args.kbps, names=("--num-quantizers", "--kbps"))
+    prior = encode_prior(args.run, model, args.entropy_code, args.prior)
     codes, items = [], []
     with torch.no_grad():
         for path, x in zip(args.files, inputs, strict=True):
@@ -231,39 +240,21 @@ def _encode(args: argparse.Namespace) -> int:
             items.append({"source": path.name, "shape": list(x.shape), "bits": bits})
             print(f"{path}: codes {tuple(c.shape)}, {bits:.0f} bits ({bits / 8:.0f} bytes)")
     meta_out = {"modality": modality, "sample_rate": rate, "channels": channels, "items": items}
-    write_codes(args.output, codes, meta_out)
+    coded = write_any_codes(args.output, codes, meta_out, prior)
     total = sum(item["bits"] for item in items)
-    print(f"wrote {args.output}: {len(items)} items, {total:.0f} bits in all")
+    print(f"wrote {args.output}: {len(items)} items, {total:.0f} bits in all{coded}")
     return 0
-
-
-def _check_codes_target(path: Path) -> None:
-    """``encode -o`` may replace an earlier codes archive, never another file (a typo'd input, say)."""
-    from vqkit.train.files import InputFileError, read_codes
-
-    if path.is_dir():
-        raise FileExistsError(
-            f"-o/--output: expected a codes archive to write (.npz), got the folder {str(path)!r}"
-        )
-    if path.exists():
-        try:
-            read_codes(path)
-        except InputFileError as err:
-            raise FileExistsError(
-                f"-o/--output: {str(path)!r} exists and is not a vqkit codes archive, so it is not replaced; "
-                "remove it or choose another name"
-            ) from err
 
 
 DECODED = Manifest("vqkit-decode.json", "vqkit.decode", writer="vqkit decode")
 
 
 def _decode(args: argparse.Namespace) -> int:
-    from vqkit.train.files import read_codes
+    from vqkit.train.coded_files import read_any_codes
     from vqkit.train.run import load_run_model
 
     model, meta = load_run_model(args.run)
-    codes, info = read_codes(args.codes)
+    codes, info = read_any_codes(args.codes, args.run, model, args.prior)
     modality, _, rate = _model_inputs(meta, model)
     if info.get("modality") != modality:
         raise ValueError(
@@ -361,6 +352,12 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenize(args: argparse.Namespace) -> int:
+    from vqkit.train.tokenize_dataset import tokenize_command
+
+    return tokenize_command(args)
+
+
 COMMANDS = {
     "train": _train,
     "bench": _bench,
@@ -369,6 +366,7 @@ COMMANDS = {
     "decode": _decode,
     "export": _export,
     "info": _info,
+    "tokenize": _tokenize,
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from vqkit.hub import HubFormat, register_hub_format
 from vqkit.quantizers.base import Quantizer
 from vqkit.registry import quantizer_from_config
 from vqkit.utils.folders import (
@@ -27,6 +28,8 @@ from vqkit.utils.folders import (
 CONFIG_FORMAT = "vqkit.quantizer"
 CONFIG_VERSION = 1
 QUANTIZER_FOLDER = FolderFormat(CONFIG_FORMAT, CONFIG_VERSION, kind="quantizer", writer="save_quantizer")
+# Quantizer.save_pretrained / from_pretrained (vqkit.hub): every quantizer, this folder format still read.
+register_hub_format(HubFormat(Quantizer, QUANTIZER_FOLDER, quantizer_from_config, kwargs_key="kwargs"))
 
 __all__ = [
     "CONFIG_FILE",

@@ -39,7 +39,9 @@ def standalone(name: str) -> bool:
     which are registered so that they save as configs, but have no quantizer of their own to compare."""
     params = list(inspect.signature(quantizer_class(name)).parameters.values())
     return all(
-        p.default is not inspect.Parameter.empty or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name == "dim"
+        p.default is not inspect.Parameter.empty
+        or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        or p.name == "dim"
         for p in params
     )
 

@@ -71,8 +71,10 @@ def list_quantizers() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def quantizer_class(name: str) -> type:
-    return _entry(name).cls
+def quantizer_class(name: str) -> type[Quantizer]:
+    """The class registered as ``name`` (a preset's class)."""
+    cls: type[Quantizer] = _entry(name).cls
+    return cls
 
 
 def preset_defaults(name: str) -> dict[str, Any]:

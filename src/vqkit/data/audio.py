@@ -9,6 +9,8 @@ beta 5, scipy's default). Values are clipped to [-1, 1].
 from __future__ import annotations
 
 import math
+import os
+import struct
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from vqkit.data.base import require_nonempty as _require_nonempty
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 # libsndfile's MP3 seeking is not sample-exact (the bit reservoir): MP3 files are decoded from their start.
 _DECODE_FROM_START = (".mp3",)
+_STREAMED = 0x7FFF0000  # WAV data sizes from here up are placeholders of writers that could not seek back
 
 
 def check_sample_rate(sample_rate: Any) -> int:
@@ -98,6 +101,7 @@ def audio_info(path: Path) -> tuple[int, int]:
         info = sf.info(str(path))
     except (RuntimeError, OSError, ValueError) as error:  # soundfile.LibsndfileError is a RuntimeError
         raise CorruptDataError(f"{path}: cannot read the audio file ({error})") from error
+    check_wav_complete(path)
     if info.frames <= 0 or info.samplerate <= 0:
         raise CorruptDataError(f"{path}: audio file has {info.frames} frames at {info.samplerate} Hz")
     return int(info.frames), int(info.samplerate)
@@ -118,8 +122,35 @@ def read_audio(
         data, rate = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError) as error:  # soundfile.LibsndfileError is a RuntimeError
         raise CorruptDataError(f"{path}: cannot read the audio file ({error})") from error
+    check_wav_complete(path)
+    if start == 0 and stop is None and data.shape[0] == 0:  # e.g. a truncated Ogg file: no frame decodes
+        raise CorruptDataError(f"{path}: the audio file holds no frames")
     mono = to_mono(data)
     return mono if sample_rate is None else resample(mono, int(rate), sample_rate)
+
+
+def check_wav_complete(path: Path) -> None:
+    """``CorruptDataError`` when ``path`` is a RIFF WAVE file whose ``data`` chunk runs past the end of the
+    file: libsndfile reads the frames that are there and says nothing, so a truncated file would pass for a
+    shorter recording. A size of 0 or of about 2 GiB or more is a streamed file's placeholder (its length was
+    never written: ``espeak-ng --stdout`` writes 0x7FFFF000) and is accepted."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return  # not RIFF WAVE (FLAC, Ogg, RF64, ...): libsndfile's own checks apply
+        size, offset = os.fstat(handle.fileno()).st_size, 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk, length = struct.unpack("<4sI", handle.read(8))
+            if chunk == b"data":
+                held = size - offset - 8
+                if 0 < length < _STREAMED and length > held:
+                    raise CorruptDataError(
+                        f"{path}: truncated WAV file: its header declares {length} bytes of audio, the file "
+                        f"holds {held}"
+                    )
+                return
+            offset += 8 + length + (length & 1)  # chunks are padded to an even size
 
 
 def _read_span(path: Path, start: int, stop: int) -> np.ndarray:

@@ -31,6 +31,7 @@ from torch import nn
 
 import vqkit.quantizers  # noqa: F401  (registers the quantizers)
 from vqkit._validate import check_nonnegative_number, check_positive_int
+from vqkit.hub import PretrainedMixin
 from vqkit.quantizers.base import Quantizer
 from vqkit.registry import create_quantizer, list_quantizers, quantizer_class
 from vqkit.types import Layout, QuantizerOutput, weighted_sum
@@ -78,7 +79,7 @@ class TokenizerOutput:
         return self.reconstruction_loss + self.quantizer.loss
 
 
-class Tokenizer(nn.Module, ABC):
+class Tokenizer(nn.Module, PretrainedMixin, ABC):
     """Base class of the tokenizer models: ``encoder -> quantizer -> decoder``.
 
     Args:

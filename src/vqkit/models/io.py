@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from vqkit.hub import HubFormat, register_hub_format
 from vqkit.models.base import Tokenizer
 from vqkit.models.registry import build_model
 from vqkit.utils.folders import CONFIG_FILE, WEIGHTS_FILE, FolderFormat, load_folder, read_config, save_folder
@@ -24,6 +25,8 @@ VERSION = 1
 TOKENIZER_FOLDER = FolderFormat(
     FORMAT, VERSION, kind="tokenizer", writer="save_tokenizer", payload_key="model"
 )
+# Tokenizer.save_pretrained / from_pretrained (vqkit.hub): every tokenizer, this folder format still read.
+register_hub_format(HubFormat(Tokenizer, TOKENIZER_FOLDER, build_model))
 
 __all__ = [
     "CONFIG_FILE",

@@ -12,8 +12,7 @@ The base class does everything else once: layout conversion (and the ``_adapt`` 
 neighbouring positions, LooC's interpolation), input validation, float32 compute with autocast off (outputs
 return in the input dtype), batch usage metrics, rate accounting and the JSON config.
 
-This module is a leaf of the package: it imports no registry, no file I/O and no other quantizer. Saving,
-loading and building from a config live in ``vqkit.io`` and ``vqkit.registry``.
+A leaf of the package: no registry, no other quantizer; saving and loading are ``vqkit.hub``'s mixin and ``vqkit.io``.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from vqkit.distributed import ProcessGroup
 from vqkit.functional.estimators import straight_through
 from vqkit.functional.numerics import all_finite, fp32_compute
 from vqkit.functional.stats import batch_usage
+from vqkit.hub import PretrainedMixin
 from vqkit.quantizers.config import constructor_config
 from vqkit.quantizers.masking import masked_forward, real_rows
 from vqkit.types import LAYOUTS, Layout, QuantizerOutput
@@ -46,7 +46,7 @@ def split_rate(bits: int) -> list[int]:
     return [bits] if bits < 2 else [bits - bits // 2, bits // 2]
 
 
-class Quantizer(nn.Module, ABC):
+class Quantizer(nn.Module, PretrainedMixin, ABC):
     """Base class of every quantizer.
 
     Args:

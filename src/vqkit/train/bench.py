@@ -163,7 +163,8 @@ def _result_row(
 
 
 # Settings that do not change what a run computes: where it runs and how often it logs or saves (a resumed run
-# reaches the same weights whatever the checkpoint interval). Machines of a split bench may differ in them.
+# reaches the same weights whatever the checkpoint interval), and what happens on a non-finite loss (a finished
+# run had none, or it stopped). Machines of a split bench may differ in them.
 _INCIDENTAL = frozenset(
     {
         "train.device",
@@ -172,6 +173,8 @@ _INCIDENTAL = frozenset(
         "train.log_every",
         "train.checkpoint_every",
         "train.keep_checkpoints",
+        "train.nonfinite",
+        "train.max_skips",
     }
 )
 

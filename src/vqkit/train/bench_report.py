@@ -1,9 +1,11 @@
 """A bench's report: ``OUT/results.json`` (every raw row), ``OUT/plots/rd_<metric>.png`` and ``OUT/report.md``.
 
-Per method and rate the table gives the codebook size as the papers write it, codebook parameters, nominal and
-effective bits, utilization, perplexity, dead codes, the modality's quality metrics, the collapse study's scores
-where the data has labels, encode throughput and training time: means over seeds, ± the sample standard
-deviation when there are several. The plots put quality against bits per item, one line per method.
+Per method and rate the table gives the codebook size as the papers write it, codebook parameters, nominal,
+effective and coded bits (coded: the test codes actually range-coded under a held-out prior, per item and per
+vector, where the ``coding`` extra is installed; ``vqkit.train.evaluate``), utilization, perplexity, dead
+codes, the modality's quality metrics, the collapse study's scores where the data has labels, encode
+throughput and training time: means over seeds, ± the sample standard deviation when there are several.
+The plots put quality against bits per item, one line per method.
 """
 
 from __future__ import annotations
@@ -135,9 +137,11 @@ def _table(summary: list[dict[str, Any]], quality: list[str], collapse: list[str
         "method",
         "bits/vector",
         "bits/item",
+        "coded bits/item",
         "codebook",
         "codebook params",
         "eff. bits",
+        "coded bits",
         "util",
         "perplexity",
         "dead",
@@ -153,9 +157,11 @@ def _table(summary: list[dict[str, Any]], quality: list[str], collapse: list[str
             entry["method"],
             f"{entry['bits']:.4g}",
             _cell(m.get("bits_per_item", _NOTHING), 5),
+            _cell(m.get("coded_bits_per_item", _NOTHING), 4),
             entry["codebook_size"],
             str(entry["codebook_parameters"]),
             _cell(m.get("codebook/effective_bits", _NOTHING), 3),
+            _cell(m.get("codebook/coded_bits", _NOTHING), 3),
             _cell(m.get("codebook/utilization", _NOTHING), 3),
             _cell(m.get("codebook/perplexity", _NOTHING)),
             _cell(m.get("codebook/dead_codes", _NOTHING)),
@@ -182,7 +188,9 @@ def write_bench_report(
     lines += [
         f"Every method trains the same model on the same data for the same steps; overrides: "
         f"`{' '.join(spec.overrides) or 'none'}`. Seeds: {spec.seeds}; cells are means (± sample standard "
-        "deviation over seeds when there are several). Quality is measured on the evaluation split.",
+        "deviation over seeds when there are several). Quality is measured on the evaluation split. Bits: "
+        "nominal (from the alphabets), effective (the code entropy, per vector) and coded (measured: the "
+        "evaluation codes range-coded, each half under a prior fitted on the other half; per item and per vector).",
         "",
         *_table(summary, quality, collapse),
     ]

@@ -46,18 +46,14 @@ def load_bench(
     """Read a bench file (``quick`` applies its ``quick`` section; ``methods`` keeps the named entries and
     ``seeds`` replaces the file's seeds); errors name the key."""
     path = Path(path)
-    try:
-        import yaml
-
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"bench: cannot read {str(path)!r}: {err.strerror or err}") from err
-    if not isinstance(raw, dict) or "config" not in raw:
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("config"), str):
         raise ConfigError(f"bench: {str(path)!r} must be a mapping with a 'config' path")
     known = {"config", "overrides", "methods", "bits", "seeds", "quick", "fixed"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"bench.{unknown[0]}: unknown key; valid keys: {sorted(known)}")
+    _check_types(raw, path)
     section = dict(raw)
     if quick:
         extra = raw.get("quick") or {}
@@ -84,6 +80,42 @@ def load_bench(
     return BenchSpec(
         path.parent / str(section["config"]), list(section.get("overrides") or []), names, bits, seeds, fixed
     )
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"bench: cannot read {str(path)!r}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:  # a binary file given as the bench file
+        raise ConfigError(f"bench: {str(path)!r} is not a UTF-8 text file: {err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"bench: {str(path)!r} is not valid YAML: {err}") from err
+
+
+def _check_types(raw: dict[str, Any], path: Path) -> None:
+    """The value types of the bench file's keys (and of its ``quick`` section), each named with the file."""
+    quick = raw.get("quick") or {}
+    if not isinstance(quick, dict):
+        raise ConfigError(f"bench.quick: expected a mapping in {str(path)!r}, got {quick!r}")
+    for prefix, section in (("bench", raw), ("bench.quick", quick)):
+        for key, kind, expected in (
+            ("overrides", str, "a list of key=value strings"),
+            ("bits", int, "a list of integers"),
+            ("seeds", int, "a list of integers"),
+            ("methods", str, "'all' or a list of quantizer names"),
+        ):
+            value = section.get(key)
+            if value is None or (key == "methods" and value == "all"):
+                continue
+            if not isinstance(value, list) or not all(
+                isinstance(v, kind) and not isinstance(v, bool) for v in value
+            ):
+                raise ConfigError(f"{prefix}.{key}: expected {expected} in {str(path)!r}, got {value!r}")
+    if not isinstance(raw.get("fixed") or [], list):
+        raise ConfigError(f"bench.fixed: expected a list of entries in {str(path)!r}, got {raw['fixed']!r}")
 
 
 def _fixed_entry(entry: Any, index: int) -> dict[str, Any]:

@@ -8,7 +8,9 @@ A checkpoint is a directory ``checkpoints/step_XXXXXXX/``:
   random generator states (as integer lists) so a resumed run draws what the uninterrupted one would have.
 
 The directory is staged under a temporary name and renamed into place (``atomic_directory``), so a crash
-leaves either a complete checkpoint or none; ``latest_checkpoint`` only ever sees complete ones.
+leaves either a complete checkpoint or none; ``latest_checkpoint`` only ever sees complete ones, and
+``remove_staging`` clears what a killed write left. A model or optimizer holding NaN or Inf is not saved (the
+run diverged: the checkpoints before it are the ones worth keeping). Read errors name the file.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from typing import Any, cast
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from vqkit.utils.atomic import atomic_directory
+from vqkit.utils.folders import write_safetensors
 
 FORMAT = "vqkit.checkpoint"
 VERSION = 1
@@ -121,11 +124,35 @@ def save_checkpoint(
         "rng": rng_state(),
         **extra,
     }
+    _refuse_nonfinite(step, files)
     with atomic_directory(target) as staging:
         for filename, tensors in files.items():
-            save_file(tensors, str(staging / filename))
+            write_safetensors(tensors, staging / filename)
         (staging / "state.json").write_text(json.dumps(state))
     return target
+
+
+def _refuse_nonfinite(step: int, files: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Raise ``ValueError`` (nothing written) when a floating-point tensor to save holds NaN or Inf."""
+    for filename, tensors in files.items():
+        for key, tensor in tensors.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(
+                    f"checkpoint: not saving step {step}: tensor {key!r} of {filename} holds NaN or Inf (the "
+                    "run diverged); the checkpoints written before it are kept"
+                )
+
+
+def remove_staging(directory: Path) -> list[Path]:
+    """Remove the staging folders (``.step_XXXXXXX.*.tmp``) that killed checkpoint writes left in ``directory``;
+    returns them. Call it where no checkpoint is being written (a run's start). The hidden ``.old`` folder a
+    kill between the two renames of a replacement can leave is kept: it may hold the only copy."""
+    if not directory.is_dir():
+        return []
+    stale = sorted(p for p in directory.glob(f".{PREFIX}*.tmp") if p.is_dir())
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def checkpoint_step(path: Path) -> int:
@@ -162,6 +189,45 @@ def _read(path: Path, filename: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"checkpoint: cannot read {str(path / filename)!r}: {err}") from err
 
 
+def _read_state(path: Path) -> dict[str, Any]:
+    """``path/state.json``, checked for what loading needs; errors name the file."""
+    file = path / "state.json"
+    try:
+        state = json.loads(file.read_text())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, or not UTF-8 text
+        raise ValueError(f"checkpoint: cannot read {str(file)!r}: {err}") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"checkpoint: {str(path)!r} is not a vqkit checkpoint")
+    step = state.get("step")
+    state.setdefault("optimizers", {})  # the states of the ``others``: none for a run without them
+    wrong = [key for key in ("optimizer", "optimizers", "rng") if not isinstance(state.get(key), dict)]
+    if isinstance(step, bool) or not isinstance(step, int) or wrong:
+        found = f"'step' {step!r}" if not wrong else f"{wrong[0]!r} {state.get(wrong[0])!r:.60}"
+        raise ValueError(
+            f"checkpoint: {str(file)!r} is damaged: expected a step and the saved states, got {found}"
+        )
+    return state
+
+
+def _load_part(
+    path: Path, name: str, module: nn.Module, opt: torch.optim.Optimizer | None, meta: Any
+) -> None:
+    """Load ``<name>.safetensors`` into ``module`` and its optimizer file into ``opt``; errors name the file."""
+    weights = "model.safetensors" if name == "model" else f"{name}.safetensors"
+    moments = "optimizer.safetensors" if name == "model" else f"{name}_optimizer.safetensors"
+    try:
+        module.load_state_dict(_read(path, weights))
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint: {str(path / weights)!r} does not fit the model: {err}") from err
+    if opt is None:
+        return
+    tensors = _read(path, moments)
+    try:
+        opt.load_state_dict(_optimizer_join(tensors, meta))
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"checkpoint: {str(path / moments)!r} does not fit the optimizer: {err}") from err
+
+
 def load_checkpoint(
     path: Path,
     model: nn.Module,
@@ -171,23 +237,18 @@ def load_checkpoint(
     others: dict[str, Part] | None = None,
 ) -> TrainingState:
     """Load ``path`` into ``model`` (and ``optimizer``, and ``others`` saved with it); restores the generator
-    states. Errors name the path."""
-    try:
-        state = json.loads((path / "state.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"checkpoint: cannot read {str(path)!r}: {err}") from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"checkpoint: {str(path)!r} is not a vqkit checkpoint")
-    model.load_state_dict(_read(path, "model.safetensors"))
-    if optimizer is not None:
-        optimizer.load_state_dict(_optimizer_join(_read(path, "optimizer.safetensors"), state["optimizer"]))
+    states. Errors name the path (a missing, corrupt or mismatched file is a ``ValueError``)."""
+    state = _read_state(path)
+    _load_part(path, "model", model, optimizer, state["optimizer"])
     for name, (module, opt) in (others or {}).items():
-        module.load_state_dict(_read(path, f"{name}.safetensors"))
-        if opt is not None:
-            tensors = _read(path, f"{name}_optimizer.safetensors")
-            opt.load_state_dict(_optimizer_join(tensors, state["optimizers"][name]))
+        _load_part(path, name, module, opt, state["optimizers"].get(name))
     if restore_rng:
-        set_rng_state(state["rng"])
+        try:
+            set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"checkpoint: {str(path / 'state.json')!r} holds damaged generator states: {err}"
+            ) from err
     skip = ("format", "version", "step", "optimizer", "optimizers", "rng")
     extra = {k: v for k, v in state.items() if k not in skip}
     return TrainingState(step=int(state["step"]), extra=extra)

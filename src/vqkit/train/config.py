@@ -21,9 +21,11 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 SECTIONS = ("seed", "data", "model", "train", "eval")
+NonFinite = Literal["stop", "skip"]
+NONFINITE: tuple[str, ...] = get_args(NonFinite)  # what a NaN or Inf loss does: train.nonfinite
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,10 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tensorboard: bool = True
     progress: bool = True
+    # A NaN or Inf loss: "stop" the run (the last checkpoint is kept) or "skip" the step (no update), stopping
+    # anyway after ``max_skips`` skipped steps in a row.
+    nonfinite: NonFinite = "stop"
+    max_skips: int = 10
 
 
 @dataclass
@@ -113,6 +119,8 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"config: cannot read {str(path)!r}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:  # a binary file (an image, an archive) given as the config
+        raise ConfigError(f"config: {str(path)!r} is not a UTF-8 text file: {err}") from err
     yaml = _yaml()
     try:
         raw = yaml.safe_load(text) or {}
@@ -193,7 +201,15 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
 
 
 def _check_train(train: TrainConfig) -> None:
-    for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+    for name in (
+        "steps",
+        "batch_size",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "max_skips",
+    ):
         value = getattr(train, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"train.{name}: expected a positive integer, got {value!r}")
@@ -201,6 +217,8 @@ def _check_train(train: TrainConfig) -> None:
         raise ConfigError(f"train.lr: expected a positive number, got {train.lr!r}")
     if train.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"train.device: expected 'auto', 'cpu' or 'cuda', got {train.device!r}")
+    if train.nonfinite not in NONFINITE:
+        raise ConfigError(f"train.nonfinite: expected one of {list(NONFINITE)}, got {train.nonfinite!r}")
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

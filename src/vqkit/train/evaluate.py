@@ -9,6 +9,9 @@ flat ``{name: float}``:
 * ``codebook/...``: ``CodebookUsage`` over every code of the split (utilization, perplexity, dead codes,
   effective and nominal bits per vector);
 * ``bits_per_item`` (and ``kbps`` for audio) from the model's latent shape and the quantizer's rate;
+* ``coded_bits_per_item`` and ``codebook/coded_bits`` (per vector): the measured size of the split's codes
+  range-coded under a prior that did not see them (``vqkit.coding.HeldOutCodedRate``: two-fold cross-fitting
+  by item), where the ``coding`` extra is installed; not in quick evaluations;
 * ``loss`` and ``loss/<term>``: the weighted training objective and its terms, means over items;
 * ``collapse/...`` where the dataset has ``labels`` (classes, clusters): the collapse study's scores
   (``vqkit.metrics.collapse_scores``) on the encoder outputs, one flattened row per item (the first
@@ -129,6 +132,16 @@ def _as_written(recon: torch.Tensor, modality: str) -> torch.Tensor:
     return recon
 
 
+def _coded_rate(alphabet_sizes: tuple[int, ...], quick: bool) -> Any:
+    """The measured entropy-coded rate's accumulator, where the ``coding`` extra is installed (else None)."""
+    from vqkit.coding import HeldOutCodedRate, available
+    from vqkit.coding.prior import MAX_ALPHABET
+
+    if quick or not available() or max(alphabet_sizes) > MAX_ALPHABET:
+        return None
+    return HeldOutCodedRate(alphabet_sizes)
+
+
 class _Totals:
     """What the evaluation accumulates over batches: loss sums, the modality's metric tracker (or the squared
     error of vectors), code usage, and the first ``COLLAPSE_ITEMS`` embeddings and codes of labelled data."""
@@ -147,6 +160,7 @@ class _Totals:
         q = model.quantizer
         width = q.codes_per_vector if num_quantizers is None else q.level_widths()[num_quantizers - 1]
         self.usage = CodebookUsage(q.alphabet_sizes[:width]).to(device)
+        self.coded = _coded_rate(q.alphabet_sizes[:width], quick)
         self.labels = None if quick else getattr(dataset, "labels", None)
         self.sums: dict[str, float] = {}
         self.squared_error, self.values, self.items = 0.0, 0, 0
@@ -157,6 +171,8 @@ class _Totals:
 
     def update(self, x: torch.Tensor, out: TokenizerOutput) -> None:
         self.usage.update(out.quantizer.codes)
+        if self.coded is not None:
+            self.coded.update(out.quantizer.codes)
         n = x.shape[0]
         keep = min(n, COLLAPSE_ITEMS - self.items)
         if self.labels is not None and keep > 0:
@@ -189,6 +205,10 @@ class _Totals:
         else:
             result["mse"] = self.squared_error / max(self.values, 1)
         result.update({f"codebook/{k}": v for k, v in self.usage.compute(sync=False).items()})
+        coded = self.coded.compute() if self.coded is not None else {}
+        if coded:
+            result["codebook/coded_bits"] = coded["coded_bits"]
+            result["coded_bits_per_item"] = coded["coded_bits_per_item"]
         if self.labels is not None:
             scored = min(self.items, COLLAPSE_ITEMS)
             embeddings, codes = torch.cat(self.embeddings), torch.cat(self.item_codes)

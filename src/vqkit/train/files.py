@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, cast
 
@@ -83,12 +85,30 @@ def write_codes(path: Path, codes: list[torch.Tensor], meta: dict[str, Any]) -> 
 
 
 def read_codes(path: Path) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """The codes and ``meta`` of a codes archive; ``InputFileError`` names ``path`` and what is wrong with it."""
     try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+        if not magic.startswith(b"PK"):  # np.load would try it as a .npy array or a pickle
+            raise ValueError(
+                f"an .npz archive is a zip file; this one starts with {magic.hex(' ') or 'nothing'}"
+            )
         with np.load(path, allow_pickle=False) as archive:
             meta = json.loads(str(archive["meta"]))
-            codes = [torch.from_numpy(archive[f"codes_{i}"]) for i in range(len(meta["items"]))]
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+            if not isinstance(meta, dict) or not isinstance(meta.get("items"), list):
+                raise ValueError("its 'meta' is not a mapping with a list of 'items'")
+            codes = [_integer_codes(archive, f"codes_{i}") for i in range(len(meta["items"]))]
+    except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+        raise InputFileError(f"{path}: a truncated or damaged codes archive ({err})") from err
+    except (OSError, ValueError, KeyError) as err:  # ValueError includes bad JSON
         raise InputFileError(f"{path}: not a readable vqkit codes archive ({err})") from err
     if meta.get("format") != CODES_FORMAT:
         raise InputFileError(f"{path}: not a vqkit codes archive (format {meta.get('format')!r})")
     return codes, meta
+
+
+def _integer_codes(archive: Any, name: str) -> torch.Tensor:
+    array = archive[name]
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{name} holds {array.dtype} values, expected integer codes")
+    return torch.from_numpy(array)

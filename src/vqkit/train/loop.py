@@ -17,6 +17,9 @@ distributed engine is re-implemented). Its pieces each live in their own module:
   pretrained encoder's outputs and training goes on with the quantizer.
 * **Logs** (``vqkit.train.log``): ``metrics.csv`` (one row per ``log_every`` steps; evaluation rows have
   ``phase=val``), TensorBoard under ``tb/`` when installed, a progress bar on rank 0.
+* **A NaN or Inf loss** stops the run before that step's update (``train.nonfinite="stop"``; the last
+  checkpoint stays the newest), or skips the step (``"skip"``: no update, a warning, ``nonfinite_skips`` in
+  the log) until ``train.max_skips`` steps in a row were skipped. The error names the step and the terms.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +47,7 @@ from vqkit.train.log import RunLog, progress, truncate_log
 from vqkit.train.pretrain import kmeans_from_encoder
 from vqkit.train.run import RunPaths, load_split
 from vqkit.train.runtime import barrier, init_distributed_from_env, resolve_device
-from vqkit.train.step import TrainStep
+from vqkit.train.step import NonFiniteLoss, TrainStep
 from vqkit.utils.atomic import atomic_write_text
 
 
@@ -86,7 +90,7 @@ def train(
             if schedule.quantizer_starts(step):
                 kmeans_from_encoder(stepper.net, train_set, config, device)
             x = step_batch(train_set, step, config.train.batch_size, config.seed, rank, size).to(device)
-            row = stepper(x, pretraining=schedule.pretraining(step))
+            row = run.step(x, step + 1)
             step += 1
             bar.update(1)
             run.after_step(step, row)
@@ -144,12 +148,58 @@ class _Run:
     val_set: Any
     log: RunLog = field(init=False)
     started: float = field(init=False, default_factory=time.perf_counter)  # the log's "seconds"
+    skipped: int = 0  # steps skipped for a NaN or Inf loss (train.nonfinite="skip"), and how many in a row
+    in_a_row: int = 0
 
     def __post_init__(self) -> None:
         self.log = RunLog(self.paths, self.config.train.tensorboard, enabled=self.rank == 0)
 
+    def step(self, x: torch.Tensor, number: int) -> dict[str, float]:
+        """Run step ``number`` (1-based) on ``x``; its log row. A NaN or Inf loss stops the run or skips it."""
+        try:
+            row = self.stepper(x, pretraining=self.schedule.pretraining(number - 1))
+        except NonFiniteLoss as err:
+            return self._nonfinite(number, err)
+        except ValueError as err:  # e.g. a quantizer refusing a NaN or Inf encoder output: say which step
+            raise ValueError(f"train: step {number}: {err}") from err
+        self.in_a_row = 0
+        return row
+
+    def _nonfinite(self, number: int, err: NonFiniteLoss) -> dict[str, float]:
+        """Stop (``train.nonfinite="stop"``, an update already made, or ``max_skips`` skips in a row) or skip
+        step ``number``: nothing was updated, the step is counted and warned about; returns its log row."""
+        train = self.config.train
+        kept = ckpt.latest_checkpoint(self.paths.checkpoints)
+        where = f"train: step {number}: the loss is not finite ({err})"
+        saved = (
+            f"the last checkpoint, {str(kept)!r}, is kept" if kept else "no checkpoint had been written yet"
+        )
+        if err.updated:
+            raise RuntimeError(
+                f"{where} after the discriminator's update, which cannot be undone; stopped: {saved}"
+            ) from err
+        if train.nonfinite == "stop":
+            raise RuntimeError(
+                f"{where}; stopped before the update, nothing of this step was saved: {saved} "
+                "(train.nonfinite=skip skips such steps)"
+            ) from err
+        self.skipped, self.in_a_row = self.skipped + 1, self.in_a_row + 1
+        if self.in_a_row >= train.max_skips:
+            raise RuntimeError(
+                f"{where}; stopped after {self.in_a_row} skipped steps in a row (train.max_skips="
+                f"{train.max_skips}): {saved}"
+            ) from err
+        if self.rank == 0:
+            warnings.warn(
+                f"{where}; skipped it (no update; {self.in_a_row} in a row, {self.skipped} in all)",
+                stacklevel=2,
+            )
+        return err.row
+
     def after_step(self, finished: int, row: dict[str, float]) -> None:
         train, schedule = self.config.train, self.schedule
+        if self.skipped:
+            row["nonfinite_skips"] = float(self.skipped)
         if schedule.due(finished, train.log_every):
             row["seconds"] = time.perf_counter() - self.started
             self.log.write(finished, "pretrain" if finished <= schedule.pretrain_steps else "train", row)
@@ -199,6 +249,7 @@ def _starting_step(paths: RunPaths, stepper: TrainStep, *, resume: bool, rank: i
 def _record_run(paths: RunPaths, config: RunConfig, datasets: dict[str, Any], step: int) -> None:
     """Rank 0, before the first step: the resolved config, the data's description, the log cut to ``step``."""
     paths.root.mkdir(parents=True, exist_ok=True)
+    ckpt.remove_staging(paths.checkpoints)  # what a killed checkpoint write left behind
     atomic_write_text(paths.config, dump_config(config))
     info = {split: ds.info() for split, ds in datasets.items() if hasattr(ds, "info")}
     atomic_write_text(paths.data, json.dumps(info, indent=2, default=str))

@@ -25,7 +25,7 @@ from vqkit.functional.spectral import magnitude_stft
 from vqkit.models.base import Tokenizer
 from vqkit.train.evaluate import metric_sections
 from vqkit.train.plots import pyplot, save_png
-from vqkit.train.run import RunPaths
+from vqkit.train.run import RunPaths, read_run_json
 from vqkit.utils.atomic import atomic_write_text
 
 
@@ -156,7 +156,7 @@ def write_report(
         if name is not None:
             lines += ["", f"## {title}", "", f"![{title}](plots/{name})"]
     if paths.data.exists():
-        data_info = json.loads(paths.data.read_text())
+        data_info = read_run_json(paths.data)
         if data_info:
             lines += [
                 "",

@@ -63,12 +63,15 @@ def load_run_model(
         return model.eval(), {"modality": getattr(model, "modality", None), **meta}
     config = run_config(root)
     paths = RunPaths(root)
-    model = build_model(dict(config.model))
+    try:
+        model = build_model(dict(config.model))
+    except (ValueError, TypeError, KeyError) as err:  # e.g. a config.yaml cut short, yet still valid YAML
+        raise ValueError(f"run: the model config in {str(paths.config)!r} is invalid: {err}") from err
     chosen = Path(checkpoint) if checkpoint else ckpt.latest_checkpoint(paths.checkpoints)
     if chosen is None:
         raise FileNotFoundError(f"run: {str(root)!r} has no complete checkpoint yet")
     ckpt.load_checkpoint(chosen, model, restore_rng=False)
-    info = json.loads(paths.data.read_text()) if paths.data.exists() else {}
+    info = read_run_json(paths.data) if paths.data.exists() else {}
     train_info = info.get("train", {})
     meta = {
         "modality": getattr(model, "modality", None),
@@ -78,6 +81,17 @@ def load_run_model(
         "checkpoint": str(chosen),
     }
     return model.eval(), meta
+
+
+def read_run_json(file: Path) -> dict[str, Any]:
+    """A JSON mapping a run keeps (``data.json``, ``eval.json``); ``ValueError`` names the file and the fault."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, or not UTF-8 text
+        raise ValueError(f"run: cannot read {str(file)!r}: {err}") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"run: {str(file)!r} must hold a JSON object, got {type(value).__name__}")
+    return value
 
 
 def load_split(config: RunConfig, split: Split) -> Any:

@@ -1,4 +1,10 @@
-"""Atomic writes: a reader sees the old file (or folder) or the complete new one, never a half-written one."""
+"""Atomic writes: a reader sees the old file (or folder) or the complete new one, never a half-written one.
+
+A write that fails (disk full, permission denied, a read-only folder) removes its temporary file or folder,
+leaves the target as it was, and raises the ``OSError`` again naming the target, not the temporary name (same
+errno, so a ``PermissionError`` stays one). A process killed mid-write leaves at most a hidden temporary
+``.<name>.*.tmp`` beside the target, which no reader opens.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +29,11 @@ def _umask() -> int:
 def atomic_write_with(path: str | os.PathLike[str], write: FileWriter) -> Path:
     """Let ``write`` fill a temporary file beside ``path``, fsync it, then rename it over ``path``."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        raise write_error(err, target) from err
     tmp = Path(name)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
@@ -32,11 +41,33 @@ def atomic_write_with(path: str | os.PathLike[str], write: FileWriter) -> Path:
         write(tmp)
         _fsync_file(tmp)
         os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and _part(err, tmp) is not None:
+            raise write_error(err, target) from err
         raise
     return target
+
+
+def write_error(err: OSError, target: Path, part: str = "") -> OSError:
+    """``err``, raised while writing ``target`` (``part``: which file inside a folder), as an error that names
+    ``target``: its temporary name means nothing to the user and is gone by now. The errno is kept, so
+    ``OSError(errno, ...)`` gives back the same class (``PermissionError``, ...)."""
+    where = f"{str(target)!r}" + (f" ({part})" if part else "")
+    message = f"cannot write {where}: {err.strerror or err}; it is left as it was"
+    return OSError(err.errno, message) if err.errno is not None else OSError(message)
+
+
+def _part(err: OSError, temporary: Path) -> str | None:
+    """Where under ``temporary`` ``err`` happened (``""``: ``temporary`` itself, or no file named, as for a
+    failed ``write`` or ``fsync``); ``None`` when it is about another file (an input the writer read)."""
+    if err.filename is None:
+        return ""
+    name = Path(os.fsdecode(err.filename)) if isinstance(err.filename, (str, bytes, os.PathLike)) else None
+    if name is None or name == temporary:
+        return ""
+    return str(name.relative_to(temporary)) if temporary in name.parents else None
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -74,23 +105,34 @@ def atomic_directory(
     the old folder is then emptied name by name, never removed wholesale.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        raise write_error(err, target) from err
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp creates 0700
     try:
-        yield staging
-        _fsync_tree(staging)
+        try:
+            yield staging
+            _fsync_tree(staging)
+        except OSError as err:
+            part = _part(err, staging)
+            if part is None:
+                raise
+            raise write_error(err, target, part) from err
         backup = _move_aside(target, replaceable)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     try:
         os.replace(staging, target)
-    except BaseException:
+    except BaseException as err:
         # Put the old folder back: an interruption between the two renames must not lose it.
         if backup is not None and not target.exists():
             os.replace(backup, target)
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise write_error(err, target) from err
         raise
     fsync_dir(target.parent)
     if backup is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +72,25 @@ def save_folder(
     tensors = {name: t.detach().contiguous().cpu() for name, t in module.state_dict().items()}
 
     def write_weights(file: Path) -> None:
-        save_file(tensors, str(file), metadata={"format": fmt.format})
+        write_safetensors(tensors, file, metadata={"format": fmt.format})
 
     files = {WEIGHTS_FILE: write_weights, CONFIG_FILE: bytes_writer(text.encode("utf-8"))}
     return publish_folder(path, files, fmt.owner(), overwrite=overwrite)
+
+
+def write_safetensors(
+    tensors: dict[str, torch.Tensor], file: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """``safetensors.torch.save_file``, with its I/O failures (disk full, permission denied) raised as the
+    ``OSError`` they are: safetensors raises its own error type, which names no file and no errno class."""
+    try:
+        save_file(tensors, str(file), metadata=metadata)
+    except SafetensorError as err:
+        found = re.search(r"os error (\d+)", str(err))  # its message carries the OS error number
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(file)) from err
 
 
 def read_config_file(file: Path, fmt: FolderFormat) -> dict[str, Any]:
