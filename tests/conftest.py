@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
@@ -148,6 +153,17 @@ def case_id(case: tuple[str, dict[str, object]]) -> str:
 def quantizer_case(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
     """``(registry name, kwargs)`` over the option grid."""
     return request.param  # type: ignore[no-any-return]
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import the script at ``path`` (a benchmark) as module ``name`` (registered in ``sys.modules``, where
+    dataclasses look their module up while it executes)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_codec(quantizer: dict[str, object], latent_dim: int = 8) -> vqkit.Tokenizer:

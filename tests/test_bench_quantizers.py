@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_quantizers.py"
 N, DIM, BITS = 256, 16, 6
@@ -19,13 +20,7 @@ needs_vqp = pytest.mark.skipif(not HAS_VQP, reason="needs vector-quantize-pytorc
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    name = "_test_bench_quantizers"
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "_test_bench_quantizers")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ grouped codes' reorder against a loop, the orthogonal loss's value against their
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 import vqkit
+from tests.conftest import load_script
 from vqkit.quantizers import VQ
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_quantizers.py"
@@ -36,13 +36,7 @@ needs_vqp = pytest.mark.skipif(not HAS_VQP, reason="needs vector-quantize-pytorc
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    name = "_test_bench_references_extra"
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "_test_bench_references_extra")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,11 @@ entropy penalty uses the soft assignment on the sphere and BSQ's group-wise fact
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqkit._validate import check_int, check_range
+from vqkit._validate import check_int
 from vqkit.functional import bsq as bsq_math
 from vqkit.functional import lfq as lfq_math
 from vqkit.quantizers.base import straight_through
@@ -90,15 +88,7 @@ class BSQ(SignQuantizer):
         self.group_size = check_int(
             "group_size", group_size, minimum=1, maximum=lfq_math.EXACT_ENTROPY_MAX_BITS
         )
-        self.temperature = check_range("temperature", temperature, 0.0, float("inf"), low_open=True)
-        self.diversity = check_range("diversity", diversity, 0.0, float("inf"))
-        self.beta = check_range("beta", beta, 0.0, float("inf"))
-        self.entropy_weight = check_range("entropy_weight", entropy_weight, 0.0, float("inf"))
-        self._setup_sign_channels(bits, data_init)
-
-    @classmethod
-    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
-        return {"bits": bits}
+        self._setup_sign_channels(bits, data_init, (temperature, diversity, beta, entropy_weight))
 
     @property
     def code_scale(self) -> float:

@@ -334,8 +334,22 @@ class ResidualQuantizer(_Composite):
         return self.project_out(self._stage_sum(codes))
 
 
+class _SplitComposite(_Composite):
+    """A composite whose stages quantize contiguous channel groups side by side (product and grouped forms)."""
+
+    def _split(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(z, [s.dim for s in self.stage_list], dim=-1)
+
+    @torch.no_grad()
+    def init_codebook(self, vectors: torch.Tensor) -> None:
+        """Each stage's own init (k-means) on its channels of ``vectors`` ``[N, D]``."""
+        parts = self._split(vectors.reshape(-1, self.dim).to(self.compute_dtype))
+        for stage, part in zip(self.stage_list, parts, strict=True):
+            stage.init_codebook(part)
+
+
 @register_quantizer("product")
-class ProductQuantizer(_Composite):
+class ProductQuantizer(_SplitComposite):
     """Product composition: ``dim`` split into contiguous sub-vectors of the stages' dims (modules or configs)."""
 
     def __init__(
@@ -353,19 +367,9 @@ class ProductQuantizer(_Composite):
                 f"stages: sub-vector dims {[s.dim for s in self.stage_list]} must sum to dim={dim}"
             )
 
-    def _split(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return torch.split(z, [s.dim for s in self.stage_list], dim=-1)
-
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         outputs = [stage._quantize(part) for stage, part in zip(self.stage_list, self._split(z), strict=True)]
         return combine(torch.cat([out.quantized for out in outputs], dim=-1), outputs)
-
-    @torch.no_grad()
-    def init_codebook(self, vectors: torch.Tensor) -> None:
-        """k-means per group on the matching sub-vectors of ``vectors`` ``[N, D]``."""
-        parts = self._split(vectors.reshape(-1, self.dim).to(self.compute_dtype))
-        for stage, part in zip(self.stage_list, parts, strict=True):
-            stage.init_codebook(part)
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.cat(

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, cast
 import torch
 
 from vqkit._validate import check_divisible, check_positive_int, check_range
-from vqkit.quantizers.composite import ResidualQuantizer, StageSpec, _Composite, combine
+from vqkit.quantizers.composite import ResidualQuantizer, StageSpec, _SplitComposite, combine
 from vqkit.quantizers.dropout import draw_levels
 from vqkit.quantizers.residual import ResidualVQ
 from vqkit.quantizers.scalar import ResidualFSQ, ResidualLFQ
@@ -32,7 +32,7 @@ from vqkit.types import Layout, QuantizerOutput
 
 
 @register_quantizer("grouped_residual")
-class GroupedResidualQuantizer(_Composite):
+class GroupedResidualQuantizer(_SplitComposite):
     """``G`` residual quantizers side by side: group ``g`` quantizes channels ``[g D/G, (g+1) D/G)``.
 
     Args:
@@ -122,9 +122,6 @@ class GroupedResidualQuantizer(_Composite):
             start += width
         return [torch.cat(p, dim=1) for p in parts]
 
-    def _split(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return torch.split(z, [g.dim for g in self.groups], dim=-1)
-
     # ------------------------------------------------------------------ contract
     def _quantize_items(
         self, z: torch.Tensor, lead: torch.Size, rows: torch.Tensor | None = None
@@ -144,13 +141,6 @@ class GroupedResidualQuantizer(_Composite):
         out = combine(torch.cat([o.quantized for o in outputs], dim=-1), outputs)
         out.codes = self._interleave([o.codes for o in outputs])
         return out
-
-    @torch.no_grad()
-    def init_codebook(self, vectors: torch.Tensor) -> None:
-        """Residual k-means per group on the matching channels of ``vectors`` ``[N, D]``."""
-        parts = self._split(vectors.reshape(-1, self.dim).to(self.compute_dtype))
-        for group, part in zip(self.groups, parts, strict=True):
-            group.init_codebook(part)
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
         return self._interleave(

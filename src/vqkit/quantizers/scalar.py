@@ -146,8 +146,16 @@ class SignQuantizer(Quantizer):
     channel_map: ClassVar[type[nn.Module] | None] = None
     """A fixed map after the linear map in, part of ``project_in`` (BSQ's normalization onto the sphere)."""
 
-    def _setup_sign_channels(self, bits: int, data_init: bool) -> None:
-        """Check ``bits`` and ``data_init``; build the projections and the data-init state."""
+    def _setup_sign_channels(
+        self, bits: int, data_init: bool, losses: tuple[float, float, float, float]
+    ) -> None:
+        """Check ``bits``, ``data_init`` and the loss options ``(temperature, diversity, beta, entropy_weight)``;
+        build the projections and the data-init state."""
+        temperature, diversity, beta, entropy_weight = losses
+        self.temperature = check_range("temperature", temperature, 0.0, float("inf"), low_open=True)
+        self.diversity = check_range("diversity", diversity, 0.0, float("inf"))
+        self.beta = check_range("beta", beta, 0.0, float("inf"))
+        self.entropy_weight = check_range("entropy_weight", entropy_weight, 0.0, float("inf"))
         self.bits = check_positive_int("bits", bits)
         if self.bits > MAX_INDEX_BITS:
             raise ValueError(f"bits: expected at most {MAX_INDEX_BITS} (int64 codes), got {bits}")
@@ -159,6 +167,10 @@ class SignQuantizer(Quantizer):
         ready = not (self.data_init and self.input_linear() is not None)
         self.register_buffer("initialized", torch.tensor(ready))
         self._known_initialized = ready  # host copy: reading the buffer each step would sync with the device
+
+    @classmethod
+    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
+        return {"bits": bits}
 
     @property
     @abstractmethod
@@ -270,18 +282,10 @@ class LFQ(SignQuantizer):
     ) -> None:
         super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
         self.scale = check_range("scale", scale, 0.0, float("inf"), low_open=True)
-        self.temperature = check_range("temperature", temperature, 0.0, float("inf"), low_open=True)
-        self.diversity = check_range("diversity", diversity, 0.0, float("inf"))
         self.entropy_mode: lfq_math.EntropyMode = check_choice(  # type: ignore[assignment]
             "entropy_mode", entropy_mode, ("auto", "exact", "factorized")
         )
-        self.beta = check_range("beta", beta, 0.0, float("inf"))
-        self.entropy_weight = check_range("entropy_weight", entropy_weight, 0.0, float("inf"))
-        self._setup_sign_channels(bits, data_init)
-
-    @classmethod
-    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
-        return {"bits": bits}
+        self._setup_sign_channels(bits, data_init, (temperature, diversity, beta, entropy_weight))
 
     @property
     def code_scale(self) -> float:
