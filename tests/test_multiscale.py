@@ -309,8 +309,8 @@ def test_an_image_tokenizer_at_a_rate() -> None:
         assert torch.equal(model.decode(model.encode(x)), out.reconstruction)
     q = model.quantizer
     assert isinstance(q, MultiScaleVQ) and q.spatial_dims == 2
-    assert model.bits_per_item((1, 28, 28)) == 49 * 8  # the nominal rate; the 7x7 map's own count is lower:
-    assert q.bits_per_map((7, 7)) == 6 * (3 * 1 + 9 + 49)
+    # The 7x7 map's own count (its cells once each), below the nominal 49 x 8 = 392 of lcm-sided maps.
+    assert model.bits_per_item((1, 28, 28)) == q.bits_per_map((7, 7)) == 6 * (3 * 1 + 9 + 49)
 
 
 # ---------------------------------------------------------------------- errors

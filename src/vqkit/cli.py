@@ -197,7 +197,7 @@ def _eval(args: argparse.Namespace) -> int:
     split = args.split or config.eval.split
     model, meta = load_run_model(args.run, str(args.checkpoint) if args.checkpoint else None)
     dataset = load_split(config, split)
-    metrics = evaluate(model, dataset, config)
+    metrics = evaluate(model, dataset, config, progress=True)
     result = {"split": split, "checkpoint": meta.get("checkpoint"), "metrics": metrics}
     atomic_write_text(args.run / "eval.json", json.dumps(result, indent=2))
     report = write_report(args.run, metrics, model=model, dataset=dataset, items=config.eval.report_items)

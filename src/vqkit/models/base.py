@@ -245,8 +245,12 @@ class Tokenizer(nn.Module, PretrainedMixin, ABC):
     # ------------------------------------------------------------------ rates
     def bits_per_item(self, item_shape: Sequence[int], num_quantizers: int | None = None) -> float:
         """Nominal bits for one item: ``prod(latent_shape(item_shape)) * quantizer.bits_per_vector`` (of the
-        first ``num_quantizers`` levels when given)."""
+        first ``num_quantizers`` levels when given); for codes shared by a grid's cells (multi-scale VQ) the
+        exact count of the cells on this latent grid (``bits_per_map``)."""
         q = self.quantizer
+        if q.shared_codes:
+            bits_per_map = getattr(q, "bits_per_map")  # noqa: B009  (a grid quantizer's own method)
+            return float(bits_per_map(self.latent_shape(item_shape), num_quantizers))
         bits = q.bits_per_vector if num_quantizers is None else q.bits_per_vector_at(num_quantizers)
         return math.prod(self.latent_shape(item_shape)) * bits
 

@@ -14,6 +14,9 @@ ways, as a reader comparing budgets needs them:
 * ``steps``: the steps with the quantizer (``train.steps``: the same for every method of a bench);
 * ``pretrain_epochs``: the epochs of the pretrain stage before them (``train.pretrain_epochs``; 0: none);
 * ``total_steps``: every optimizer step the run took, pretraining included (its final checkpoint's step).
+
+Progress: one reporter over the bench's runs (``vqkit.train.progress``: a line per run trained, with the ETA),
+under which each run's training and evaluation bars nest.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,19 +34,17 @@ import torch
 from vqkit.rates import kwargs_at_rate
 from vqkit.train import checkpoint as ckpt
 from vqkit.train.bench_report import write_bench_report
-from vqkit.train.bench_spec import load_bench
+from vqkit.train.bench_spec import BenchSpec, load_bench
 from vqkit.train.config import ConfigError, RunConfig, apply_override, build_config, read_config_file
 from vqkit.train.evaluate import evaluate
 from vqkit.train.loop import train
+from vqkit.train.progress import progress
+from vqkit.train.report_figures import AUDIO_CLIPS, USAGE_ITEMS, SampleSet, fixed_items, model_samples, slug
 from vqkit.train.run import RunPaths, load_run_model, load_split, run_config
 from vqkit.utils.atomic import atomic_write_text
 from vqkit.utils.timing import best_seconds
 
 __all__ = ["load_bench", "run_bench", "write_bench_report"]
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 @torch.no_grad()
@@ -78,7 +80,7 @@ def _plan(
     cannot reach that rate."""
     if fixed is not None:  # the entry's own settings, at whatever rate they give
         name, kwargs = fixed["name"], fixed["kwargs"]
-        run_dir = out / "runs" / f"{_slug(fixed['label'])}-s{seed}"
+        run_dir = out / "runs" / f"{slug(fixed['label'])}-s{seed}"
     else:
         assert bits is not None
         name, kwargs = method, kwargs_at_rate(method, int(base["model"].get("latent_dim", 0)), bits)
@@ -94,19 +96,8 @@ def _plan(
     return _Run(method, bits, seed, name, kwargs, run_dir, build_config(raw), levels)
 
 
-def _run_one(
-    base: dict[str, Any],
-    method: str,
-    bits: int | None,
-    seed: int,
-    out: Path,
-    *,
-    fixed: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def _run_one(run: _Run) -> dict[str, Any]:
     """The row of one run: read back when it is finished, else trained (or resumed), evaluated and written."""
-    run = _plan(base, method, bits, seed, out, fixed)
-    if not isinstance(run, _Run):
-        return run
     settings = _settings(run.config)
     result_path = run.run_dir / "bench.json"
     if result_path.exists():
@@ -131,13 +122,13 @@ def _result_row(
     the module docstring), the time and throughput, and the settings it was made with."""
     model, _ = load_run_model(run.run_dir)
     test = load_split(run.config, run.config.eval.split)  # config.seed is this run's seed
-    metrics = evaluate(model, test, run.config)
+    metrics = evaluate(model, test, run.config, progress=True)
     q = model.quantizer
     levels = [
         {
             "num_quantizers": k,
             "bits": q.bits_per_vector_at(k),
-            "metrics": evaluate(model, test, run.config, num_quantizers=k),
+            "metrics": evaluate(model, test, run.config, num_quantizers=k, progress=True),
         }
         for k in (range(1, q.num_levels) if run.levels else ())
     ]
@@ -233,17 +224,65 @@ def run_bench(
     narrow or replace the file's (a run of another seed is another run folder, so seeds add up)."""
     spec = load_bench(path, quick=quick, methods=methods, seeds=seeds)
     base = read_config_file(spec.config)
-    for override in [*spec.overrides, "train.progress=false", "train.tensorboard=false"]:
+    for override in [*spec.overrides, "train.tensorboard=false"]:
         base = apply_override(base, override)
     out = Path(out)
-    rows = []
+    planned = [
+        (note, _plan(base, m, bits, seed, out, fixed)) for note, (m, bits, seed, fixed) in _entries(spec)
+    ]
+    runs = [run for _, run in planned if isinstance(run, _Run)]
+    done = sum((run.run_dir / "bench.json").exists() for run in runs)
+    rows, shown = [], []
+    # One line per run trained (finished runs are read back without one); a run's training and evaluation bars
+    # nest inside this one on a terminal and print nothing in a log.
+    with progress(len(runs), desc="bench", unit="run", initial=done, every=0.0) as bar:
+        for note, run in planned:
+            if not isinstance(run, _Run):  # a rate the method cannot reach
+                rows.append(run)
+                continue
+            finished = (run.run_dir / "bench.json").exists()
+            if not finished:
+                bar.note(note)
+            rows.append(_run_one(run))
+            if run.seed == spec.seeds[0]:
+                shown.append((run, rows[-1]))
+            rows.extend(level_rows(rows[-1]))
+            if not finished:
+                bar.update(1)
+    return write_bench_report(out, spec, rows, quick=quick, samples=_samples(shown))
+
+
+def _entries(spec: BenchSpec) -> Iterator[tuple[str, tuple[str, int | None, int, dict[str, Any] | None]]]:
+    """Every run of the bench, in order, as ``(what the log says, (method, bits, seed, fixed entry))``."""
     for seed in spec.seeds:
         for entry in spec.fixed:
-            print(f"bench: {entry['label']} ({entry['name']} {entry['kwargs']}), seed {seed}", flush=True)
-            rows.append(_run_one(base, entry["label"], None, seed, out, fixed=entry))
-            rows.extend(level_rows(rows[-1]))
+            note = f"bench: {entry['label']} ({entry['name']} {entry['kwargs']}), seed {seed}"
+            yield note, (entry["label"], None, seed, entry)
         for bits in spec.bits if spec.methods else []:
             for method in spec.methods:
-                print(f"bench: {method} at {bits} bits, seed {seed}", flush=True)
-                rows.append(_run_one(base, method, bits, seed, out))
-    return write_bench_report(out, spec, rows, quick=quick)
+                yield f"bench: {method} at {bits} bits, seed {seed}", (method, bits, seed, None)
+
+
+def _samples(runs: list[tuple[_Run, dict[str, Any]]]) -> SampleSet | None:
+    """What the report's pictures show: each first-seed run's model (and each prefix of a ``levels`` run's) on
+    the same few test items. Runs on other data than the first (a fixed entry's data override) are left out."""
+    if not runs:
+        return None
+    first = runs[0][0].config
+    test = load_split(first, first.eval.split)
+    modality = str(getattr(test, "modality", "vector"))
+    items = fixed_items(test, AUDIO_CLIPS if modality == "audio" else first.eval.report_items)
+    usage_items = fixed_items(test, USAGE_ITEMS[modality])
+    models = {}
+    for run, row in runs:
+        if run.config.data != first.data or run.config.seed != first.seed:
+            continue
+        model, _ = load_run_model(run.run_dir)
+        models[(row["method"], row["bits"])] = model_samples(
+            model, items, usage_items, row["method"], modality
+        )
+        for level, prefix in zip(row.get("levels", []), level_rows(row), strict=True):
+            k = level["num_quantizers"]
+            sample = model_samples(model, items, usage_items, prefix["method"], modality, num_quantizers=k)
+            models[(prefix["method"], prefix["bits"])] = sample
+    return SampleSet(modality, getattr(test, "sample_rate", None), items, models)

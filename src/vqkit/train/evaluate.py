@@ -30,8 +30,10 @@ import torch
 from vqkit.metrics.codes.usage import CodebookUsage
 from vqkit.models.base import Tokenizer, TokenizerOutput
 from vqkit.train.batches import batches
+from vqkit.train.cell_rates import CellRates
 from vqkit.train.config import RunConfig
 from vqkit.train.log import loss_terms
+from vqkit.train.progress import progress as make_progress
 
 QUICK_ITEMS = 1024
 # The collapse scores hold every scored item's flattened encoder output on the host (a 16x16x256 latent is
@@ -77,18 +79,25 @@ def evaluate(
     device: torch.device | None = None,
     quick: bool = False,
     num_quantizers: int | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """The metrics of ``model`` on ``dataset`` (see the module docstring); the model's mode is restored.
 
     ``num_quantizers=k`` evaluates the reconstruction from the first ``k`` residual levels
-    (``Tokenizer.forward_levels``; no quantizer loss terms), at that prefix's rate."""
+    (``Tokenizer.forward_levels``; no quantizer loss terms), at that prefix's rate. ``progress``: report the
+    batches done (``vqkit.train.progress``: a bar on a terminal, else a line per tenth)."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     totals = _Totals(model, dataset, config, device, quick, num_quantizers)
-    for x in batches(dataset, config.eval.batch_size, _item_limit(config, quick)):
-        x = x.to(device)
-        totals.update(x, model(x) if num_quantizers is None else model.forward_levels(x, num_quantizers))
+    limit = _item_limit(config, quick)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    size = config.eval.batch_size
+    with make_progress(-(-count // size), desc="eval", unit="batch", enabled=progress) as bar:
+        for x in batches(dataset, size, limit):
+            x = x.to(device)
+            totals.update(x, model(x) if num_quantizers is None else model.forward_levels(x, num_quantizers))
+            bar.update(1)
     result = totals.compute(model)
     result.update(_rate(model, dataset, totals.item_shape, num_quantizers))
     result["items"] = float(totals.items)
@@ -160,7 +169,9 @@ class _Totals:
         q = model.quantizer
         width = q.codes_per_vector if num_quantizers is None else q.level_widths()[num_quantizers - 1]
         self.usage = CodebookUsage(q.alphabet_sizes[:width]).to(device)
-        self.coded = _coded_rate(q.alphabet_sizes[:width], quick)
+        # Codes shared by a grid's cells (multi-scale VQ) count once per cell, not per position (cell_rates).
+        self.cells = CellRates(q, width, lambda sizes: _coded_rate(sizes, quick)) if q.shared_codes else None
+        self.coded = None if self.cells is not None else _coded_rate(q.alphabet_sizes[:width], quick)
         self.labels = None if quick else getattr(dataset, "labels", None)
         self.sums: dict[str, float] = {}
         self.squared_error, self.values, self.items = 0.0, 0, 0
@@ -173,6 +184,8 @@ class _Totals:
         self.usage.update(out.quantizer.codes)
         if self.coded is not None:
             self.coded.update(out.quantizer.codes)
+        if self.cells is not None:
+            self.cells.update(out.quantizer.codes)
         n = x.shape[0]
         keep = min(n, COLLAPSE_ITEMS - self.items)
         if self.labels is not None and keep > 0:
@@ -209,6 +222,8 @@ class _Totals:
         if coded:
             result["codebook/coded_bits"] = coded["coded_bits"]
             result["coded_bits_per_item"] = coded["coded_bits_per_item"]
+        if self.cells is not None:
+            result.update(self.cells.compute())
         if self.labels is not None:
             scored = min(self.items, COLLAPSE_ITEMS)
             embeddings, codes = torch.cat(self.embeddings), torch.cat(self.item_codes)

@@ -1,4 +1,4 @@
-"""The training log: what a step's row holds, ``metrics.csv`` (and TensorBoard), and the progress bar.
+"""The training log: what a step's row holds, ``metrics.csv`` (and TensorBoard), and the run's progress.
 
 ``metrics.csv`` is long-format (``step, phase, name, value``: columns vary by phase and quantizer, one line per
 value keeps the file rectangular) and append-only, so a resumed run continues it after ``truncate_log`` has
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from vqkit.models.base import TokenizerOutput
+from vqkit.train.progress import Progress
+from vqkit.train.progress import progress as make_progress
 from vqkit.train.run import RunPaths
 from vqkit.utils.atomic import atomic_write_text
 
@@ -89,29 +91,7 @@ def truncate_log(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(",".join(r) + "\n" for r in kept))
 
 
-class Progress(Protocol):
-    def update(self, n: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class NoProgress:
-    """The progress bar where there is none (other ranks, ``train.progress=false``, no tqdm)."""
-
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def progress(total: int, start: int, enabled: bool) -> Progress:
-    """A tqdm bar over the run's ``total`` steps, starting at ``start`` (a resumed run)."""
-    if not enabled:
-        return NoProgress()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return NoProgress()
-    bar: Progress = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
-    return bar
+    """The run's progress over its ``total`` steps from ``start`` (a resumed run): a tqdm bar on a terminal,
+    else a line every tenth of the run or minute (``vqkit.train.progress``); silent inside a bench's bar."""
+    return make_progress(total, desc="train", unit="step", initial=start, enabled=enabled)

@@ -6,9 +6,12 @@ Plots:
 * ``utilization.png``: batch utilization during training and the validation split's codebook utilization;
 * ``pca.png``: encoder outputs and the code vectors they are quantized to, projected on the first two principal
   components of the outputs (the IVQ paper's Fig. 3: collapsed codes sit away from the embeddings);
-* ``reconstructions.png``: originals over reconstructions (images) or their log-magnitude spectrograms (audio).
+* ``reconstructions.png``: originals over reconstructions (images) or their log-magnitude spectrograms (audio),
+  and ``usage.png``, the sorted code frequencies (``vqkit.train.report_figures``, the pictures a bench draws
+  per method); for audio the clips as WAVs under ``audio/``.
 
-Everything is written atomically (each PNG, then the report).
+Everything is written atomically (each PNG, then ``report.md``, then ``report.html``: the same report as one
+self-contained page, ``vqkit.train.report_html``).
 """
 
 from __future__ import annotations
@@ -21,10 +24,19 @@ from typing import Any
 
 import torch
 
-from vqkit.functional.spectral import magnitude_stft
 from vqkit.models.base import Tokenizer
 from vqkit.train.evaluate import metric_sections
 from vqkit.train.plots import pyplot, save_png
+from vqkit.train.report_figures import (
+    AUDIO_CLIPS,
+    USAGE_ITEMS,
+    clip_table,
+    model_samples,
+    reconstruction_grid,
+    usage_plot,
+    write_clips,
+)
+from vqkit.train.report_html import write_html_report
 from vqkit.train.run import RunPaths, read_run_json
 from vqkit.utils.atomic import atomic_write_text
 
@@ -98,36 +110,6 @@ def plot_pca(model: Tokenizer, x: torch.Tensor, out: Path) -> str | None:
     return save_png(fig, out)
 
 
-@torch.no_grad()
-def plot_reconstructions(model: Tokenizer, x: torch.Tensor, modality: str, out: Path) -> str | None:
-    recon = model(x).reconstruction
-    plt = pyplot()
-    n = x.shape[0]
-    if modality == "image":
-        fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
-        for i in range(n):
-            for row, img in enumerate((x[i], recon[i].clamp(0, 1))):
-                ax = axes[row][i]
-                ax.imshow(
-                    img.permute(1, 2, 0).squeeze(-1).cpu().numpy(), cmap="gray" if img.shape[0] == 1 else None
-                )
-                ax.axis("off")
-        axes[0][0].set_title("original", fontsize=7, loc="left")
-        axes[1][0].set_title("reconstruction", fontsize=7, loc="left")
-        return save_png(fig, out)
-    if modality == "audio":
-        count = min(n, 3)
-        fig, axes = plt.subplots(2, count, figsize=(3.5 * count, 4), squeeze=False)
-        for i in range(count):
-            for row, wave in enumerate((x[i], recon[i])):
-                spec = torch.log10(magnitude_stft(wave.reshape(-1).cpu(), 512, 128) + 1e-5)
-                axes[row][i].imshow(spec.numpy(), origin="lower", aspect="auto", cmap="magma")
-                axes[row][i].set_title(("original", "reconstruction")[row], fontsize=7)
-                axes[row][i].axis("off")
-        return save_png(fig, out)
-    return None
-
-
 def _fmt(value: float) -> str:
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return str(value)
@@ -142,19 +124,25 @@ def write_report(
     dataset: Any = None,
     items: int = 8,
 ) -> Path:
-    """Write ``plots/*.png`` and ``report.md`` for ``run_dir`` from its log and ``metrics`` (an evaluation)."""
+    """Write ``plots/*.png`` and ``report.md`` for ``run_dir`` from its log and ``metrics`` (an evaluation);
+    with ``model`` and ``dataset`` (``vqkit eval``), also the pictures of ``vqkit.train.report_figures`` (and,
+    for audio, the clips under ``audio/``) and ``report.html``. Returns ``report.md``."""
     paths = RunPaths(run_dir)
     series = read_log(paths.metrics)
     figures: list[tuple[str, str | None]] = [
         ("Training curves", plot_curves(series, paths.plots / "curves.png")),
         ("Codebook utilization over training", plot_utilization(series, paths.plots / "utilization.png")),
     ]
-    if model is not None and dataset is not None and len(dataset) > 0:
-        figures += _model_figures(model, dataset, items, paths.plots)
+    clips: list[str] = []
+    full = model is not None and dataset is not None and len(dataset) > 0
+    if model is not None and full:
+        more, clips = _model_figures(model, dataset, items, paths)
+        figures += more
     lines = [f"# Run report: `{paths.root.name}`", "", *_metric_lines(metrics)]
     for title, name in figures:
         if name is not None:
             lines += ["", f"## {title}", "", f"![{title}](plots/{name})"]
+    lines += clips
     if paths.data.exists():
         data_info = read_run_json(paths.data)
         if data_info:
@@ -169,22 +157,39 @@ def write_report(
     config_text = paths.config.read_text() if paths.config.exists() else ""
     if config_text:
         lines += ["", "## Resolved config", "", "```yaml", config_text.rstrip(), "```"]
-    return atomic_write_text(paths.report, "\n".join(lines) + "\n")
+    report = atomic_write_text(paths.report, "\n".join(lines) + "\n")
+    if full:
+        write_html_report(report)
+    return report
 
 
-def _model_figures(model: Tokenizer, dataset: Any, items: int, plots: Path) -> list[tuple[str, str | None]]:
-    """The figures that need the model: PCA of embeddings and codes, and ``items`` reconstructions."""
+def _model_figures(
+    model: Tokenizer, dataset: Any, items: int, paths: RunPaths
+) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """The figures that need the model (PCA of embeddings and codes; reconstructions of the first ``items``
+    items, or ``AUDIO_CLIPS`` clips; code usage), and for audio the clips' section of the report."""
     device = next(model.parameters()).device
+    modality = str(getattr(dataset, "modality", "vector"))
     sample = torch.stack([dataset[i] for i in range(min(len(dataset), max(items, 256)))]).to(device)
     model.eval()
-    modality = getattr(dataset, "modality", "vector")
-    return [
+    shown = sample[: AUDIO_CLIPS if modality == "audio" else items]
+    q = model.quantizer
+    label = f"{q.registry_name or type(q).__name__} {q.codebook_label}"
+    samples = model_samples(model, shown, sample[: USAGE_ITEMS[modality]], label, modality)
+    plots = paths.plots
+    figures = [
         ("Embeddings and codes (PCA)", plot_pca(model, sample, plots / "pca.png")),
         (
             "Reconstructions",
-            plot_reconstructions(model, sample[:items], modality, plots / "reconstructions.png"),
+            reconstruction_grid(shown.cpu(), [samples], modality, plots / "reconstructions.png"),
         ),
+        ("Code usage", usage_plot([samples], plots / "usage.png")),
     ]
+    rate = getattr(dataset, "sample_rate", None)
+    if modality != "audio" or not rate:
+        return figures, []
+    table = write_clips(shown.cpu(), [samples], int(rate), paths.root / "audio")
+    return figures, ["", "## Audio clips", "", *clip_table(table, "audio/")]
 
 
 def _metric_lines(metrics: dict[str, float]) -> list[str]:
