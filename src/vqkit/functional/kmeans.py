@@ -38,7 +38,15 @@ def kmeans_plusplus(
 ) -> torch.Tensor:
     """k-means++ seeding: each new centre drawn with probability proportional to its squared distance to the
     nearest centre so far. ``[N, D] -> [K, D]``. With ``K > N`` every point is used once and the rest are
-    duplicates with a tiny jitter (there are no more distinct points to pick)."""
+    duplicates with a tiny jitter (there are no more distinct points to pick).
+
+    Every pick stays on the device, so seeding ``K`` centres reads nothing back to the host (the loop this
+    replaces read each pick back with ``.item()`` and tested the total with ``bool``: two device syncs per centre
+    on GPU). The draw is ``torch.multinomial``'s own for one sample, an exponential race (``argmax`` of the
+    weights over ``Exp(1)`` noise from ``generator``), written out without the checks of the weights that
+    ``multinomial`` runs on the host in some torch versions; with the same operations on the same weights, a
+    seed gives the same centres as before. A zero total (every point on a centre) falls back to uniform
+    weights by ``torch.where`` instead of a branch."""
     n = x.shape[0]
     points = F.normalize(x, dim=-1) if distance == "cosine" else x
     if num_centers >= n:
@@ -49,17 +57,20 @@ def kmeans_plusplus(
         centers[n:] += 1e-3 * points.std() * jitter
         return centers
     centers = points.new_empty((num_centers, points.shape[1]))
-    first = int(torch.randint(n, (1,), device=x.device, generator=generator).item())
-    centers[0] = points[first]
-    min_d = (points - centers[0]).pow(2).sum(-1)
+    pick = torch.randint(n, (1,), device=x.device, generator=generator)
+    centers[:1] = points.index_select(0, pick)
+    # The distances |x - c|^2 as before, into buffers allocated once (the same values, no [N, D] allocation
+    # per centre).
+    diff = torch.empty_like(points)
+    min_d = torch.sub(points, centers[0], out=diff).pow_(2).sum(-1)
+    d, noise = torch.empty_like(min_d), torch.empty_like(min_d)
     for i in range(1, num_centers):
         total = min_d.sum()
-        if total <= 0:  # every point coincides with a centre: fall back to uniform picks
-            pick = int(torch.randint(n, (1,), device=x.device, generator=generator).item())
-        else:
-            pick = int(torch.multinomial(min_d / total, 1, generator=generator).item())
-        centers[i] = points[pick]
-        torch.minimum(min_d, (points - centers[i]).pow(2).sum(-1), out=min_d)
+        weights = torch.where(total > 0, min_d / total, 1.0)
+        pick = torch.argmax(weights / noise.exponential_(generator=generator), dim=0, keepdim=True)
+        centers[i : i + 1] = points.index_select(0, pick)
+        torch.sum(torch.sub(points, centers[i], out=diff).pow_(2), -1, out=d)
+        torch.minimum(min_d, d, out=min_d)
     return centers
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 DENSE_COUNT_LIMIT = 1 << 22
-"""Alphabets up to this size are counted densely; larger implicit codebooks (FSQ, LFQ) with
-``unique``, which costs O(N log N) and nothing proportional to the alphabet."""
+"""Alphabets up to this size are counted densely; larger implicit codebooks (FSQ, LFQ) by the runs of the sorted
+codes, which costs O(N log N) and nothing proportional to the alphabet."""
 
 
 def code_counts(codes: torch.Tensor, num_codes: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -56,8 +56,14 @@ def batch_usage(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torc
         counts.index_add_(0, flat.clamp(min=0), coded)
         used = (counts > 0).sum()
     else:
-        values, sparse = torch.unique(flat, return_counts=True)
-        counts = sparse.to(torch.float64) * (values >= 0)
+        # Runs of the sorted codes instead of torch.unique: the same counts (in at most N bins, zeros included),
+        # without unique's data-dependent output size, which on CUDA reads a value back to the host.
+        ordered = flat.sort().values
+        starts = torch.ones_like(ordered, dtype=torch.bool)
+        starts[1:] = ordered[1:] != ordered[:-1]
+        runs = starts.cumsum(0) - 1
+        counts = torch.zeros(flat.numel(), dtype=torch.float64, device=flat.device)
+        counts.index_add_(0, runs, (ordered >= 0).to(torch.float64))
         used = (counts > 0).sum().to(torch.float64)
     utilization = used.to(torch.float32) / float(num_codes)
     perplexity = torch.exp2(entropy_bits(counts)).to(torch.float32)

@@ -13,10 +13,29 @@ Losses as the authors' ``legacy=False``: ``codebook = |sg[z] - q|^2`` (it reache
 Deviation from the authors' code: their ``get_codebook_entry`` decodes with the raw ``C``; ``decode`` here uses
 the effective codebook, as the contract requires.
 
-Metrics for the paper's Fig. 4: ``w_rank`` (numerical rank of ``W``) and ``w_frobenius`` (``|W|_F``), each step.
+Metrics for the paper's Fig. 4 (how much of the space the codebook spans), from the singular values ``s`` of ``W``:
+
+* ``w_rank``: how many ``s_i`` exceed ``RANK_RTOL = 1e-2`` of the largest (a relative threshold, so it can fall
+  when directions shrink; the numerical rank at machine precision, reported before, stayed at ``D`` in every run);
+* ``w_effective_rank``: ``exp(H(s / sum(s)))``, the entropy effective rank (Roy & Vetterli, "The effective rank:
+  a measure of effective dimensionality", EUSIPCO 2007): ``D`` for equal singular values, falling smoothly as
+  the spectrum concentrates;
+* ``w_frobenius``: ``|W|_F``.
+
+``w_frobenius`` is one ``D x D`` reduction and comes fresh with every forward. The two ranks need an SVD (and on
+CUDA ``svdvals`` synchronizes with the host), so the forward computes them lazily: on the first training forward
+and every ``stats_every``-th after it (every 50th by default, the trainer's default ``log_every``: without
+pretraining steps each logged row then holds its own step's ranks, otherwise ranks at most 49 steps old), and on
+an eval forward when a training forward ran since the last SVD (an evaluation loop takes one); other forwards
+return the last values. The metrics are present on every eager forward, so logs and averages see no gaps.
+``transform_stats()`` computes all three now.
+Compiled graphs (``torch.compile``) return ``w_frobenius`` only: the lazy rule is Python state, which a graph
+would guard on and recompile for.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +49,23 @@ from vqkit.quantizers.codebook import vq_losses
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 
+RANK_RTOL = 1e-2
+"""``w_rank`` counts the singular values of ``W`` above this share of the largest."""
+
+
+def transform_ranks(singular: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``w_rank`` (singular values above ``RANK_RTOL`` of the largest) and ``w_effective_rank`` (Roy & Vetterli's
+    ``exp`` of the entropy of ``s / sum(s)``) of the singular values ``s`` ``[D]`` (both 0 for ``s = 0``); no
+    host sync."""
+    singular = singular.float()
+    total = singular.sum()
+    p = singular / total.clamp(min=torch.finfo(singular.dtype).tiny)
+    entropy = -(p * torch.log(p.clamp(min=torch.finfo(p.dtype).tiny))).sum()
+    return {
+        "w_rank": (singular > RANK_RTOL * singular.max()).sum().float(),
+        "w_effective_rank": torch.exp(entropy) * (total > 0),
+    }
+
 
 @register_quantizer("simvq")
 class SimVQ(SingleCodebookQuantizer):
@@ -41,6 +77,8 @@ class SimVQ(SingleCodebookQuantizer):
         beta: weight of ``commitment``.
         gradient: ``"ste"`` or ``"rotation"`` (the rotation trick); the value is the same.
         train_codebook: also train ``C`` (Remark 4.1); by default ``C`` is a frozen buffer.
+        stats_every: the SVD behind ``w_rank`` / ``w_effective_rank`` runs on every ``stats_every``-th training
+            forward (and the first); see the module docstring. 1 computes them on every forward.
         layout, allow_nonfinite: see ``Quantizer``.
     """
 
@@ -54,6 +92,7 @@ class SimVQ(SingleCodebookQuantizer):
         beta: float = 0.25,
         gradient: Gradient = "ste",
         train_codebook: bool = False,
+        stats_every: int = 50,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
     ) -> None:
@@ -68,6 +107,11 @@ class SimVQ(SingleCodebookQuantizer):
         else:
             self.register_buffer("codebook", initial)
         self.transform = nn.Linear(dim, dim)
+        self.stats_every = check_positive_int("stats_every", stats_every)
+        # The lazy ranks (see the module docstring): host-side state, not in the state dict.
+        self._ranks: dict[str, torch.Tensor] | None = None
+        self._training_forwards = 0
+        self._ranks_stale = True
 
     @property
     def num_codebook_parameters(self) -> int:
@@ -82,11 +126,32 @@ class SimVQ(SingleCodebookQuantizer):
         return self.transform(self.codebook)
 
     def transform_stats(self) -> dict[str, torch.Tensor]:
-        """Rank and Frobenius norm of ``W`` (detached): how much of the space the codebook spans."""
+        """``w_rank``, ``w_effective_rank`` and ``w_frobenius`` of ``W`` now (detached; one SVD, which on CUDA
+        synchronizes): how much of the space the codebook spans."""
         w = self.transform.weight.detach().float()
-        singular = torch.linalg.svdvals(w)
-        tol = singular.max() * max(w.shape) * torch.finfo(w.dtype).eps
-        return {"w_rank": (singular > tol).sum().float(), "w_frobenius": torch.linalg.norm(w)}
+        return {**transform_ranks(torch.linalg.svdvals(w)), "w_frobenius": torch.linalg.norm(w)}
+
+    def _diagnostics(self) -> dict[str, torch.Tensor]:
+        """The forward's metrics: ``w_frobenius`` fresh, the ranks by the lazy rule of the module docstring."""
+        w = self.transform.weight.detach().float()
+        frobenius = torch.linalg.norm(w)
+        if torch.compiler.is_compiling():
+            return {"w_frobenius": frobenius}
+        if self.training:
+            self._training_forwards += 1
+            due = self._training_forwards % self.stats_every == 0
+        else:
+            due = self._ranks_stale
+        if due or self._ranks is None or self._ranks["w_rank"].device != w.device:
+            self._ranks = transform_ranks(torch.linalg.svdvals(w))
+            self._ranks_stale = False
+        if self.training:  # the optimizer may move W after this forward
+            self._ranks_stale = True
+        return {**self._ranks, "w_frobenius": frobenius}
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ranks, self._ranks_stale = None, True
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         effective = self.effective_codebook
@@ -97,7 +162,7 @@ class SimVQ(SingleCodebookQuantizer):
             quantized=estimate(q, z, self.gradient),
             codes=codes[:, None],
             losses=losses,
-            metrics=self.transform_stats(),
+            metrics=self._diagnostics(),
         )
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,238 @@
+"""Per-call work a user did not ask for (issue 14): SimVQ's diagnostics and k-means++ seeding, before and after.
+
+* **SimVQ** at N=16384, D=64, K=1024: three copies with the same state race round-robin
+  (``bench_common.race``): ``before`` computes the previous metrics on every forward (``svdvals`` of W and the
+  machine-precision rank, the code this change replaced, kept here as the reference), ``now`` is ``SimVQ`` as it
+  is (``w_frobenius`` every forward, the SVD every ``stats_every = 50`` training forwards), ``none`` returns no
+  diagnostics at all (the floor: ``now - none`` is what the diagnostics still cost). Each is timed on a training
+  step (forward, ``quantized.square().mean() + loss``, backward) and an eval forward (``no_grad``). The SVD and
+  the Frobenius norm are also timed alone, and the same race runs at D=512 (``simvq_wide``), where the
+  ``O(D^3)`` SVD is no longer small against the ``O(N K D)`` step.
+* **k-means++ seeding** of K=1024 centres from N=20000 points of D=64: the previous loop (one ``multinomial``
+  and ``.item()`` per centre, kept here as the reference) against ``vqkit.functional.kmeans_plusplus``, the host
+  reads of each (``item`` and ``bool`` of a tensor, counted) and whether they pick the same centres (they
+  should: the same draw on the same generator). On CPU a host read costs little; on a GPU each is a device sync
+  that waits for every queued kernel, which is what the change removes.
+
+Writes JSON (default ``benchmarks/results/bench_overhead.json``, atomically) with the ratios.
+
+    python benchmarks/bench_overhead.py [--threads 2] [--repeats 12] [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import THREADS, cpu_model, load_warning, race
+
+import vqkit
+from vqkit.functional.kmeans import kmeans_plusplus
+from vqkit.utils.atomic import atomic_write_text
+
+OUT = Path(__file__).resolve().parent / "results" / "bench_overhead.json"
+
+
+class EveryCallSimVQ(vqkit.SimVQ):
+    """``SimVQ`` with its previous metrics: an SVD and the machine-precision rank on every forward."""
+
+    def _diagnostics(self) -> dict[str, torch.Tensor]:
+        w = self.transform.weight.detach().float()
+        singular = torch.linalg.svdvals(w)
+        tol = singular.max() * max(w.shape) * torch.finfo(w.dtype).eps
+        return {"w_rank": (singular > tol).sum().float(), "w_frobenius": torch.linalg.norm(w)}
+
+
+class BareSimVQ(vqkit.SimVQ):
+    """``SimVQ`` without diagnostics: the floor."""
+
+    def _diagnostics(self) -> dict[str, torch.Tensor]:
+        return {}
+
+
+@torch.no_grad()
+def synced_kmeans_plusplus(x: torch.Tensor, num_centers: int, generator: torch.Generator) -> torch.Tensor:
+    """The previous seeding loop (l2, K < N), verbatim in substance: one host read per centre."""
+    n = x.shape[0]
+    centers = x.new_empty((num_centers, x.shape[1]))
+    first = int(torch.randint(n, (1,), device=x.device, generator=generator).item())
+    centers[0] = x[first]
+    min_d = (x - centers[0]).pow(2).sum(-1)
+    for i in range(1, num_centers):
+        total = min_d.sum()
+        if total <= 0:
+            pick = int(torch.randint(n, (1,), device=x.device, generator=generator).item())
+        else:
+            pick = int(torch.multinomial(min_d / total, 1, generator=generator).item())
+        centers[i] = x[pick]
+        torch.minimum(min_d, (x - centers[i]).pow(2).sum(-1), out=min_d)
+    return centers
+
+
+@contextmanager
+def host_reads() -> Iterator[list[int]]:
+    """Count ``Tensor.item`` and ``Tensor.__bool__`` calls inside the block (one per sync on a GPU)."""
+    count = [0]
+    originals = {name: getattr(torch.Tensor, name) for name in ("item", "__bool__")}
+
+    def counted(original: Callable[..., object]) -> Callable[..., object]:
+        def call(*args: object) -> object:
+            count[0] += 1
+            return original(*args)
+
+        return call
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, counted(original))
+    try:
+        yield count
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+def _train_step(q: vqkit.SimVQ, x: torch.Tensor) -> None:
+    q.train()
+    q.zero_grad(set_to_none=True)
+    out = q(x.clone().requires_grad_(True))
+    (out.quantized.square().mean() + out.loss).backward()
+
+
+def _eval_forward(q: vqkit.SimVQ, x: torch.Tensor) -> None:
+    q.eval()
+    with torch.no_grad():
+        q(x)
+
+
+def _micro(fn: Callable[[], object], repeats: int = 200) -> float:
+    """Best of five means over ``repeats`` calls, in microseconds."""
+    fn()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best * 1e6
+
+
+def _svdvals_us(dim: int) -> float:
+    """``svdvals`` of a ``dim x dim`` Gaussian matrix: what an SVD per forward costs at other widths."""
+    w = torch.randn(dim, dim, generator=torch.Generator().manual_seed(dim))
+    return _micro(lambda: torch.linalg.svdvals(w), repeats=200 if dim <= 64 else 10)
+
+
+def bench_simvq(
+    n: int, dim: int, codes: int, repeats: int, svd_dims: tuple[int, ...] = ()
+) -> dict[str, object]:
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
+    variants: dict[str, vqkit.SimVQ] = {}
+    for label, cls in (("before", EveryCallSimVQ), ("now", vqkit.SimVQ), ("none", BareSimVQ)):
+        torch.manual_seed(0)
+        variants[label] = cls(dim, codes)
+    train = race({k: functools.partial(_train_step, q, x) for k, q in variants.items()}, repeats)
+    evals = race({k: functools.partial(_eval_forward, q, x) for k, q in variants.items()}, 2 * repeats)
+    w = variants["now"].transform.weight.detach()
+    train_ms = {k: 1e3 * t.best for k, t in train.items()}
+    eval_ms = {k: 1e3 * t.best for k, t in evals.items()}
+    ratios = {}
+    for kind, times in (("train", train_ms), ("eval forward", eval_ms)):
+        ratios[f"{kind}: before / now"] = times["before"] / times["now"]
+        ratios[f"{kind}: now / none"] = times["now"] / times["none"]
+    rows = {
+        "train_ms": train_ms,
+        "eval_forward_ms": eval_ms,
+        "median_train_ms": {k: 1e3 * t.median for k, t in train.items()},
+        "median_eval_forward_ms": {k: 1e3 * t.median for k, t in evals.items()},
+        "svdvals_us": _micro(lambda: torch.linalg.svdvals(w)),
+        "svdvals_us_at_dim": {d: _svdvals_us(d) for d in svd_dims},
+        "frobenius_us": _micro(lambda: torch.linalg.norm(w)),
+        "ratios": ratios,
+    }
+    return {"n": n, "dim": dim, "codebook_size": codes, "stats_every": variants["now"].stats_every, **rows}
+
+
+def bench_seeding(n: int, dim: int, centers: int, repeats: int) -> dict[str, object]:
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(1))
+
+    def seeded(fn: Callable[..., torch.Tensor]) -> Callable[[], object]:
+        return lambda: fn(x, centers, generator=torch.Generator().manual_seed(0))
+
+    fns = {"before": seeded(synced_kmeans_plusplus), "now": seeded(kmeans_plusplus)}
+    reads = {}
+    for label, fn in fns.items():
+        with host_reads() as count:
+            fn()
+        reads[label] = count[0]
+    same = torch.equal(
+        synced_kmeans_plusplus(x, centers, generator=torch.Generator().manual_seed(0)),
+        kmeans_plusplus(x, centers, generator=torch.Generator().manual_seed(0)),
+    )
+    timing = race(fns, repeats, warmup=1)
+    seconds = {k: t.best for k, t in timing.items()}
+    return {
+        "n": n,
+        "dim": dim,
+        "num_centers": centers,
+        "seconds": seconds,
+        "median_seconds": {k: t.median for k, t in timing.items()},
+        "host_reads": reads,
+        "ratio before / now": seconds["before"] / seconds["now"],
+        "same centres": same,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a check that it runs")
+    parser.add_argument("--json", type=Path, default=OUT)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started, load_before = time.perf_counter(), os.getloadavg()
+    if args.quick:
+        simvq, wide = bench_simvq(512, 16, 64, 2), bench_simvq(256, 64, 64, 2)
+        seeding = bench_seeding(500, 8, 32, 2)
+    else:
+        simvq = bench_simvq(16384, 64, 1024, args.repeats, svd_dims=(64, 256, 512))
+        wide = bench_simvq(16384, 512, 1024, max(2, args.repeats // 3))
+        seeding = bench_seeding(20000, 64, 1024, max(2, args.repeats // 4))
+    load_after = os.getloadavg()
+    report = {
+        "environment": {
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_model": cpu_model(),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+            "wall_s": time.perf_counter() - started,
+            "command": " ".join(["python", *sys.argv]),
+            "timing": "min over round-robin repeats after warm-up (median recorded too)",
+        },
+        "simvq": simvq,
+        "simvq_wide": wide,
+        "kmeans_plusplus": seeding,
+    }
+    for section in ("simvq", "simvq_wide", "kmeans_plusplus"):
+        print(section, json.dumps(report[section], indent=1))
+    warning = load_warning(load_before, load_after)
+    if warning:
+        print(warning)
+    atomic_write_text(args.json, json.dumps(report, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
