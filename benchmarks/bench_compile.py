@@ -110,7 +110,11 @@ def main() -> None:
     started, load_before = time.perf_counter(), os.getloadavg()
     rows = []
     for name in names:
-        rows.append(bench_one(name, args.n, args.dim, args.repeats))
+        try:
+            rows.append(bench_one(name, args.n, args.dim, args.repeats))
+        except Exception as err:  # a quantizer that does not compile is a row that says why, not a crash
+            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+            rows.append({"quantizer": name, "skipped": f"failed: {type(err).__name__}: {first}"})
         print(json.dumps(rows[-1]), flush=True)
     load_after = os.getloadavg()
     warning = load_warning(load_before, load_after)

@@ -28,13 +28,35 @@ _TINY = 1e-12
 """Norms at or below this (squared norms below its square) count as zero: the rotation falls back to the STE."""
 
 
+class _StraightThrough(torch.autograd.Function):
+    """A copy of ``hard`` whose gradient goes to ``surrogate`` unchanged: one pass over ``[N, D]`` forward (the
+    copy) and none backward, where ``hard.detach() + (s - s.detach())`` takes two passes and two more in
+    backward. The value is ``hard`` itself, bit for bit."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, hard: torch.Tensor, surrogate: torch.Tensor
+    ) -> torch.Tensor:
+        return hard.detach().clone()
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, grad
+
+
 def straight_through(hard: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
     """Value of ``hard``, gradient of ``surrogate``: ``hard.detach() + (surrogate - surrogate.detach())``.
 
     Unlike ``surrogate + (hard - surrogate).detach()`` the value is *exactly* ``hard`` (``s - s`` is exactly 0
     for finite ``s``), which is what makes ``decode(encode(x)) == forward(x).quantized`` hold bit for bit.
+    In eager autograd it is ``_StraightThrough`` (the same value and gradient in fewer passes); compiled or
+    exported code keeps the formula (inductor fuses it; exporters need no Python function).
     """
-    return hard.detach() + (surrogate - surrogate.detach())
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return hard.detach() + (surrogate - surrogate.detach())
+    if not (torch.is_grad_enabled() and surrogate.requires_grad) or hard.shape != surrogate.shape:
+        return hard.detach() + (surrogate - surrogate.detach())
+    return _StraightThrough.apply(hard, surrogate)
 
 
 def rotated(e: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ use of ``K`` codes, 1 for a collapsed codebook. Utilization is the share of the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 DENSE_COUNT_LIMIT = 1 << 22
@@ -68,3 +70,25 @@ def batch_usage(codes: torch.Tensor, num_codes: int) -> tuple[torch.Tensor, torc
     utilization = used.to(torch.float32) / float(num_codes)
     perplexity = torch.exp2(entropy_bits(counts)).to(torch.float32)
     return utilization, perplexity
+
+
+@torch.no_grad()
+def column_usage(codes: torch.Tensor, sizes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_usage`` of every column of ``codes`` ``[N, C]`` (column ``j`` over ``sizes[j]`` codes): utilization
+    and perplexity ``[C]`` (float32). Columns that share one densely counted alphabet take one count table: each
+    column's row has a bin for ``NOT_CODED`` (-1) first, and the perplexity is ``exp(log T - sum c log c / T)``
+    over the counts ``c`` (``T`` their sum): a residual quantizer's metrics cost what one column's do, a third
+    of the kernels of a ``batch_usage`` per column."""
+    c, k = codes.shape[1], sizes[0]
+    if any(size != k for size in sizes) or c * (k + 1) > DENSE_COUNT_LIMIT:
+        usage = [batch_usage(codes[:, j], size) for j, size in enumerate(sizes)]
+        return torch.stack([u for u, _ in usage]), torch.stack([p for _, p in usage])
+    # Column-major bins, the offsets added along rows ([N, C] + [C] broadcasts over C-wide rows: 5x slower).
+    offsets = torch.arange(1, c * (k + 1), k + 1, device=codes.device)[:, None]
+    bins = (codes.t().contiguous() + offsets).reshape(-1)
+    one = torch.ones((), dtype=torch.float64, device=codes.device)
+    table = torch.zeros(c * (k + 1), dtype=torch.float64, device=codes.device)
+    counts = table.index_add_(0, bins, one.expand(bins.shape)).view(c, k + 1)[:, 1:]
+    total = counts.sum(1).clamp(min=1.0)
+    entropy = total.log() - torch.special.xlogy(counts, counts).sum(1) / total
+    return torch.count_nonzero(counts, dim=1).to(torch.float32) / k, entropy.exp().to(torch.float32)

@@ -29,7 +29,7 @@ from vqkit._validate import check_choice, check_codes_in_range, check_positive_i
 from vqkit.distributed import ProcessGroup
 from vqkit.functional.estimators import straight_through
 from vqkit.functional.numerics import all_finite, fp32_compute
-from vqkit.functional.stats import batch_usage
+from vqkit.functional.stats import column_usage
 from vqkit.hub import PretrainedMixin
 from vqkit.quantizers.config import constructor_config
 from vqkit.quantizers.masking import masked_forward, real_rows
@@ -71,6 +71,8 @@ class Quantizer(nn.Module, PretrainedMixin, ABC):
     shared_codes: ClassVar[bool] = False
     """One code per cell of the grid, stored at each of the cell's positions (``multiscale_vq``): the rate counts
     it once per cell, and ``_quantize_items`` / ``_encode_at`` / ``_decode_at`` read the grid."""
+
+    checks_own_channels: ClassVar[bool] = False  # FSQ, LFQ: check_finite on their projected channels instead
 
     def __init__(self, dim: int, *, layout: Layout = "channels_last", allow_nonfinite: bool = False) -> None:
         super().__init__()
@@ -338,21 +340,22 @@ class Quantizer(nn.Module, PretrainedMixin, ABC):
             raise ValueError(
                 f"{name}: expected size dim={self.dim} on {axis} (layout={self.layout!r}), got shape {shape}"
             )
-        # The check reads a value back to the host: eager mode only. Compiled code (torch.compile) skips it, so
-        # that a graph has no break and no sync; there NaN or Inf input is the caller's to rule out.
+        if not self.checks_own_channels:
+            self.check_finite(x, name)
+        return x.reshape(-1, self.dim), x.shape[:-1]
+
+    def check_finite(self, x: torch.Tensor, name: str = "x") -> None:
+        """Refuse NaN or Inf in ``x`` unless ``allow_nonfinite``: a host read, so eager mode only (no graph break)."""
         if not self.allow_nonfinite and x.numel() and not torch.compiler.is_compiling() and not all_finite(x):
             raise ValueError(f"{name}: contains NaN or Inf (pass allow_nonfinite=True to skip this check)")
-        lead = x.shape[:-1]
-        return x.reshape(-1, self.dim), lead
 
     def _output(
         self, flat: QuantizerOutput, dtype: torch.dtype, lead: torch.Size, real: torch.Tensor | None = None
     ) -> QuantizerOutput:
         """The public result from a flat one: input dtype and shape, usage metrics (of the ``real`` rows when
         a mask is given), loss weights."""
-        metrics, positions = self._usage_metrics(
-            flat.codes if real is None else flat.codes.index_select(0, real)
-        )
+        codes = flat.codes if real is None else flat.codes.index_select(0, real)
+        metrics, positions = self._usage_metrics(codes)
         metrics.update(flat.metrics)
         positions.update(flat.position_metrics)
         return QuantizerOutput(
@@ -371,12 +374,9 @@ class Quantizer(nn.Module, PretrainedMixin, ABC):
     def _usage_metrics(self, codes: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``(scalars, per position)``: the batch's utilization and perplexity, as means over the ``C`` code
         positions and (for ``C > 1``) one value per position."""
-        usage = [batch_usage(codes[:, j], size) for j, size in enumerate(self.alphabet_sizes)]
-        utils = torch.stack([u for u, _ in usage])
-        perps = torch.stack([p for _, p in usage])
+        utils, perps = column_usage(codes, self.alphabet_sizes)
         scalars = {"utilization": utils.mean(), "perplexity": perps.mean()}
-        positions = {"utilization": utils, "perplexity": perps} if len(usage) > 1 else {}
-        return scalars, positions
+        return scalars, ({"utilization": utils, "perplexity": perps} if utils.shape[0] > 1 else {})
 
 
 class SingleCodebookQuantizer(Quantizer):

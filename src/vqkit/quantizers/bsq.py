@@ -17,8 +17,7 @@ from torch import nn
 from vqkit._validate import check_int
 from vqkit.functional import bsq as bsq_math
 from vqkit.functional import lfq as lfq_math
-from vqkit.quantizers.base import straight_through
-from vqkit.quantizers.scalar import SignQuantizer
+from vqkit.quantizers.scalar import SignQuantizer, straight_through_if_grad
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 
@@ -102,15 +101,14 @@ class BSQ(SignQuantizer):
     def loss_weights(self) -> dict[str, float]:
         return {"commitment": self.beta, "entropy": self.entropy_weight}
 
-    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        u = self._channels(z)
-        codes = lfq_math.signs_to_index(u)
-        hard = self._hard(u)
-        losses = {"commitment": (u - hard).square().sum() / max(u.shape[0], 1)}
+    def _quantize_channels(self, u: torch.Tensor) -> QuantizerOutput:
+        codes, hard = self._signs(u)
+        losses = {"commitment": F.mse_loss(u, hard, reduction="sum") / max(u.shape[0], 1)}
         if self.training:
             per_sample, codebook = bsq_math.grouped_entropy_terms(
                 u, temperature=self.temperature, group_size=self.group_size
             )
             losses["entropy"] = per_sample - self.diversity * codebook
-        out = self.project_out(straight_through(hard, u))
-        return QuantizerOutput(quantized=out, codes=codes[:, None], losses=losses)
+        return QuantizerOutput(
+            quantized=self.project_out(straight_through_if_grad(hard, u)), codes=codes, losses=losses
+        )

@@ -35,6 +35,7 @@ from vqkit._validate import check_choice, check_positive_int, check_range
 from vqkit.distributed import ProcessGroup
 from vqkit.functional.kmeans import kmeans
 from vqkit.functional.search import nearest_code
+from vqkit.functional.vq_loss import loss_pair
 from vqkit.quantizers.codebook_rules import RESTART_RULES, UPDATE_RULES
 from vqkit.types import Distance
 
@@ -140,13 +141,16 @@ class CodebookOptions:
 def vq_losses(z: torch.Tensor, q: torch.Tensor, *, codebook_term: bool = True) -> dict[str, torch.Tensor]:
     """The VQ-VAE pair, unweighted means over elements: ``commitment = |z - sg q|^2`` (moves the encoder) and
     ``codebook = |sg z - q|^2`` (moves a gradient-trained codebook; omitted for EMA codebooks)."""
-    commitment = F.mse_loss(z, q.detach())
     if not codebook_term:
-        return {"commitment": commitment}
-    # The two terms have one value and differ only in where the gradient goes: without autograd (evaluation)
-    # one pass over [N, D] serves both.
+        return {"commitment": F.mse_loss(z, q.detach())}
+    # The two terms have one value and differ only in where the gradient goes: one difference serves both
+    # (without autograd, one mse pass).
     needs_grad = torch.is_grad_enabled() and (z.requires_grad or q.requires_grad)
-    return {"commitment": commitment, "codebook": F.mse_loss(q, z.detach()) if needs_grad else commitment}
+    if not needs_grad:
+        commitment = F.mse_loss(z, q)
+        return {"commitment": commitment, "codebook": commitment}
+    commitment, codebook = loss_pair(z, q)
+    return {"commitment": commitment, "codebook": codebook}
 
 
 class Codebook(nn.Module):

@@ -29,6 +29,7 @@ from torch import nn
 
 from vqkit._validate import check_choice, check_positive_int, check_range
 from vqkit.functional.estimators import estimate, straight_through
+from vqkit.functional.linear import Linear
 from vqkit.quantizers.base import Quantizer
 from vqkit.quantizers.beam import beam_search
 from vqkit.quantizers.dropout import draw_levels, on_rows
@@ -183,7 +184,7 @@ class ResidualQuantizer(_Composite):
                 )
         self.project = bool(project)
         self.project_in: nn.Module = nn.Linear(dim, stage_dim) if project else nn.Identity()
-        self.project_out: nn.Module = nn.Linear(stage_dim, dim) if project else nn.Identity()
+        self.project_out: nn.Module = Linear(stage_dim, dim) if project else nn.Identity()
         scales = torch.ones(len(self.stage_list), 1)
         if stage_scales is not None:
             given = torch.as_tensor(stage_scales, dtype=torch.float32)
@@ -268,7 +269,9 @@ class ResidualQuantizer(_Composite):
             self._walk(h.detach(), lambda stage, x: stage.warm_start(x))
         if self.joint_search:
             found = self.search(h.detach())
-        residual, total, surrogate = h, torch.zeros_like(h), torch.zeros_like(h)
+        residual = h
+        total: torch.Tensor | None = None
+        surrogate: torch.Tensor | None = None
         outputs = []
         last = len(self.stage_list) - 1
         for i, (stage, scale) in enumerate(zip(self.stage_list, self.stage_scales, strict=True)):
@@ -282,11 +285,14 @@ class ResidualQuantizer(_Composite):
             q = self._stage_out(out.quantized.detach(), scale)  # its value is exactly the decoded codes
             if i < last:  # the last residual is never read
                 residual = residual - q
-            total = total + q
+            total = q if total is None else total + q  # no zero-filled accumulators: a pass each saved
             if self.gradient == "stages":
-                surrogate = surrogate + self._stage_out(out.quantized, scale)
+                part = self._stage_out(out.quantized, scale)
+                surrogate = part if surrogate is None else surrogate + part
             outputs.append(out)
+        assert total is not None  # a composite has at least one stage
         if self.gradient == "stages":
+            assert surrogate is not None
             quantized = straight_through(total, surrogate)
         else:
             quantized = estimate(total, h, self.gradient)

@@ -1,23 +1,18 @@
-"""Scalar quantizers with implicit codebooks: ``FSQ``, ``LFQ`` and their residual forms.
+"""Sign quantizers with implicit codebooks: ``LFQ``, its residual form, and ``SignQuantizer`` (shared with BSQ).
 
-* ``FSQ``: finite scalar quantization (Mentzer et al., arXiv 2309.15505). No codebook parameters and no losses;
-  the gradient passes through the bound (``tanh``) by straight-through rounding. Residual FSQ scales stage ``i``'s
-  input by ``(levels - 1) ** i`` so later stages resolve finer residuals (as the FSQ residual form in
-  vector-quantize-pytorch and IVQ's R-FSQ baseline).
 * ``LFQ``: lookup-free quantization (MAGVIT-v2, arXiv 2310.05737): sign codes, a commitment loss and the entropy
   penalty ``entropy = E[H(q(z))] - diversity * H(E[q(z)])`` (see ``vqkit.functional.lfq``). Residual LFQ halves
   the stage scale at each level. ``SignQuantizer`` holds what LFQ shares with BSQ (``vqkit.quantizers.bsq``):
   the sign channels, their projections and the first-batch data init of the in-projection.
 
-When ``dim`` differs from the number of scalar channels (``len(levels)`` or ``bits``), learned linear maps project
-in and out; decoding applies the out projection.
+FSQ and residual FSQ live in ``vqkit.quantizers.fsq`` (with the projections and helpers the scalar quantizers
+share) and are re-exported here, the module every scalar quantizer has been imported from.
 """
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -25,107 +20,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqkit import distributed
-from vqkit._validate import check_bool, check_choice, check_int_list, check_positive_int, check_range
-from vqkit.functional import fsq as fsq_math
+from vqkit._validate import check_bool, check_choice, check_positive_int, check_range
 from vqkit.functional import lfq as lfq_math
-from vqkit.quantizers.base import Quantizer, split_rate, straight_through
 from vqkit.quantizers.composite import ResidualQuantizer
+from vqkit.quantizers.fsq import (
+    FSQ,
+    MAX_INDEX_BITS,
+    ChannelQuantizer,
+    ResidualFSQ,
+    channel_projections,
+    equal_stages,
+    fsq_levels,
+    projection_parameters,
+    straight_through_if_grad,
+)
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 
-MAX_INDEX_BITS = 62  # codes are int64 indices
+__all__ = [
+    "FSQ",
+    "LFQ",
+    "MAX_INDEX_BITS",
+    "ResidualFSQ",
+    "ResidualLFQ",
+    "SignQuantizer",
+    "channel_projections",
+    "fsq_levels",
+    "straight_through_if_grad",
+]
 
 
-def channel_projections(dim: int, channels: int) -> tuple[nn.Module, nn.Module]:
-    if dim == channels:
-        return nn.Identity(), nn.Identity()
-    return nn.Linear(dim, channels), nn.Linear(channels, dim)
-
-
-def fsq_levels(bits: int) -> list[int]:
-    """Levels with ``prod = 2^bits``: fours, and one eight for an odd rate (a lone two for one bit).
-
-    Two levels are avoided: FSQ's bound maps 0 to 0, which for ``L = 2`` puts the only decision threshold at
-    ``z = -atanh(0.999) ≈ -3.8``, far in the tail of the input, so nearly every value lands on one digit.
-    """
-    if bits == 1:
-        return [2]
-    return [4] * ((bits - 3) // 2) + [8] if bits % 2 else [4] * (bits // 2)
-
-
-def _equal_stages(bits: int) -> list[int]:
-    """Residual scalar stages share their levels: two stages of ``R/2`` bits, or one for an odd rate."""
-    parts = split_rate(bits)
-    return parts if len(set(parts)) == 1 else [bits]
-
-
-def _projection_parameters(*modules: nn.Module) -> int:
-    return sum(p.numel() for m in modules for p in m.parameters())
-
-
-@register_quantizer("fsq")
-class FSQ(Quantizer):
-    """Finite scalar quantization: ``[..., D]`` -> one code ``[..., 1]`` in ``[0, prod(levels))``.
-
-    Args:
-        dim: D.
-        levels: values per channel, e.g. ``[8, 5, 5, 5]`` (each >= 2).
-    """
-
-    _levels: torch.Tensor
-    _place: torch.Tensor
-
-    def __init__(
-        self,
-        dim: int,
-        levels: Sequence[int] = (8, 5, 5, 5),
-        *,
-        layout: Layout = "channels_last",
-        allow_nonfinite: bool = False,
-    ) -> None:
-        super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
-        self.levels = check_int_list("levels", levels, minimum=2)
-        if sum(math.log2(v) for v in self.levels) > MAX_INDEX_BITS:
-            raise ValueError(f"levels: prod(levels) must stay below 2^{MAX_INDEX_BITS}, got {self.levels}")
-        self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.long), persistent=False)
-        self.register_buffer("_place", fsq_math.basis(self._levels), persistent=False)
-        self.project_in, self.project_out = channel_projections(dim, len(self.levels))
-
-    @classmethod
-    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
-        return {"levels": fsq_levels(bits)}
-
-    @property
-    def alphabet_sizes(self) -> tuple[int, ...]:
-        return (math.prod(self.levels),)
-
-    @property
-    def num_codebook_parameters(self) -> int:
-        return _projection_parameters(self.project_in, self.project_out)
-
-    def _digits(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        bounded = fsq_math.bound(h, self._levels)
-        return bounded, fsq_math.values_to_digits(torch.round(bounded), self._levels)
-
-    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        bounded, digits = self._digits(self.project_in(z))
-        hard = fsq_math.digits_to_values(digits, self._levels, self.compute_dtype)
-        scaled = bounded / fsq_math.half_width(self._levels).to(bounded)
-        out = self.project_out(straight_through(hard, scaled))
-        codes = fsq_math.digits_to_index(digits, self._levels, self._place)[:, None]
-        return QuantizerOutput(quantized=out, codes=codes, losses={})
-
-    def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        return fsq_math.digits_to_index(self._digits(self.project_in(z))[1], self._levels, self._place)[
-            :, None
-        ]
-
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        digits = fsq_math.index_to_digits(codes[:, 0], self._levels, self._place)
-        return self.project_out(fsq_math.digits_to_values(digits, self._levels, self.compute_dtype))
-
-
-class SignQuantizer(Quantizer):
+class SignQuantizer(ChannelQuantizer):
     """Shared by ``LFQ`` and ``BSQ``: ``bits`` sign channels behind a learned in-projection, one code ``[..., 1]``
     in ``[0, 2**bits)`` (channel ``i`` is bit ``i``), decoded as ``±code_scale`` through the out-projection.
 
@@ -164,6 +89,9 @@ class SignQuantizer(Quantizer):
         self.project_in = (
             linear_in if self.channel_map is None else nn.Sequential(linear_in, self.channel_map())
         )
+        # The index weights in the compute dtype, a plain attribute (a buffer would change compute_dtype); _apply
+        # rebuilds them.
+        self._weights = lfq_math.bit_weights(self.bits, dtype=self.compute_dtype)
         ready = not (self.data_init and self.input_linear() is not None)
         self.register_buffer("initialized", torch.tensor(ready))
         self._known_initialized = ready  # host copy: reading the buffer each step would sync with the device
@@ -193,7 +121,7 @@ class SignQuantizer(Quantizer):
 
     @property
     def num_codebook_parameters(self) -> int:
-        return _projection_parameters(self.project_in, self.project_out)
+        return projection_parameters(self.project_in, self.project_out)
 
     @property
     def needs_warm_start(self) -> bool:
@@ -222,6 +150,11 @@ class SignQuantizer(Quantizer):
         self.initialized.fill_(True)
         self._known_initialized = True
 
+    def _apply(self, fn: Any, recurse: bool = True) -> SignQuantizer:
+        super()._apply(fn, recurse)
+        self._weights = lfq_math.bit_weights(self.bits, self.initialized.device, self.compute_dtype)
+        return self
+
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
@@ -230,18 +163,26 @@ class SignQuantizer(Quantizer):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._known_initialized = False
 
-    def _channels(self, z: torch.Tensor) -> torch.Tensor:
-        """The sign channels ``[N, bits]`` of ``z`` (after the data init, in training)."""
-        if self.training and self.needs_warm_start:
+    def _project(self, z: torch.Tensor, *, check: bool, forward: bool) -> torch.Tensor:
+        """The sign channels ``[N, bits]`` of ``z``, after the data init in a training forward (on the checked
+        input: the init reads it before the projection does)."""
+        if forward and self.training and self.needs_warm_start:
+            if check:
+                self.check_finite(z)
             self.warm_start(z)
-        return self.project_in(z)
+        return super()._project(z, check=check, forward=forward)
 
-    def _hard(self, h: torch.Tensor) -> torch.Tensor:
-        """``±code_scale`` from the signs of ``h`` directly (the same bits as ``signs_to_index(h)``)."""
-        return lfq_math.bits_to_values(h > 0, self.code_scale, self.compute_dtype)
+    def _signs(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes ``[N, 1]`` and values ``±code_scale`` ``[N, bits]`` (of the compute dtype: ``_weights``'s) of the
+        signs of ``h`` (``lfq.sign_codes``)."""
+        weights = self._weights
+        index, hard = lfq_math.sign_codes(
+            h, self.code_scale, weights.dtype, weights if weights.device == h.device else None
+        )
+        return index[:, None], hard
 
-    def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        return lfq_math.signs_to_index(self.project_in(z))[:, None]
+    def _encode_channels(self, h: torch.Tensor) -> torch.Tensor:
+        return self._signs(h)[0]
 
     def _decode(self, codes: torch.Tensor) -> torch.Tensor:
         bits = lfq_math.index_to_bits(codes[:, 0], self.bits)
@@ -295,57 +236,26 @@ class LFQ(SignQuantizer):
     def loss_weights(self) -> dict[str, float]:
         return {"commitment": self.beta, "entropy": self.entropy_weight}
 
-    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        h = self._channels(z)
-        codes = lfq_math.signs_to_index(h)
-        hard = self._hard(h)
+    def _losses(self, h: torch.Tensor, hard: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``commitment`` of the channels ``h`` ``[N, bits]`` to their values ``hard``; ``entropy`` in training.
+        ``[G, N, bits]``: ``G`` codes with these settings at once (residual levels), each term their mean."""
         losses = {"commitment": F.mse_loss(h, hard)}
         if self.training:
             per_sample, codebook = lfq_math.entropy_terms(
                 h, scale=self.scale, temperature=self.temperature, mode=self.entropy_mode
             )
-            losses["entropy"] = per_sample - self.diversity * codebook
-        out = self.project_out(straight_through(hard, h))
-        return QuantizerOutput(quantized=out, codes=codes[:, None], losses=losses)
+            entropy = per_sample - self.diversity * codebook
+            losses["entropy"] = entropy if h.dim() == 2 else entropy.mean()
+        return losses
 
+    @property
+    def _loss_settings(self) -> tuple[Any, ...]:
+        return self.training, self.scale, self.temperature, self.diversity, self.entropy_mode
 
-@register_quantizer("residual_fsq")
-class ResidualFSQ(ResidualQuantizer):
-    """Residual FSQ: ``num_quantizers`` FSQ stages of ``levels``; stage ``i`` sees the residual times
-    ``(levels - 1) ** i``. Projects ``dim -> len(levels)`` once, around all stages, when they differ.
-    ``dropout``: quantizer dropout over the stages (``ResidualQuantizer``)."""
-
-    def __init__(
-        self,
-        dim: int,
-        levels: Sequence[int] = (8, 5, 5, 5),
-        num_quantizers: int = 4,
-        *,
-        dropout: float = 0.0,
-        layout: Layout = "channels_last",
-        allow_nonfinite: bool = False,
-    ) -> None:
-        lv = check_int_list("levels", levels, minimum=2)
-        n = check_positive_int("num_quantizers", num_quantizers)
-        self.levels, self.num_quantizers = lv, n
-        scales = torch.stack([(torch.tensor(lv, dtype=torch.float32) - 1) ** -i for i in range(n)])
-        stages = [FSQ(len(lv), lv) for _ in range(n)]
-        # Each stage's own estimator (through its tanh bound), not one identity step: see ResidualQuantizer.
-        super().__init__(
-            dim,
-            stages,
-            stage_scales=scales,
-            gradient="stages",
-            dropout=dropout,
-            project=dim != len(lv),
-            layout=layout,
-            allow_nonfinite=allow_nonfinite,
-        )
-
-    @classmethod
-    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
-        parts = _equal_stages(bits)
-        return {"levels": fsq_levels(parts[0]), "num_quantizers": len(parts)}
+    def _quantize_channels(self, h: torch.Tensor) -> QuantizerOutput:
+        codes, hard = self._signs(h)
+        out = self.project_out(straight_through_if_grad(hard, h))
+        return QuantizerOutput(quantized=out, codes=codes, losses=self._losses(h, hard))
 
 
 @register_quantizer("residual_lfq")
@@ -391,5 +301,72 @@ class ResidualLFQ(ResidualQuantizer):
 
     @classmethod
     def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
-        parts = _equal_stages(bits)
+        parts = equal_stages(bits)
         return {"bits": parts[0], "num_quantizers": len(parts)}
+
+    def _levels_of(
+        self, h: torch.Tensor, num_levels: int | None = None
+    ) -> Iterator[tuple[LFQ, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(stage, its input, codes, values ±1, its share of the sum)`` of the first ``num_levels`` levels of
+        the greedy search: ``ResidualQuantizer``'s loop with each level's values taken from its signs (not decoded
+        back from its codes) and no stage output built but the values."""
+        residual, stages = h, self.stage_list[: num_levels or self.num_levels]
+        for i, (stage, scale) in enumerate(zip(stages, self.stage_scales, strict=False)):
+            assert isinstance(stage, LFQ)
+            x = self._stage_in(residual, scale)
+            codes, hard = stage._signs(x)
+            q = self._stage_out(hard, scale)
+            if i < len(stages) - 1:  # the last residual is never read
+                residual = residual - q
+            yield stage, x, codes, hard, q
+
+    @torch.no_grad()
+    def search(self, h: torch.Tensor, num_levels: int | None = None) -> list[torch.Tensor]:
+        return [codes for _, _, codes, _, _ in self._levels_of(h, num_levels)]
+
+    # The NaN/Inf check reads the projected channels, as ChannelQuantizer's (the input under quantizer dropout).
+    checks_own_channels = True
+
+    def _checked(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.project_in(z)
+        self.check_finite(h)
+        return h
+
+    def _quantize_items(
+        self, z: torch.Tensor, lead: torch.Size, rows: torch.Tensor | None = None
+    ) -> QuantizerOutput:
+        if self.training and self.dropout > 0:
+            self.check_finite(z)
+            return super()._quantize_items(z, lead, rows)
+        return self._quantize_channels(self._checked(z))
+
+    def _encode_at(self, v: torch.Tensor, lead: torch.Size, num_quantizers: int) -> torch.Tensor:
+        return torch.cat(self.search(self._checked(v), num_quantizers), dim=1)
+
+    def _encode_beam(self, z: torch.Tensor, num_quantizers: int, beam_size: int) -> torch.Tensor:
+        self.check_finite(z)
+        return super()._encode_beam(z, num_quantizers, beam_size)
+
+    def _quantize_levels(self, z: torch.Tensor, levels: torch.Tensor | None) -> QuantizerOutput:
+        if levels is not None:  # quantizer dropout: the general loop
+            return super()._quantize_levels(z, levels)
+        return self._quantize_channels(self.project_in(z))
+
+    def _quantize_channels(self, h: torch.Tensor) -> QuantizerOutput:
+        """The training forward of the projected channels ``h``: every level from ``_levels_of``, and the levels'
+        losses in one pass when their settings agree (as built: ``LFQ._losses`` of ``[levels, N, bits]``)."""
+        total, codes, inputs, values = None, [], [], []
+        for _, x, level_codes, hard, q in self._levels_of(h):
+            codes.append(level_codes)
+            inputs.append(x)
+            values.append(hard)
+            total = q if total is None else total + q
+        assert total is not None
+        quantized = self.project_out(straight_through_if_grad(total, h))
+        stages = [stage for stage in self.stage_list if isinstance(stage, LFQ)]
+        if len({stage._loss_settings for stage in stages}) == 1:
+            losses = stages[0]._losses(torch.stack(inputs), torch.stack(values))
+        else:
+            parts = [stage._losses(x, hard) for stage, x, hard in zip(stages, inputs, values, strict=True)]
+            losses = {name: torch.stack([part[name] for part in parts]).mean() for name in parts[0]}
+        return QuantizerOutput(quantized=quantized, codes=torch.cat(codes, dim=1), losses=losses)
