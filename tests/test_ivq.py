@@ -3,6 +3,7 @@ their ablations, cross-modal decoding, and a stability run with the default sett
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -14,8 +15,10 @@ from vqkit.functional import hexagram
 from vqkit.functional.block_search import binary_test
 from vqkit.functional.contrastive import symmetric_contrastive
 from vqkit.functional.search import nearest_code
+from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.quantizers.ivq import IVQ
 from vqkit.quantizers.ivq_level import resolve_levels
+from vqkit.types import Distance, QuantizerOutput
 
 
 def make(dim: int = 24, **kwargs: object) -> IVQ:
@@ -146,7 +149,7 @@ def test_joint_search_matches_the_residual_search_in_float32() -> None:
 
 @pytest.mark.parametrize("distance", ["l2", "cosine"])
 @pytest.mark.parametrize("codebooks", ["shared", "per_block"])
-def test_two_code_fast_path_equals_generic_search(distance: str, codebooks: str) -> None:
+def test_two_code_fast_path_equals_generic_search(distance: Distance, codebooks: str) -> None:
     q = make(distance=distance, codebooks=codebooks, init="gaussian")
     level = q.level_list[0]
     x = torch.randn(4000, 24)
@@ -163,7 +166,7 @@ def test_two_code_fast_path_equals_generic_search(distance: str, codebooks: str)
         dim=1,
     )
     # Equal except where the two codes are within rounding of a tie.
-    w, threshold = binary_test(level.books().detach(), distance)  # type: ignore[arg-type]
+    w, threshold = binary_test(level.books().detach(), distance)
     margin = (torch.einsum("nbd,bd->nb", chunks, w.expand(level.blocks, -1)) - threshold).abs()
     differ = fast != generic
     assert bool((margin[differ] < 1e-5).all())
@@ -177,6 +180,66 @@ def test_tie_goes_to_code_zero_like_the_generic_search() -> None:
         level.codebook_list[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
     x = torch.zeros(3, 6)
     assert int(level.block_codes(x).sum()) == 0
+
+
+# ---------------------------------------------------------------------------------------------- one-pass forward
+def _per_level_forward(q: IVQ, z: torch.Tensor, levels: None = None) -> QuantizerOutput:
+    """The composite's per-level training forward (each level's lookup, ``mse_loss`` pair and estimator under
+    autograd) with IVQ's structure terms: what ``IVQ._joint_forward`` replaces."""
+    out = ResidualQuantizer._quantize_levels(q, z, levels)
+    out.losses.update(q.structure_losses())
+    return out
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"levels": "yin-yang"},
+        {"levels": "bottom-up"},
+        {"levels": "top-down", "codebooks": "per_block"},
+        {"levels": [[2, 4]] * 3, "codebooks": "per_block"},
+        {"distance": "cosine", "similarity": "dot", "temperature": 1.0},
+        {"update": "ema", "hierarchy_weight": 0.0, "relation_weight": 0.0},
+        {"gradient": "rotation"},
+        {"restart": "dead", "init": "gaussian"},
+        {"restart": "anchor", "levels": [[2, 4], [2, 4], [4, 2]]},
+    ],
+)
+def test_one_pass_forward_equals_the_per_level_forward(kwargs: dict[str, object]) -> None:
+    """Same codes, ``quantized``, metrics and codebook state bit for bit; losses and gradients to rounding."""
+    new = make(dim=16, lines=4, **kwargs)
+    old = copy.deepcopy(new)
+    g = torch.Generator().manual_seed(3)
+    for step in range(3):
+        x = torch.randn(48, 16, generator=g) * 1.5
+        results = []
+        for q, forward in ((old, _per_level_forward), (new, IVQ._quantize_levels)):
+            q.train(step < 2)  # two training steps (k-means, updates, restarts), then one in eval mode
+            q.zero_grad(set_to_none=True)
+            h = x.clone().requires_grad_(True)
+            torch.manual_seed(step)  # dead-code restarts draw candidates
+            out = forward(q, h, None)
+            (out.quantized.square().mean() + out.weighted_loss(q.loss_weights)).backward()
+            params = {name: p.grad for name, p in q.named_parameters()}
+            results.append((out, h.grad, params, {k: v.clone() for k, v in q.state_dict().items()}))
+        (a, grad_a, params_a, state_a), (b, grad_b, params_b, state_b) = results
+        assert torch.equal(a.codes, b.codes) and torch.equal(a.quantized, b.quantized)
+        assert a.losses.keys() == b.losses.keys()
+        for name in a.losses:
+            torch.testing.assert_close(b.losses[name], a.losses[name], msg=name)
+        for table, other in ((a.metrics, b.metrics), (a.position_metrics, b.position_metrics)):
+            assert table.keys() == other.keys() and all(torch.equal(table[k], other[k]) for k in table)
+        torch.testing.assert_close(grad_b, grad_a)
+        assert params_a.keys() == params_b.keys()
+        for name, grad in params_a.items():
+            assert (grad is None) == (params_b[name] is None), name
+            if grad is not None:
+                torch.testing.assert_close(params_b[name], grad, msg=name)
+        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    with torch.no_grad():
+        a, b = _per_level_forward(old.eval(), x), new.eval()._quantize_levels(x, None)
+    assert torch.equal(a.quantized, b.quantized) and a.losses.keys() == b.losses.keys()
+    assert all(torch.allclose(a.losses[k], b.losses[k]) for k in a.losses)
 
 
 # ---------------------------------------------------------------------------------------------- structure losses

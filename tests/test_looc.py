@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -9,10 +10,13 @@ import torch
 import torch.nn.functional as F
 
 import vqkit
+from vqkit.functional.estimators import estimate
 from vqkit.functional.search import nearest_code
 from vqkit.functional.sharing import code_sharing_curve, mean_code_sharing, segment_usage, segment_utilization
 from vqkit.quantizers.base import Quantizer
+from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.looc import LooC
+from vqkit.types import QuantizerOutput
 
 
 def grid(layout: str, spatial_dims: int, batch: int = 2, dim: int = 16, size: int = 5) -> torch.Tensor:
@@ -45,7 +49,9 @@ def train_steps(q: Quantizer, x: torch.Tensor, steps: int = 3) -> None:
 def test_one_segment_without_interpolation_is_plain_vq(options: dict[str, object]) -> None:
     looc = LooC(8, 16, codebook_dim=8, **options)  # type: ignore[arg-type]
     vq = vqkit.create_quantizer("vq", dim=8, codebook_size=16, **options)
-    vq.codebook.load_state_dict(looc.codebook.state_dict())
+    vq_codebook = vq.codebook
+    assert isinstance(vq_codebook, Codebook)
+    vq_codebook.load_state_dict(looc.codebook.state_dict())
     opt_looc = torch.optim.SGD(looc.parameters(), lr=0.1) if list(looc.parameters()) else None
     opt_vq = torch.optim.SGD(vq.parameters(), lr=0.1) if list(vq.parameters()) else None
     for step in range(4):
@@ -64,9 +70,10 @@ def test_one_segment_without_interpolation_is_plain_vq(options: dict[str, object
         assert torch.equal(a.codes, b.codes)
         assert a.losses.keys() == b.losses.keys()
         for name in a.losses:
-            assert torch.equal(a.losses[name], b.losses[name]), name
+            # LooC takes the pair's value from one square sum (``LooC._loss_pair``), VQ from ``mse_loss``.
+            torch.testing.assert_close(a.losses[name], b.losses[name], rtol=1e-6, atol=0.0, msg=name)
         assert a.loss_weights == b.loss_weights
-    assert torch.equal(looc.codebook.weight, vq.codebook.weight)
+    assert torch.equal(looc.codebook.weight, vq_codebook.weight)
     looc.eval()
     vq.eval()
     x = torch.randn(32, 8)
@@ -378,6 +385,59 @@ def test_compositional_codes_beat_one_code_at_the_same_codebook_size() -> None:
             opt.step()
         errors[name] = float((q.eval()(data).quantized - data).square().mean())
     assert errors["looc"] < 0.05 < 0.5 < errors["vq"]
+
+
+def _codebook_quantize(q: LooC, v: torch.Tensor) -> QuantizerOutput:
+    """The sub-vectors through ``Codebook.quantize`` (two ``mse_loss`` terms, the lookup under autograd) and the
+    estimator: what ``LooC._quantize`` replaces with ``vq_loss_pair``."""
+    sub = q._split(q._blocks(v))
+    codes, looked_up, losses = q.codebook.quantize(sub)
+    quantized = q._merge(estimate(looked_up, sub, q.gradient))
+    return QuantizerOutput(quantized=quantized, codes=codes.view(v.shape[0], q.num_segments), losses=losses)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"init": "kmeans"},
+        {"scale": 2, "spatial_dims": 1},
+        {"split": "unshuffle", "scale": 2, "spatial_dims": 1},
+        {"gradient": "rotation", "scale": 2, "spatial_dims": 1},
+        {"distance": "l2", "restart": "dead", "update": "ema"},
+    ],
+)
+def test_fused_loss_pair_equals_codebook_quantize(kwargs: dict[str, object]) -> None:
+    """Same codes, ``quantized`` and codebook state bit for bit; losses and gradients to rounding."""
+    new = LooC(16, 32, codebook_dim=4, **kwargs)  # type: ignore[arg-type]
+    old = copy.deepcopy(new)
+    g = torch.Generator().manual_seed(5)
+    for step in range(3):
+        x = torch.randn(2, 12, 16, generator=g)
+        results = []
+        for q, quantize in ((old, _codebook_quantize), (new, LooC._quantize)):
+            q.train(step < 2)
+            q.zero_grad(set_to_none=True)
+            inp = x.clone().requires_grad_(True)
+            v = q._adapt(inp.reshape(-1, 16), inp.shape[:-1])
+            torch.manual_seed(step)  # dead-code restarts draw candidates
+            out = quantize(q, v)
+            (out.quantized.square().mean() + out.weighted_loss(q.loss_weights)).backward()
+            grads = [inp.grad, *(p.grad for p in q.parameters())]
+            results.append((out, grads, {k: t.clone() for k, t in q.state_dict().items()}))
+        (a, grads_a, state_a), (b, grads_b, state_b) = results
+        assert torch.equal(a.codes, b.codes) and torch.equal(a.quantized, b.quantized)
+        assert a.losses.keys() == b.losses.keys()
+        for name in a.losses:
+            torch.testing.assert_close(b.losses[name], a.losses[name], msg=name)
+        for grad_a, grad_b in zip(grads_a, grads_b, strict=True):
+            torch.testing.assert_close(grad_b, grad_a)
+        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    with torch.no_grad():
+        v = new._adapt(x.reshape(-1, 16), x.shape[:-1])
+        a, b = _codebook_quantize(old.eval(), v), new.eval()._quantize(v)
+    assert torch.equal(a.quantized, b.quantized) and a.losses.keys() == b.losses.keys()
+    assert all(torch.allclose(a.losses[k], b.losses[k]) for k in a.losses)
 
 
 # ---------------------------------------------------------------------------------------------- dtypes, config

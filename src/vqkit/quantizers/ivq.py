@@ -42,7 +42,10 @@ each call draws that many distinct hexagrams at random and the terms are compute
 terms are nine 4,096 x 4,096 contrastive matrices (``docs/ivq.md`` has the cost).
 
 Search: ``search`` is ``vqkit.functional.block_search.residual_block_search`` over the levels' codebooks, the
-joint search of ``ResidualQuantizer``'s hook, shared by ``forward`` and ``encode``.
+joint search of ``ResidualQuantizer``'s hook, shared by ``forward`` and ``encode``. The training forward is one
+pass down the levels (``_joint_forward``: the residual updated in place, the loss pair and the estimator from
+``block_search.vq_loss_pair``), the composite's per-level forward with the same codes, values and updates (a
+test compares them); quantizer dropout and ``gradient="stages"`` take the per-level forward itself.
 
 Deviations, each deliberate (see ``docs/ivq.md``):
 
@@ -75,12 +78,12 @@ import torch
 
 from vqkit._validate import check_choice, check_int, check_positive_int, check_range, is_int
 from vqkit.functional import hexagram
-from vqkit.functional.block_search import residual_block_search
+from vqkit.functional.block_search import residual_block_search, vq_loss_pair
 from vqkit.functional.contrastive import SIMILARITIES, Similarity, symmetric_contrastive
-from vqkit.functional.estimators import Gradient
+from vqkit.functional.estimators import Gradient, estimate
 from vqkit.quantizers.codebook import CodebookOptions
 from vqkit.quantizers.composite import ResidualQuantizer
-from vqkit.quantizers.ivq_level import Codebooks, IVQLevel, resolve_levels
+from vqkit.quantizers.ivq_level import Codebooks, IVQLevel, level_statistics, resolve_levels
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 
@@ -318,9 +321,48 @@ class IVQ(ResidualQuantizer):
         return [hexagram.blocks_to_index(codes, self.lines)[:, None] for codes in found]
 
     def _quantize_levels(self, z: torch.Tensor, levels: torch.Tensor | None) -> QuantizerOutput:
-        out = super()._quantize_levels(z, levels)
+        if levels is None and self.gradient != "stages":
+            out = self._joint_forward(z)
+        else:  # quantizer dropout, or the stages' own estimators: the composite's per-level forward
+            out = super()._quantize_levels(z, levels)
         out.losses.update(self.structure_losses())
         return out
+
+    def _joint_forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """The composite's training forward (``ResidualQuantizer._quantize_levels`` with the joint search) in one
+        pass down the levels: the same codes, codebook updates, metrics and ``quantized``, the same losses and
+        gradients to float rounding, without a per-level autograd graph (``block_search.vq_loss_pair``)."""
+        h = self.project_in(z)
+        if self.training and self.needs_warm_start:
+            self._walk(h.detach(), lambda stage, x: stage.warm_start(x))
+        levels = self.level_list
+        books = [level.books() for level in levels]
+        found = residual_block_search(
+            h,
+            [(b, level.blocks) for b, level in zip(books, levels, strict=True)],
+            self.codebook_options.distance,
+        )
+        grad = torch.is_grad_enabled()
+        stats = level_statistics(levels, h, found, grad=grad)
+        if grad:
+            quantized, commitment, codebook = vq_loss_pair(
+                h, stats.total, stats.residual_sum, stats.losses, books, stats.code_sums
+            )
+        else:  # one value for both terms, as ``vq_losses`` without autograd
+            quantized, commitment = stats.total, stats.losses.mean()
+            codebook = commitment
+        if self.gradient == "rotation":
+            quantized = estimate(stats.total, h, "rotation")
+        losses = {"commitment": commitment}
+        if levels[0].codebook_list[0].update_rule.codebook_loss:
+            losses["codebook"] = codebook
+        return QuantizerOutput(
+            quantized=self.project_out(quantized),
+            codes=torch.cat(stats.codes, dim=1),
+            losses=losses,
+            metrics={"codebook_utilization": stats.used.mean()},
+            position_metrics={"stage/codebook_utilization": stats.used},
+        )
 
     def cross_decode(self, codes: torch.Tensor, source: IVQ) -> torch.Tensor:
         """Decode with this IVQ's codebooks ``codes`` produced by ``source`` (cross-modal decoding: the index

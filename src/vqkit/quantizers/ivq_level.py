@@ -9,6 +9,7 @@ blocks (``codebooks="per_block"``: one each). The blocks' codes concatenate into
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, cast
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from vqkit._validate import check_choice, is_int
 from vqkit.functional import hexagram
-from vqkit.functional.block_search import block_lookup, block_search
+from vqkit.functional.block_search import block_code_sums, block_lookup, block_search
 from vqkit.functional.stats import column_code_counts
 from vqkit.quantizers.base import Quantizer, straight_through
 from vqkit.quantizers.codebook import Codebook, CodebookOptions
@@ -139,20 +140,25 @@ class IVQLevel(Quantizer):
             blocks = hexagram.block_codes(codes[:, 0], self.lines, self.blocks)
         q = self.lookup(blocks)
         losses = self.codebook_list[0].losses(r, q)
+        return QuantizerOutput(
+            quantized=straight_through(q, r),
+            codes=hexagram.blocks_to_index(blocks, self.lines)[:, None],
+            losses=losses,
+            metrics={"codebook_utilization": self.observe(r, blocks)},
+        )
+
+    def observe(self, r: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+        """After the lookup of ``blocks`` ``[N, blocks]`` for this level's input ``r`` ``[N, D]``: in training the
+        codebooks' statistics and update rules; returns the share of each codebook's codes the batch used (a
+        shared codebook sees every block's codes), averaged over the codebooks."""
         count = len(self.codebooks)
-        # Per codebook (a shared one sees every block's codes): the share of its codes this batch used.
         per_book = blocks if count > 1 else blocks.reshape(-1, 1)
         used = column_code_counts(per_book, self.num_codes, torch.float32) > 0
         if self.training:
             per_codebook = [blocks.reshape(-1)] if count == 1 else list(blocks.unbind(1))
             for cb, part, c in zip(self.codebook_list, self._parts(r), per_codebook, strict=True):
                 cb.update(part, c)
-        return QuantizerOutput(
-            quantized=straight_through(q, r),
-            codes=hexagram.blocks_to_index(blocks, self.lines)[:, None],
-            losses=losses,
-            metrics={"codebook_utilization": used.float().mean()},
-        )
+        return used.float().mean()
 
     def _quantize(self, r: torch.Tensor) -> QuantizerOutput:
         return self.quantize_codes(r, None)
@@ -167,3 +173,52 @@ class IVQLevel(Quantizer):
     def init_codebook(self, vectors: torch.Tensor) -> None:
         for cb, part in zip(self.codebook_list, self._parts(vectors), strict=True):
             cb.initialize_from(part, force=True)
+
+
+@dataclass
+class LevelStatistics:
+    """What ``level_statistics`` computes in one pass down the levels (see ``block_search.vq_loss_pair``)."""
+
+    total: torch.Tensor
+    """``[N, D]`` the levels' looked-up codes summed in level order: exactly ``IVQ._decode`` of the codes."""
+    residual_sum: torch.Tensor | None
+    """``[N, D]`` the sum of what each level left, ``sum_i r_{i+1}`` (``None`` without a gradient to the input)."""
+    losses: torch.Tensor
+    """``[L]`` each level's ``mean((r_i - q_i)^2)``."""
+    code_sums: list[torch.Tensor | None]
+    """Per level ``[P, K, d]``: ``r_{i+1}``'s blocks summed by code (``None`` without a codebook gradient)."""
+    codes: list[torch.Tensor]
+    """Per level ``[N, 1]`` hexagram indices."""
+    used: torch.Tensor
+    """``[L]`` each level's ``codebook_utilization``."""
+
+
+@torch.no_grad()
+def level_statistics(
+    levels: Sequence[IVQLevel], h: torch.Tensor, found: Sequence[torch.Tensor], *, grad: bool
+) -> LevelStatistics:
+    """One pass of the residual lookup down ``levels`` for their block codes ``found`` (``[N, blocks]`` each):
+    each level's codebook update and metric (``IVQLevel.observe``, on its own input ``r_i``, as the per-level
+    forward), and the statistics of the loss pair, with the residual updated in place (one ``[N, D]`` buffer
+    instead of a graph of per-level tensors). ``grad``: whether the caller records gradients."""
+    input_grad = grad and h.requires_grad
+    residual, total, residual_sum = h.detach(), None, None
+    losses, code_sums, codes, used = [], [], [], []
+    for i, (level, blocks) in enumerate(zip(levels, found, strict=True)):
+        books = level.books()
+        q = block_lookup(blocks, books)
+        used.append(level.observe(residual, blocks))
+        codes.append(hexagram.blocks_to_index(blocks, level.lines)[:, None])
+        # A new tensor where the old one must survive (r_0 is the caller's input, r_1 starts the residual sum).
+        residual = residual - q if i == 0 or (i == 1 and input_grad) else residual.sub_(q)
+        total = q if total is None else total.add_(q)
+        flat = residual.reshape(-1)
+        losses.append(torch.dot(flat, flat) / flat.numel())
+        book_grad = grad and any(cb.weight.requires_grad for cb in level.codebook_list)
+        code_sums.append(
+            block_code_sums(residual, blocks, len(level.codebooks), level.num_codes) if book_grad else None
+        )
+        if input_grad:
+            residual_sum = residual if residual_sum is None else residual_sum.add_(residual)
+    assert total is not None
+    return LevelStatistics(total, residual_sum, torch.stack(losses), code_sums, codes, torch.stack(used))

@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 
 from vqkit._validate import check_choice, check_int, check_positive_int, check_range
+from vqkit.functional.block_search import block_code_sums, vq_loss_pair
 from vqkit.functional.estimators import GRADIENTS, Gradient, estimate
 from vqkit.functional.sharing import code_sharing_curve, mean_code_sharing, segment_usage
 from vqkit.functional.stats import entropy_bits
@@ -260,15 +261,51 @@ class LooC(Quantizer):
 
     # ------------------------------------------------------------------ quantization
     def _quantize(self, v: torch.Tensor) -> QuantizerOutput:
+        """``Codebook.quantize`` on the sub-vectors (init, search, lookup, loss pair, update, in its order), with
+        the loss pair and the straight-through estimator from ``block_search.vq_loss_pair``: one pass for the
+        difference, its square sum and per-code sums instead of two ``mse_loss`` passes, the estimator's two and
+        the lookup's backward (the same values, the same gradients to float rounding)."""
         blocks = self._blocks(v)
         n = blocks.shape[0]
         sub = self._split(blocks)
-        codes, q, losses = self.codebook.quantize(sub)
+        cb = self.codebook
+        if self.training:
+            cb.warm_start(sub)
+        codes = cb.search(sub)
+        quantized, q, losses = self._loss_pair(sub, codes)
+        if self.training:
+            cb.update(sub, codes)
+        if self.gradient != "ste":
+            quantized = estimate(q, sub, self.gradient)
         return QuantizerOutput(
-            quantized=self._merge(estimate(q, sub, self.gradient)),
-            codes=codes.view(n, self.num_segments),
-            losses=losses,
+            quantized=self._merge(quantized), codes=codes.view(n, self.num_segments), losses=losses
         )
+
+    def _loss_pair(
+        self, sub: torch.Tensor, codes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``(straight-through output, looked-up codes, losses)`` for the sub-vectors ``sub`` ``[M, d*]`` and
+        their codes ``[M]``: ``Codebook.losses`` (``vq_losses``) and ``estimate(q, sub, "ste")`` in one."""
+        table = self.codebook.table()
+        grad = torch.is_grad_enabled()
+        with torch.no_grad():
+            q = self.codebook.lookup(codes)
+            residual = sub - q
+            flat = residual.reshape(-1)
+            level_loss = (torch.dot(flat, flat) / flat.numel())[None]
+            sums = None
+            if grad and table.requires_grad:
+                sums = block_code_sums(residual, codes[:, None], 1, self.codebook_size).view_as(table)
+        if grad:
+            residual_sum = residual if sub.requires_grad else None
+            quantized, commitment, codebook = vq_loss_pair(sub, q, residual_sum, level_loss, [table], [sums])
+        else:  # one value for both terms, as ``vq_losses`` without autograd
+            quantized, commitment = q, level_loss[0]
+            codebook = commitment
+        losses = {"commitment": commitment}
+        if self.codebook.update_rule.codebook_loss:
+            losses["codebook"] = codebook
+        return quantized, q, losses
 
     def _encode(self, v: torch.Tensor) -> torch.Tensor:
         return self.codebook.search(self._split(self._blocks(v))).view(-1, self.num_segments)
