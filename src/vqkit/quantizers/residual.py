@@ -16,12 +16,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from vqkit._validate import check_divisible, check_int_list, check_positive_int
-from vqkit.functional.estimators import Gradient
+from vqkit.functional.block_search import block_code_sums, block_lookup, vq_loss_pair
+from vqkit.functional.estimators import Gradient, estimate
 from vqkit.quantizers.base import split_rate
 from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
@@ -42,6 +45,64 @@ def _level_sizes(
     if len(sizes) != num_quantizers:
         raise ValueError(f"codebook_size: expected 1 or {count_name}={num_quantizers} sizes, got {sizes}")
     return sizes
+
+
+def _plain_vq(stage: VQ) -> bool:
+    """A nearest-code VQ with nothing of its own around the lookup: no affine codes, sampling, extra penalties,
+    input normalization or projections."""
+    return (
+        stage.code_affine is None
+        and stage.sampling == "nearest"
+        and stage.entropy_weight == 0
+        and stage.orthogonal_weight == 0
+        and stage.sync_nu == 0
+        and not stage.l2_normalize
+        and isinstance(stage.project_in, nn.Identity)
+        and isinstance(stage.project_out, nn.Identity)
+    )
+
+
+class _LevelPass(NamedTuple):
+    total: torch.Tensor
+    residual_sum: torch.Tensor | None
+    losses: torch.Tensor
+    code_sums: list[torch.Tensor | None]
+    codes: torch.Tensor
+
+
+@torch.no_grad()
+def _level_pass(
+    stages: Sequence[VQ], books: Sequence[torch.Tensor], h: torch.Tensor, *, grad: bool, training: bool
+) -> _LevelPass:
+    """One no-grad pass of plain VQ levels down the residual of ``h`` ``[N, d]``: each level's k-means warm
+    start, search, lookup and (in training) codebook update on its input ``r_i``, as ``Codebook.quantize``
+    orders them, and the statistics ``vq_loss_pair`` needs (the residual updated in place where no one else
+    holds it)."""
+    input_grad = grad and h.requires_grad
+    residual, total, residual_sum = h.detach(), None, None
+    losses, code_sums, codes = [], [], []
+    for i, (stage, book) in enumerate(zip(stages, books, strict=True)):
+        cb = stage.codebook
+        if training:
+            cb.warm_start(residual)
+        found = cb.search(residual)
+        q = F.embedding(found, cb.vectors)
+        if training:
+            cb.update(residual, found)
+        codes.append(found)
+        # A new tensor where the old one must survive (r_0 is the caller's input, r_1 starts the residual sum).
+        residual = residual - q if i == 0 or (i == 1 and input_grad) else residual.sub_(q)
+        total = q if total is None else total.add_(q)
+        flat = residual.reshape(-1)
+        losses.append(torch.dot(flat, flat) / max(flat.numel(), 1))
+        book_grad = grad and book.requires_grad
+        code_sums.append(
+            block_code_sums(residual, found[:, None], 1, cb.num_codes).view_as(book) if book_grad else None
+        )
+        if input_grad:
+            residual_sum = residual if residual_sum is None else residual_sum.add_(residual)
+    assert total is not None
+    return _LevelPass(total, residual_sum, torch.stack(losses), code_sums, torch.stack(codes, dim=1))
 
 
 @register_quantizer("residual_vq")
@@ -120,6 +181,49 @@ class ResidualVQ(ResidualQuantizer):
         stages = sum(stage.num_codebook_parameters for stage in self.stage_list)
         return own + stages - (len(self.stage_list) - 1) * self.codebook.weight.numel()
 
+    @property
+    def vq_levels(self) -> list[VQ]:
+        """The levels, as the ``VQ`` s they are."""
+        return cast(list[VQ], self.stage_list)
+
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        if self._plain_levels():
+            return self._plain_forward(z)
+        return super()._quantize(z)
+
+    def _plain_levels(self) -> bool:
+        """Whether every level is a plain nearest-code VQ (no affine codes, sampling, extra penalties, input
+        normalization or projection of its own), the codebook is not shared and the estimator is one for the
+        sum: then ``_plain_forward`` gives the per-level forward's results in one pass."""
+        if self.codebook is not None or self.gradient == "stages" or self.joint_search:
+            return False
+        return all(_plain_vq(stage) for stage in self.vq_levels)
+
+    def _plain_forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """``ResidualQuantizer._quantize_levels`` for plain VQ levels (``_plain_levels``) without a per-level
+        autograd graph: the same codes, codebook updates (each level's on its own input ``r_i``, in level order)
+        and ``quantized``; the losses and gradients to float rounding, from ``block_search.vq_loss_pair``'s closed
+        forms (the loss pair, the straight-through estimator and the lookups' backward in one function)."""
+        h = self.project_in(z)
+        grad = torch.is_grad_enabled()
+        # Each level's ``vectors`` is its weight itself (``_plain_levels``: no normalization), so the k-means warm
+        # start inside the pass, which writes the weight in place, reaches these gradient targets too.
+        books = [stage.codebook.vectors for stage in self.vq_levels]
+        stats = _level_pass(self.vq_levels, books, h, grad=grad, training=self.training)
+        if grad:
+            quantized, commitment, codebook = vq_loss_pair(
+                h, stats.total, stats.residual_sum, stats.losses, books, stats.code_sums
+            )
+        else:  # one value for both terms, as ``vq_losses`` without autograd
+            quantized, commitment = stats.total, stats.losses.mean()
+            codebook = commitment
+        if self.gradient == "rotation":
+            quantized = estimate(stats.total, h, "rotation")
+        losses = {"commitment": commitment}
+        if self.vq_levels[0].codebook.update_rule.codebook_loss:
+            losses["codebook"] = codebook
+        return QuantizerOutput(quantized=self.project_out(quantized), codes=stats.codes, losses=losses)
+
     def _quantize_levels(self, z: torch.Tensor, levels: torch.Tensor | None) -> QuantizerOutput:
         if self.codebook is None:
             return super()._quantize_levels(z, levels)
@@ -164,6 +268,54 @@ class ProductVQ(ProductQuantizer):
         self.vq_kwargs = dict(vq_kwargs)
         groups = [VQ(dim // num_groups, size, **vq_kwargs) for size in sizes]
         super().__init__(dim, groups, layout=layout, allow_nonfinite=allow_nonfinite)
+
+    @property
+    def vq_groups(self) -> list[VQ]:
+        """The groups, as the ``VQ`` s they are."""
+        return cast(list[VQ], self.stage_list)
+
+    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        groups = self.vq_groups
+        plain = all(_plain_vq(g) and g.gradient == "ste" for g in groups)
+        if not plain or len({g.codebook_size for g in groups}) > 1 or len(groups) < 2:
+            return super()._quantize(z)
+        return self._plain_forward(z)
+
+    def _plain_forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """``ProductQuantizer._quantize`` for plain, equal VQ groups (straight-through each) in one pass: each
+        group's warm start, search, lookup and update on its channels in group order (the same codes, state and
+        ``quantized``), the loss pair, estimator and lookups' backward from ``block_search.vq_loss_pair`` as one
+        level of blocks (the same losses and gradients to float rounding: equal groups make the mean of the
+        groups' means the mean over all channels)."""
+        groups, grad = self.vq_groups, torch.is_grad_enabled()
+        parts = self._split(z.detach())
+        if self.training:  # k-means first: the stacked books below must hold the initial codes
+            for g, part in zip(groups, parts, strict=True):
+                g.codebook.warm_start(part)
+        books = torch.stack([g.codebook.vectors for g in groups])  # [G, K, d]
+        with torch.no_grad():
+            found = []
+            for g, part in zip(groups, parts, strict=True):
+                found.append(g.codebook.search(part))
+                if self.training:
+                    g.codebook.update(part, found[-1])
+            codes = torch.stack(found, dim=1)
+            total = block_lookup(codes, books.detach())
+            residual = z.detach() - total
+            flat = residual.reshape(-1)
+            loss = (torch.dot(flat, flat) / max(flat.numel(), 1))[None]
+            sums = (
+                block_code_sums(residual, codes, len(groups), books.shape[1]) if books.requires_grad else None
+            )
+        losses = {"commitment": loss[0]}
+        if grad:
+            input_sum = residual if z.requires_grad else None
+            total, losses["commitment"], codebook = vq_loss_pair(z, total, input_sum, loss, [books], [sums])
+        else:
+            codebook = losses["commitment"]
+        if groups[0].codebook.update_rule.codebook_loss:
+            losses["codebook"] = codebook
+        return QuantizerOutput(quantized=total, codes=codes, losses=losses)
 
     @classmethod
     def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
