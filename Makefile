@@ -63,11 +63,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
+# Every CPU table of docs/performance.md, each into benchmarks/results/ (about 45 minutes on 2 idle cores).
 bench: $(STAMP)
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_quantizers.py --bits 8 --markdown benchmarks/results/bench_quantizers.md
+	$(PY) benchmarks/bench_quantizers.py --bits 16 --n 4096 --out benchmarks/results/bench_quantizers_16.json \
+		--markdown benchmarks/results/bench_quantizers_16.md
+	$(PY) benchmarks/bench_peers.py --markdown benchmarks/results/bench_peers.md
+	$(PY) benchmarks/bench_projections.py
+	$(PY) benchmarks/bench_overhead.py
 	$(PY) benchmarks/bench_estimators.py --markdown benchmarks/results/bench_estimators.md
 	$(PY) benchmarks/bench_compile.py --markdown benchmarks/results/bench_compile.md
+	$(PY) benchmarks/bench_scaling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

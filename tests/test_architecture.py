@@ -31,7 +31,7 @@ LAYERS: dict[str, set[str]] = {
     "models": {"core", "functional", "quantizers", "metrics.codes", "models", "io"},
     "metrics.eval": {"core", "functional", "metrics.codes", "metrics.eval"},
     "data": {"core", "functional", "data"},
-    "library": _LIBRARY | {"library"},  # rates, recipes, export
+    "library": _LIBRARY | {"library"},  # rates, recipes, export, pretrained
     "train": _LIBRARY | {"library", "train"},
     "cli": _LIBRARY | {"library", "train", "cli"},
 }
@@ -63,6 +63,8 @@ def layer(module: str) -> str:
         return "quantizers"  # the factory: quantizer modules register themselves with it
     if top == "export":
         return "library"
+    if top == "pretrained":
+        return "library"  # shipped tokenizers: models, loaded by name
     if top in ("rates", "recipes", "demo"):
         return "library" if top != "demo" else "train"
     return "core"

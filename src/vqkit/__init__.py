@@ -13,6 +13,7 @@ from vqkit.functional import nearest_code
 from vqkit.io import load_quantizer, save_quantizer
 from vqkit.metrics.codes.usage import CodebookUsage
 from vqkit.models import Tokenizer, TokenizerOutput, build_model, list_models, load_tokenizer, save_tokenizer
+from vqkit.pretrained import list_pretrained, load_pretrained
 from vqkit.quantizers import *  # noqa: F403  (the quantizer classes: vqkit.quantizers.__all__)
 from vqkit.recipes import kmeans_init_from_encoder
 from vqkit.registry import (
@@ -38,7 +39,9 @@ __all__ = [
     "export_onnx",
     "kmeans_init_from_encoder",
     "list_models",
+    "list_pretrained",
     "list_quantizers",
+    "load_pretrained",
     "load_quantizer",
     "load_tokenizer",
     "nearest_code",

@@ -40,6 +40,8 @@ import torch
 from vqkit.utils.manifest import Manifest
 from vqkit.utils.names import item_stem, unique_names
 
+RUN_HELP = "run directory, exported tokenizer, or a shipped model's name (vqkit.list_pretrained)"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -91,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "encode", help="encode image or audio files to codes", description="Encode files to codes."
     )
-    p.add_argument("run", type=Path, help="run directory or exported tokenizer")
+    p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("files", nargs="+", type=Path, help="images (PNG, JPEG, ...) or audio (WAV, FLAC, OGG)")
     p.add_argument("-o", "--output", type=Path, required=True, help="codes archive to write (.npz)")
     rate = p.add_mutually_exclusive_group()
@@ -105,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "decode", help="decode a codes archive back to files", description="Decode codes to files."
     )
-    p.add_argument("run", type=Path, help="run directory or exported tokenizer")
+    p.add_argument("run", type=Path, help=RUN_HELP)
     p.add_argument("codes", type=Path, help="archive written by vqkit encode")
     p.add_argument("-o", "--output", type=Path, required=True, help="folder for the decoded files")
     p.add_argument("--prior", type=Path, help="code prior of a coded file (default: RUN's)")
@@ -126,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("info", help="describe a run or exported tokenizer", description="Describe a run.")
-    p.add_argument("run", type=Path, help="run directory or exported tokenizer")
+    p.add_argument("run", type=Path, help=RUN_HELP)
     from vqkit.train.tokenize_dataset import add_tokenize_parser  # its options are declared beside it
 
     add_tokenize_parser(sub)

@@ -50,10 +50,17 @@ def run_config(path: Path) -> RunConfig:
 def load_run_model(
     path: str | os.PathLike[str], checkpoint: str | None = None
 ) -> tuple[Tokenizer, dict[str, Any]]:
-    """The model of a run directory (its latest or the given checkpoint) or of an exported tokenizer, in eval
-    mode, with what is known about its input: ``{"modality", "item_shape", "sample_rate", "config"?}``."""
+    """The model of a run directory (its latest or the given checkpoint), of an exported tokenizer or of a shipped
+    model's name (``vqkit.list_pretrained``), in eval mode, with what is known about its input: ``{"modality",
+    "item_shape", "sample_rate", "config"?}``."""
     from vqkit.models import build_model, load_tokenizer
+    from vqkit.pretrained import is_pretrained_name, load_pretrained, pretrained_entry
 
+    if is_pretrained_name(path):  # a shipped model's name (``vqkit.list_pretrained``)
+        entry = pretrained_entry(os.fspath(path))
+        shipped: dict[str, Any] = {"modality": entry.modality, "item_shape": entry.item_shape}
+        shipped |= {"sample_rate": entry.sample_rate, "pretrained": entry.name}
+        return load_pretrained(entry.name), shipped
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"run: {str(root)!r} does not exist")
