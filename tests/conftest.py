@@ -152,7 +152,7 @@ def case_id(case: tuple[str, dict[str, object]]) -> str:
 @pytest.fixture(params=option_cases(), ids=case_id)
 def quantizer_case(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
     """``(registry name, kwargs)`` over the option grid."""
-    return request.param  # type: ignore[no-any-return]
+    return request.param
 
 
 def load_script(path: Path, name: str) -> ModuleType:
