@@ -70,7 +70,6 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_quantizers.py --bits 16 --n 4096 --out benchmarks/results/bench_quantizers_16.json \
 		--markdown benchmarks/results/bench_quantizers_16.md
 	$(PY) benchmarks/bench_peers.py --markdown benchmarks/results/bench_peers.md
-	$(PY) benchmarks/bench_projections.py
 	$(PY) benchmarks/bench_overhead.py
 	$(PY) benchmarks/bench_estimators.py --markdown benchmarks/results/bench_estimators.md
 	$(PY) benchmarks/bench_compile.py --markdown benchmarks/results/bench_compile.md

@@ -47,8 +47,9 @@ def bench_one(name: str, n: int, dim: int, repeats: int) -> dict[str, object]:
         return {"quantizer": name, "skipped": kwargs}
     torch.manual_seed(0)
     q = vqkit.create_quantizer(name, dim=dim, **kwargs)
-    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(0))
-    q(x[:4096])  # first-batch k-means eagerly
+    # [16, N/16, D]: a grid of positions as bench_quantizers.py feeds, so multi-scale quantizers get their 2-D maps.
+    x = torch.randn(16, n // 16, dim, generator=torch.Generator().manual_seed(0))
+    q(x[: max(1, 4096 // (n // 16))])  # first-batch k-means eagerly
     torch._dynamo.reset()
     started = time.perf_counter()
     compiled = torch.compile(q, fullgraph=True)

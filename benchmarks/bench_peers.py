@@ -1,7 +1,7 @@
 """vqkit against vector-quantize-pytorch on every quantizer it has an equivalent of, over a grid of rates and widths.
 
 Run ``.venv/bin/python benchmarks/bench_peers.py --markdown benchmarks/results/bench_peers.md`` (8 and 16 bits per
-vector, D=64 and 256; N=16384, or 4096 at 16 bits (``cell_n``); ``--quick`` for a check that it runs). For each
+vector, D=64 and 256; N=16384, fewer at 16 bits (``cell_n``); ``--quick`` for a check that it runs). For each
 cell of the grid and each quantizer ``bench_quantizers.py`` can match (its ``quantizer_references`` adapters: same
 settings, same state), the eval encode, the eval forward and the training step are raced round-robin in one process
 exactly as there (``quantizer_timing.bench_case``: the best of the repeats, the median in the JSON), and the
@@ -38,10 +38,11 @@ FIT_ROWS = 4096  # k-means init sample, as bench_quantizers.py
 SPEEDUPS = ("encode_speedup", "eval_forward_speedup", "train_speedup")
 
 
-def cell_n(n: int, bits: int) -> int:
-    """Vectors in a cell: ``n``, or at most 4096 where a single codebook has ``2^16`` codes (their dense search
-    holds an ``N x K`` float32 matrix: 4 GiB at ``N = 16384``)."""
-    return n if bits <= 12 else min(n, 4096)
+def cell_n(n: int, dim: int, bits: int) -> int:
+    """Vectors in a cell: ``n``, or fewer where a single codebook has more than ``2^12`` codes (4096 at D=64,
+    1024 at D=256 for ``2^16``): vector-quantize-pytorch's dense search holds an ``N x K`` float32 matrix (4 GiB
+    at ``N = 16384``) and its calls would take most of the run."""
+    return n if bits <= 12 else min(n, max(1024, 2**18 // dim))
 
 
 def repeats(dim: int, bits: int, quick: bool) -> tuple[int, int, int]:
@@ -49,7 +50,7 @@ def repeats(dim: int, bits: int, quick: bool) -> tuple[int, int, int]:
     if quick:
         return 2, 2, 1
     work = dim * 2**bits
-    return (20, 8, 2) if work <= 64 * 2**10 else (10, 5, 1) if work <= 64 * 2**16 else (4, 3, 1)
+    return (20, 8, 2) if work <= 64 * 2**10 else (10, 5, 1) if work < 64 * 2**16 else (4, 3, 1)
 
 
 def matched_names(dim: int, bits: int) -> list[str]:
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             names = matched_names(dim, bits)
             if args.only:
                 names = [name for name in names if name in args.only.split(",")]
-            n = cell_n(args.n, bits)
+            n = cell_n(args.n, dim, bits)
             cells.append(
                 {"dim": dim, "bits": bits, "n": n, "rows": run_cell(n, dim, bits, names, args.quick)}
             )

@@ -1,4 +1,4 @@
-"""benchmarks/bench_peers.py and bench_projections.py run at tiny sizes: every row filled, Markdown written."""
+"""benchmarks/bench_peers.py runs at tiny sizes: every row filled, Markdown written."""
 
 from __future__ import annotations
 
@@ -36,12 +36,3 @@ def test_peers_quick_grid(tmp_path: Path) -> None:
         assert cell["rows"]["fsq"]["eval_forward_floor_speedup"] > 0  # FSQ has both projections
         assert cell["rows"]["vq"]["eval_forward_floor_speedup"] is None
     assert "| fsq | 16 | 8 |" in md.read_text()
-
-
-def test_projections_quick(tmp_path: Path) -> None:
-    proj = load_script(BENCH / "bench_projections.py", "_test_bench_projections")
-    out = tmp_path / "proj.json"
-    assert proj.main(["--quick", "--out", str(out)]) == 0
-    rows = json.loads(out.read_text())["rows"]
-    assert {(r["dim"], r["channels"]) for r in rows} == {(d, c) for d in (64, 256) for c in (4, 8, 10, 16)}
-    assert all(r["step_speedup"] > 0 for r in rows)

@@ -52,10 +52,10 @@ def straight_through(hard: torch.Tensor, surrogate: torch.Tensor) -> torch.Tenso
     In eager autograd it is ``_StraightThrough`` (the same value and gradient in fewer passes); compiled or
     exported code keeps the formula (inductor fuses it; exporters need no Python function).
     """
-    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export() or hard.shape != surrogate.shape:
         return hard.detach() + (surrogate - surrogate.detach())
-    if not (torch.is_grad_enabled() and surrogate.requires_grad) or hard.shape != surrogate.shape:
-        return hard.detach() + (surrogate - surrogate.detach())
+    if not (torch.is_grad_enabled() and surrogate.requires_grad):
+        return hard.detach()  # no gradient to route: the value alone (two passes over [N, D] saved)
     return _StraightThrough.apply(hard, surrogate)
 
 

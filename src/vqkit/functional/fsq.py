@@ -66,7 +66,9 @@ def constants(
     shift2, scale, drop = _sigmoid_form(*bound_constants(levels, like))
     half = half_width(levels).to(like)
     place = (basis(levels) if place is None else place).to(like)
-    return Constants(shift2.repeat(reps), scale.repeat(reps), drop.repeat(reps), half.repeat(reps), place, reps)
+    return Constants(
+        shift2.repeat(reps), scale.repeat(reps), drop.repeat(reps), half.repeat(reps), place, reps
+    )
 
 
 def _sigmoid_form(

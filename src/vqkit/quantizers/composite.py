@@ -29,7 +29,6 @@ from torch import nn
 
 from vqkit._validate import check_choice, check_positive_int, check_range
 from vqkit.functional.estimators import estimate, straight_through
-from vqkit.functional.linear import Linear
 from vqkit.quantizers.base import Quantizer
 from vqkit.quantizers.beam import beam_search
 from vqkit.quantizers.dropout import draw_levels, on_rows
@@ -184,7 +183,7 @@ class ResidualQuantizer(_Composite):
                 )
         self.project = bool(project)
         self.project_in: nn.Module = nn.Linear(dim, stage_dim) if project else nn.Identity()
-        self.project_out: nn.Module = Linear(stage_dim, dim) if project else nn.Identity()
+        self.project_out: nn.Module = nn.Linear(stage_dim, dim) if project else nn.Identity()
         scales = torch.ones(len(self.stage_list), 1)
         if stage_scales is not None:
             given = torch.as_tensor(stage_scales, dtype=torch.float32)

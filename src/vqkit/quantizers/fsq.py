@@ -22,7 +22,6 @@ from torch import nn
 
 from vqkit._validate import check_int_list, check_positive_int
 from vqkit.functional import fsq as fsq_math
-from vqkit.functional.linear import Linear
 from vqkit.quantizers.base import Quantizer, split_rate, straight_through
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.registry import register_quantizer
@@ -34,7 +33,7 @@ MAX_INDEX_BITS = 62  # codes are int64 indices
 def channel_projections(dim: int, channels: int) -> tuple[nn.Module, nn.Module]:
     if dim == channels:
         return nn.Identity(), nn.Identity()
-    return nn.Linear(dim, channels), Linear(channels, dim)
+    return nn.Linear(dim, channels), nn.Linear(channels, dim)
 
 
 def fsq_levels(bits: int) -> list[int]:

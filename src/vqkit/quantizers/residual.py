@@ -225,6 +225,8 @@ class ResidualVQ(ResidualQuantizer):
         return QuantizerOutput(quantized=self.project_out(quantized), codes=stats.codes, losses=losses)
 
     def _quantize_levels(self, z: torch.Tensor, levels: torch.Tensor | None) -> QuantizerOutput:
+        if levels is None and self._plain_levels():  # a grouped composite's groups come here
+            return self._plain_forward(z)
         if self.codebook is None:
             return super()._quantize_levels(z, levels)
         with self.codebook.deferred_updates():

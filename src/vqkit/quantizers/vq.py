@@ -30,7 +30,6 @@ from torch import nn
 
 from vqkit._validate import check_choice, check_positive_int, check_range
 from vqkit.functional.estimators import GRADIENTS, Gradient, estimate
-from vqkit.functional.linear import Linear
 from vqkit.functional.regularizers import orthogonal_penalty, usage_entropy
 from vqkit.functional.stats import code_counts
 from vqkit.quantizers.base import SingleCodebookQuantizer
@@ -125,7 +124,7 @@ class VQ(SingleCodebookQuantizer):
         self.gradient: Gradient = check_choice("gradient", gradient, GRADIENTS)  # type: ignore[assignment]
         self.codebook_options = CodebookOptions.resolve(codebook_options)
         self.project_in: nn.Module = nn.Identity() if code_dim == dim else nn.Linear(dim, code_dim)
-        self.project_out: nn.Module = nn.Identity() if code_dim == dim else Linear(code_dim, dim)
+        self.project_out: nn.Module = nn.Identity() if code_dim == dim else nn.Linear(code_dim, dim)
         self.codebook = Codebook(codebook_size, code_dim, self.codebook_options, normalize=self.l2_normalize)
         self._set_training_options(
             sampling, sampling_temperature, (entropy_weight, entropy_temperature, diversity)
