@@ -67,8 +67,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_quantizers.py --bits 8 --markdown benchmarks/results/bench_quantizers.md
-	$(PY) benchmarks/bench_quantizers.py --bits 16 --n 4096 --out benchmarks/results/bench_quantizers_16.json \
-		--markdown benchmarks/results/bench_quantizers_16.md
+	$(PY) benchmarks/bench_quantizers.py --bits 12 --out benchmarks/results/bench_quantizers_12.json \
+		--markdown benchmarks/results/bench_quantizers_12.md
 	$(PY) benchmarks/bench_peers.py --markdown benchmarks/results/bench_peers.md
 	$(PY) benchmarks/bench_overhead.py
 	$(PY) benchmarks/bench_estimators.py --markdown benchmarks/results/bench_estimators.md
