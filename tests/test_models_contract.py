@@ -37,9 +37,22 @@ MODELS: dict[str, dict[str, Any]] = {
         "mel_n_fft": 64,
         "n_mels": 16,
     },
+    "spectral_codec": {
+        "sample_rate": 8000,
+        "n_fft": 16,
+        "stft_hop": 4,
+        "frames_per_latent": 1,
+        "hidden": 8,
+        "encoder_blocks": 1,
+        "decoder_blocks": 1,
+        "kernel_size": 3,
+        "expansion": 2,
+        "n_mels": 8,
+        "griffin_lim_iters": 4,
+    },
 }
 
-LATENT_SHAPES = {"image_vqvae": (2, 2), "mlp_vqvae": (), "seanet_codec": (13,)}
+LATENT_SHAPES = {"image_vqvae": (2, 2), "mlp_vqvae": (), "seanet_codec": (13,), "spectral_codec": (13,)}
 
 
 def make_model(name: str, quantizer: str) -> Tokenizer:
@@ -62,7 +75,7 @@ def make_input(name: str, batch: int = 3) -> torch.Tensor:
 
 
 def decode(model: Tokenizer, codes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(model, vqkit.models.SEANetCodec):
+    if isinstance(model, (vqkit.models.SEANetCodec, vqkit.models.SpectralCodec)):
         return model.decode(codes, length=x.shape[-1])
     return model.decode(codes)
 

@@ -28,6 +28,7 @@ from vqkit.models.losses import mel_l1_loss, multi_resolution_stft_loss
 from vqkit.models.mlp import MLPVQVAE
 from vqkit.models.registry import build_model, list_models, model_class, register_model
 from vqkit.models.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder
+from vqkit.models.spectral import SpectralCodec as SpectralCodec  # registers spectral_codec
 
 __all__ = [
     "MLPVQVAE",
