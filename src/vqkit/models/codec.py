@@ -19,7 +19,6 @@ Encodec's adversarial and feature-matching terms need the optional ``MultiScaleS
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -28,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from vqkit._validate import check_bool, check_choice, check_nonnegative_int, check_positive_int
-from vqkit.models.base import QuantizerSpec, Tokenizer, check_float_input
+from vqkit.models.base import QuantizerSpec, check_float_input
+from vqkit.models.framed import FramedAudio
 from vqkit.models.losses import mel_l1_loss, multi_resolution_stft_loss
 from vqkit.models.registry import register_model
 from vqkit.models.seanet import (
@@ -46,7 +46,7 @@ DEFAULT_LOSS_WEIGHTS: Mapping[str, float] = MappingProxyType({"l1": 0.1, "stft":
 
 
 @register_model("seanet_codec")
-class SEANetCodec(Tokenizer):
+class SEANetCodec(FramedAudio):
     """SEANet codec: ``[B, channels, T]`` -> codes ``[B, ceil(T / hop), C]`` -> ``[B, channels, T]``.
 
     Args:
@@ -68,7 +68,6 @@ class SEANetCodec(Tokenizer):
         loss_weights: over ``{"l1": 0.1, "stft": 1.0, "mel": 1.0}``.
     """
 
-    modality = "audio"
     layout = "channels_first"
     latent_rank = 1
     default_loss_weights = DEFAULT_LOSS_WEIGHTS
@@ -137,34 +136,9 @@ class SEANetCodec(Tokenizer):
         """Samples per latent frame: ``prod(ratios)``."""
         return self.cfg.hop_length
 
-    def num_frames(self, length: int) -> int:
-        """Latent frames for ``length`` samples: ``ceil(length / hop)``."""
-        return -(-int(length) // self.hop_length)
-
-    def frame_rate(self, sample_rate: float | None = None) -> float:
-        """Latent frames per second: ``sample_rate / hop`` (50 at 16 kHz with hop 320)."""
-        return float(sample_rate or self.sample_rate) / self.hop_length
-
-    def codes_per_second(self, sample_rate: float | None = None) -> float:
-        """Integer codes (tokens) per second: ``frame_rate * quantizer.codes_per_vector``."""
-        return self.frame_rate(sample_rate) * self.quantizer.codes_per_vector
-
-    def bitrate_kbps(self, sample_rate: float | None = None, num_quantizers: int | None = None) -> float:
-        """Nominal bitrate: ``frame_rate * quantizer.bits_per_vector / 1000`` (of the first ``num_quantizers``
-        residual levels when given: the rates one model trained with quantizer dropout serves)."""
-        q = self.quantizer
-        bits = q.bits_per_vector if num_quantizers is None else q.bits_per_vector_at(num_quantizers)
-        return self.frame_rate(sample_rate) * bits / 1000.0
-
-    def latent_shape(self, item_shape: Sequence[int]) -> tuple[int, ...]:
-        """``(ceil(T / hop),)`` for an item ``(channels, T)`` or ``(T,)``."""
-        shape = tuple(int(s) for s in item_shape)
-        ok = len(shape) in (1, 2) and (len(shape) == 1 or shape[0] == self.cfg.channels) and shape[-1] > 0
-        if not ok:
-            raise ValueError(
-                f"item_shape: expected ({self.cfg.channels}, T) or (T,) with T >= 1, got {shape}"
-            )
-        return (self.num_frames(shape[-1]),)
+    @property
+    def audio_channels(self) -> int:
+        return self.cfg.channels
 
     # ------------------------------------------------------------------ tokenizer hooks
     def _check_input(self, x: torch.Tensor) -> None:
@@ -174,41 +148,8 @@ class SEANetCodec(Tokenizer):
                 f"x: expected [B, {self.cfg.channels}, T] (channels) with T >= 1, got {tuple(x.shape)}"
             )
 
-    def latent_mask(self, lengths: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """``[B, frames]``: a frame is real when it starts before the item's end (``ceil(length / hop)``
-        frames per item)."""
-        if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1 or lengths.shape[0] != latent.shape[0]:
-            got = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
-            raise ValueError(
-                f"lengths: expected a [B] tensor of sample counts for B={latent.shape[0]}, got {got}"
-            )
-        frames = -(-lengths.to(latent.device).long() // self.hop_length)
-        return torch.arange(latent.shape[-1], device=latent.device)[None, :] < frames[:, None]
-
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        pad = self.num_frames(x.shape[-1]) * self.hop_length - x.shape[-1]
-        return F.pad(x, (0, pad)) if pad else x
-
     def _finish(self, y: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
         return y if x is None else y[..., : x.shape[-1]]
-
-    def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """Audio from codes ``[B, frames, C]``: ``[B, channels, frames * hop]``, or ``[B, channels, length]``
-        when ``length`` (the original sample count, ``ceil(length / hop) == frames``) is given."""
-        y = super().decode(codes)
-        if length is None:
-            return y
-        frames = codes.shape[1]
-        try:
-            samples = operator.index(length)
-        except TypeError:
-            samples = -1
-        if samples < 1 or self.num_frames(samples) != frames:
-            raise ValueError(
-                f"length: expected a sample count in [{(frames - 1) * self.hop_length + 1}, "
-                f"{frames * self.hop_length}] ({frames} frames of hop {self.hop_length}), got {length!r}"
-            )
-        return y[..., :samples]
 
     def reconstruction_losses(self, x_hat: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
         weights, losses = self.loss_weights, {}

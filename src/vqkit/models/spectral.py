@@ -41,21 +41,20 @@ bands. ``reconstruction_losses(x_hat, x)`` computes the same terms from the STFT
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vqkit._validate import check_choice, check_nonnegative_int, check_positive_int, check_range
 from vqkit.functional.griffin_lim import complex_stft, griffin_lim
 from vqkit.functional.spectral import mel_filterbank
 from vqkit.functional.stft_distance import log_magnitude_l1, spectral_convergence
-from vqkit.models.base import QuantizerSpec, Tokenizer, TokenizerOutput, check_float_input
+from vqkit.models.base import QuantizerSpec, TokenizerOutput, check_float_input
 from vqkit.models.convnext import ConvNeXtStack, stack_frames, unstack_frames
+from vqkit.models.framed import FramedAudio
 from vqkit.models.registry import register_model
 from vqkit.types import QuantizerOutput
 
@@ -117,7 +116,7 @@ class SpectralDecoder(nn.Module):
 
 
 @register_model("spectral_codec")
-class SpectralCodec(Tokenizer):
+class SpectralCodec(FramedAudio):
     """Spectral codec: ``[B, 1, T]`` -> codes ``[B, ceil(T / hop), C]`` -> ``[B, 1, T]`` (mono).
 
     Args:
@@ -135,7 +134,6 @@ class SpectralCodec(Tokenizer):
         loss_weights: over ``{"log_magnitude": 1.0, "convergence": 1.0, "mel": 1.0}``.
     """
 
-    modality = "audio"
     layout = "channels_first"
     latent_rank = 1
     default_loss_weights = DEFAULT_LOSS_WEIGHTS
@@ -197,51 +195,11 @@ class SpectralCodec(Tokenizer):
         """Samples per latent frame: ``stft_hop * frames_per_latent``."""
         return self.stft_hop * self.frames_per_latent
 
-    def num_frames(self, length: int) -> int:
-        """Latent frames for ``length`` samples: ``ceil(length / hop)``."""
-        return -(-int(length) // self.hop_length)
-
-    def frame_rate(self, sample_rate: float | None = None) -> float:
-        """Latent frames per second: ``sample_rate / hop`` (50 at 16 kHz with hop 320)."""
-        return float(sample_rate or self.sample_rate) / self.hop_length
-
-    def codes_per_second(self, sample_rate: float | None = None) -> float:
-        """Integer codes (tokens) per second: ``frame_rate * quantizer.codes_per_vector``."""
-        return self.frame_rate(sample_rate) * self.quantizer.codes_per_vector
-
-    def bitrate_kbps(self, sample_rate: float | None = None, num_quantizers: int | None = None) -> float:
-        """Nominal bitrate: ``frame_rate * quantizer.bits_per_vector / 1000`` (of the first ``num_quantizers``
-        residual levels when given)."""
-        q = self.quantizer
-        bits = q.bits_per_vector if num_quantizers is None else q.bits_per_vector_at(num_quantizers)
-        return self.frame_rate(sample_rate) * bits / 1000.0
-
-    def latent_shape(self, item_shape: Sequence[int]) -> tuple[int, ...]:
-        """``(ceil(T / hop),)`` for an item ``(1, T)`` or ``(T,)``."""
-        shape = tuple(int(s) for s in item_shape)
-        if not (len(shape) in (1, 2) and (len(shape) == 1 or shape[0] == 1) and shape[-1] > 0):
-            raise ValueError(f"item_shape: expected (1, T) or (T,) with T >= 1, got {shape}")
-        return (self.num_frames(shape[-1]),)
-
     # ------------------------------------------------------------------ tokenizer hooks
     def _check_input(self, x: torch.Tensor) -> None:
         check_float_input(x)
         if x.dim() != 3 or x.shape[1] != 1 or x.shape[2] < 1:
             raise ValueError(f"x: expected mono audio [B, 1, T] with T >= 1, got {tuple(x.shape)}")
-
-    def latent_mask(self, lengths: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """``[B, frames]``: a frame is real when it starts before the item's end (``ceil(length / hop)``)."""
-        if not isinstance(lengths, torch.Tensor) or lengths.dim() != 1 or lengths.shape[0] != latent.shape[0]:
-            got = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
-            raise ValueError(
-                f"lengths: expected a [B] tensor of sample counts for B={latent.shape[0]}, got {got}"
-            )
-        frames = -(-lengths.to(latent.device).long() // self.hop_length)
-        return torch.arange(latent.shape[-1], device=latent.device)[None, :] < frames[:, None]
-
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        pad = self.num_frames(x.shape[-1]) * self.hop_length - x.shape[-1]
-        return F.pad(x, (0, pad)) if pad else x
 
     def _finish(self, y: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
         """Waveform ``[B, 1, T]`` from predicted log-magnitudes ``y`` (Griffin-Lim; zero phase in training)."""
@@ -330,24 +288,6 @@ class SpectralCodec(Tokenizer):
         if x_hat.shape != x.shape:
             raise ValueError(f"x_hat: expected the shape of x {tuple(x.shape)}, got {tuple(x_hat.shape)}")
         return self.spectral_losses(self.target_magnitude(x_hat), self.target_magnitude(x))
-
-    def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """Audio from codes ``[B, frames, C]``: ``[B, 1, frames * hop]``, or ``[B, 1, length]`` when ``length``
-        (the original sample count, ``ceil(length / hop) == frames``) is given."""
-        y = super().decode(codes)
-        if length is None:
-            return y
-        frames = codes.shape[1]
-        try:
-            samples = operator.index(length)
-        except TypeError:
-            samples = -1
-        if samples < 1 or self.num_frames(samples) != frames:
-            raise ValueError(
-                f"length: expected a sample count in [{(frames - 1) * self.hop_length + 1}, "
-                f"{frames * self.hop_length}] ({frames} frames of hop {self.hop_length}), got {length!r}"
-            )
-        return y[..., :samples]
 
     def _arch_config(self) -> dict[str, Any]:
         return {
