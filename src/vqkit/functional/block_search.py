@@ -30,6 +30,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
+from vqkit.functional.estimators import estimate
 from vqkit.functional.search import nearest_code
 from vqkit.types import Distance
 
@@ -271,3 +272,31 @@ def vq_loss_pair(
     """
     out = _LossPair.apply(h, total, residual_sum, level_losses, *books, *code_sums)
     return cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor], out)
+
+
+def level_outputs(
+    h: torch.Tensor,
+    total: torch.Tensor,
+    residual_sum: torch.Tensor | None,
+    level_losses: torch.Tensor,
+    books: Sequence[torch.Tensor],
+    code_sums: Sequence[torch.Tensor | None],
+    *,
+    rotation: bool = False,
+    codebook_term: bool = True,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(quantized, losses)`` of a one-pass residual or block forward from its statistics (``vq_loss_pair``'s
+    arguments): with autograd, ``vq_loss_pair``; without, ``total`` and one value for both terms (as ``vq_losses``
+    without autograd). ``rotation``: the rotation trick onto ``h`` instead of the straight-through estimator;
+    ``codebook_term``: whether the losses hold ``codebook`` (gradient-trained codebooks)."""
+    if torch.is_grad_enabled():
+        quantized, commitment, codebook = vq_loss_pair(h, total, residual_sum, level_losses, books, code_sums)
+    else:
+        quantized, commitment = total, level_losses.mean()
+        codebook = commitment
+    if rotation:
+        quantized = estimate(total, h, "rotation")
+    losses = {"commitment": commitment}
+    if codebook_term:
+        losses["codebook"] = codebook
+    return quantized, losses

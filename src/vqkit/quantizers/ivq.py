@@ -78,9 +78,9 @@ import torch
 
 from vqkit._validate import check_choice, check_int, check_positive_int, check_range, is_int
 from vqkit.functional import hexagram
-from vqkit.functional.block_search import residual_block_search, vq_loss_pair
+from vqkit.functional.block_search import level_outputs, residual_block_search
 from vqkit.functional.contrastive import SIMILARITIES, Similarity, symmetric_contrastive
-from vqkit.functional.estimators import Gradient, estimate
+from vqkit.functional.estimators import Gradient
 from vqkit.quantizers.codebook import CodebookOptions
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.quantizers.ivq_level import Codebooks, IVQLevel, level_statistics, resolve_levels
@@ -342,20 +342,17 @@ class IVQ(ResidualQuantizer):
             [(b, level.blocks) for b, level in zip(books, levels, strict=True)],
             self.codebook_options.distance,
         )
-        grad = torch.is_grad_enabled()
-        stats = level_statistics(levels, h, found, grad=grad)
-        if grad:
-            quantized, commitment, codebook = vq_loss_pair(
-                h, stats.total, stats.residual_sum, stats.losses, books, stats.code_sums
-            )
-        else:  # one value for both terms, as ``vq_losses`` without autograd
-            quantized, commitment = stats.total, stats.losses.mean()
-            codebook = commitment
-        if self.gradient == "rotation":
-            quantized = estimate(stats.total, h, "rotation")
-        losses = {"commitment": commitment}
-        if levels[0].codebook_list[0].update_rule.codebook_loss:
-            losses["codebook"] = codebook
+        stats = level_statistics(levels, h, found, grad=torch.is_grad_enabled())
+        quantized, losses = level_outputs(
+            h,
+            stats.total,
+            stats.residual_sum,
+            stats.losses,
+            books,
+            stats.code_sums,
+            rotation=self.gradient == "rotation",
+            codebook_term=levels[0].codebook_list[0].update_rule.codebook_loss,
+        )
         return QuantizerOutput(
             quantized=self.project_out(quantized),
             codes=torch.cat(stats.codes, dim=1),

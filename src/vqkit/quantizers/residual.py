@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqkit._validate import check_divisible, check_int_list, check_positive_int
-from vqkit.functional.block_search import block_code_sums, block_lookup, vq_loss_pair
-from vqkit.functional.estimators import Gradient, estimate
+from vqkit.functional.block_search import block_code_sums, block_lookup, level_outputs
+from vqkit.functional.estimators import Gradient
 from vqkit.quantizers.base import split_rate
 from vqkit.quantizers.codebook import Codebook
 from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
@@ -210,18 +210,16 @@ class ResidualVQ(ResidualQuantizer):
         # start inside the pass, which writes the weight in place, reaches these gradient targets too.
         books = [stage.codebook.vectors for stage in self.vq_levels]
         stats = _level_pass(self.vq_levels, books, h, grad=grad, training=self.training)
-        if grad:
-            quantized, commitment, codebook = vq_loss_pair(
-                h, stats.total, stats.residual_sum, stats.losses, books, stats.code_sums
-            )
-        else:  # one value for both terms, as ``vq_losses`` without autograd
-            quantized, commitment = stats.total, stats.losses.mean()
-            codebook = commitment
-        if self.gradient == "rotation":
-            quantized = estimate(stats.total, h, "rotation")
-        losses = {"commitment": commitment}
-        if self.vq_levels[0].codebook.update_rule.codebook_loss:
-            losses["codebook"] = codebook
+        quantized, losses = level_outputs(
+            h,
+            stats.total,
+            stats.residual_sum,
+            stats.losses,
+            books,
+            stats.code_sums,
+            rotation=self.gradient == "rotation",
+            codebook_term=self.vq_levels[0].codebook.update_rule.codebook_loss,
+        )
         return QuantizerOutput(quantized=self.project_out(quantized), codes=stats.codes, losses=losses)
 
     def _quantize_levels(self, z: torch.Tensor, levels: torch.Tensor | None) -> QuantizerOutput:
@@ -309,15 +307,17 @@ class ProductVQ(ProductQuantizer):
             sums = (
                 block_code_sums(residual, codes, len(groups), books.shape[1]) if books.requires_grad else None
             )
-        losses = {"commitment": loss[0]}
-        if grad:
-            input_sum = residual if z.requires_grad else None
-            total, losses["commitment"], codebook = vq_loss_pair(z, total, input_sum, loss, [books], [sums])
-        else:
-            codebook = losses["commitment"]
-        if groups[0].codebook.update_rule.codebook_loss:
-            losses["codebook"] = codebook
-        return QuantizerOutput(quantized=total, codes=codes, losses=losses)
+        input_sum = residual if grad and z.requires_grad else None
+        quantized, losses = level_outputs(
+            z,
+            total,
+            input_sum,
+            loss,
+            [books],
+            [sums],
+            codebook_term=groups[0].codebook.update_rule.codebook_loss,
+        )
+        return QuantizerOutput(quantized=quantized, codes=codes, losses=losses)
 
     @classmethod
     def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
