@@ -61,7 +61,7 @@ if str(HERE) not in sys.path:  # the sibling modules (this folder is not a packa
 from bench_common import cpu_model, vqp_version  # noqa: E402
 from bench_quantizers import DEFAULTS, FIT_ROWS  # noqa: E402
 from gpu_cases import Device, attempt, bench_precision, cpu_codes, small_batch  # noqa: E402
-from quantizer_cases import Case, build_case, case_names, make_input  # noqa: E402
+from quantizer_cases import Case, build_case, case_names, make_input, selected_names  # noqa: E402, F401 (case_names: the tests read it here)
 from quantizer_references import build_reference  # noqa: E402
 from quantizer_report import markdown_table, text_table  # noqa: E402
 
@@ -116,14 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--device: expected a torch device such as cuda or cpu, got {args.device!r} ({err})")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: CUDA is not available here; --device cpu runs the smoke test")
-    names = case_names()
-    if args.only:
-        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
-        unknown = sorted(set(wanted) - set(names))
-        if unknown:
-            parser.error(f"--only: unknown quantizers {unknown}; known: {', '.join(names)}")
-        names = [name for name in names if name in wanted]
-    args.names = names
+    args.names = selected_names(parser, args.only)
     return args
 
 

@@ -26,7 +26,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import THREADS, environment, load_warning, race
-from quantizer_cases import build_case, case_names, make_input
+from quantizer_cases import build_case, case_names, make_input, selected_names
 from quantizer_references import Reference, build_reference
 from quantizer_timing import bench_case
 
@@ -156,6 +156,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON report (default {RESULTS})")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown to this path")
     args = parser.parse_args(argv)
+    args.wanted = set(selected_names(parser, args.only))
     args.dims = [int(v) for v in args.dims.split(",")]
     args.bits = [int(v) for v in args.bits.split(",")]
     if args.quick:
@@ -171,9 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = []
     for dim in args.dims:
         for bits in args.bits:
-            names = matched_names(dim, bits)
-            if args.only:
-                names = [name for name in names if name in args.only.split(",")]
+            names = [name for name in matched_names(dim, bits) if name in args.wanted]
             n = cell_n(args.n, dim, bits)
             cells.append(
                 {"dim": dim, "bits": bits, "n": n, "rows": run_cell(n, dim, bits, names, args.quick)}

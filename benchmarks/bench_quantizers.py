@@ -100,7 +100,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from bench_common import THREADS, environment  # noqa: E402
-from quantizer_cases import Case, build_case, case_names, make_input, matmul_width  # noqa: E402
+from quantizer_cases import Case, build_case, make_input, matmul_width, selected_names  # noqa: E402
 from quantizer_memory import bench_memory, memory_child, memory_summary  # noqa: E402
 from quantizer_references import Reference, build_reference  # noqa: E402
 from quantizer_report import markdown_report, print_report, table_rows  # noqa: E402
@@ -157,14 +157,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, default in sizes.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
-    names = case_names()
-    if args.only:
-        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
-        unknown = sorted(set(wanted) - set(names))
-        if unknown:
-            parser.error(f"--only: unknown quantizers {unknown}; known: {', '.join(names)}")
-        names = [name for name in names if name in wanted]
-    args.names = names
+    args.names = selected_names(parser, args.only)
     return args
 
 

@@ -4,6 +4,7 @@ script's docstring has the rules)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,18 @@ def case_names() -> list[str]:
         for name in list_quantizers()
         for case in (name, *(v for v, (base, _) in VARIANTS.items() if base == name))
     ]
+
+
+def selected_names(parser: argparse.ArgumentParser, only: str | None) -> list[str]:
+    """``case_names()``, or those ``--only`` lists (comma-separated); an unknown name is a parser error."""
+    names = case_names()
+    if not only:
+        return names
+    wanted = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        parser.error(f"--only: unknown quantizers {unknown}; known: {', '.join(names)}")
+    return [name for name in names if name in wanted]
 
 
 def make_input(n: int, dim: int) -> torch.Tensor:
