@@ -33,14 +33,23 @@ def test_bench_runs_every_method_at_equal_rate_and_resumes(
     out = tmp_path / "out"
     assert main(["bench", str(path), "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    ran = [r for r in results["rows"] if "skipped" not in r]
+    ceilings = [r for r in results["rows"] if r.get("ceiling")]
+    ran = [r for r in results["rows"] if "skipped" not in r and not r.get("ceiling")]
     assert len(ran) == 10  # ivq cannot spend 6 bits with 4-line levels: 2 skipped rows of 12
     assert any("ivq" in note for note in results["skipped"])
+    # The ceiling: the same model trained without its quantizer for the same steps, once per seed, its rate
+    # the float32 latent (4x4 positions of latent_dim 32 values in digits.yaml).
+    assert [(r["seed"], r["steps"], r["quantizer"]) for r in ceilings] == [(0, 6, "none"), (1, 6, "none")]
+    latent_values = 16 * ceilings[0]["bits"] // 32
+    assert all(r["metrics"]["bits_per_item"] == 32 * latent_values for r in ceilings)
+    assert not any(k.startswith("codebook/") for r in ceilings for k in r["metrics"])
+    assert ceilings[0]["metrics"]["psnr"] > max(r["metrics"]["psnr"] for r in ran if r["seed"] == 0)
     for row in ran:  # equal rate: 4x4 latents of `bits` bits
         assert row["nominal_bits"] == row["bits"] and row["metrics"]["bits_per_item"] == 16 * row["bits"]
         assert row["encode_items_per_s"] > 0 and row["metrics"]["codebook/utilization"] > 0
     report = (out / "report.md").read_text()
     assert "| vq | 4 | 64 |" in report and "±" in report  # two seeds: mean ± spread
+    assert "| continuous (ceiling) |" in report and "**From scratch:**" in report
     assert "Not run" in report and (out / "plots" / "rd_psnr.png").exists()
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/bench.json")}
     assert main(["bench", str(path), "--out", str(out), "--methods", "vq"]) == 0  # finished runs are skipped
@@ -49,7 +58,7 @@ def test_bench_runs_every_method_at_equal_rate_and_resumes(
     assert main(["bench", str(path), "--out", str(out), "--methods", "vq", "--seeds", "1"]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert {(r["method"], r["seed"]) for r in rows} == {("vq", 1)}
+    assert {(r["method"], r["seed"]) for r in rows} == {("continuous (ceiling)", 1), ("vq", 1)}
     capsys.readouterr()
 
 
@@ -81,6 +90,7 @@ def test_bad_bench_files_are_named(tmp_path: Path, body: str, match: str) -> Non
 def test_fixed_entries_run_at_their_own_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     body = (
         "overrides: [train.steps=4, train.eval_every=4, train.checkpoint_every=4, eval.max_items=30]\n"
+        "ceiling: false\n"
         "fixed:\n  - {label: 'VQ 1x32', name: vq, kwargs: {codebook_size: 32}}\n"
         "  - {label: 'IVQ 2x2', name: ivq, kwargs: {lines: 4, levels: [[2, 4], [2, 4]]}}\n"
     )
@@ -111,6 +121,7 @@ def test_rows_count_pretraining_apart_from_the_quantized_steps(
     same for every row of a bench), ``pretrain_epochs`` the stage before it, ``total_steps`` every step."""
     body = (
         "overrides: [train.steps=2, train.eval_every=2, train.checkpoint_every=2, eval.max_items=30]\n"
+        "ceiling: false\n"
         "fixed:\n  - {label: plain, name: vq, kwargs: {codebook_size: 16}}\n"
         "  - {label: pretrained, name: vq, kwargs: {codebook_size: 16}, overrides: [train.pretrain_epochs=1]}\n"
     )
@@ -146,12 +157,13 @@ def test_one_residual_model_draws_its_rate_distortion_curve_over_its_levels(tmp_
     run_bench(path, out)
     rows = json.loads((out / "results.json").read_text())["rows"]
     by_method = {r["method"]: r for r in rows}
+    ceiling = by_method.pop("continuous (ceiling)")
     assert set(by_method) == {"RVQ", "RVQ (1/3 levels)", "RVQ (2/3 levels)"}
     assert [by_method[m]["bits"] for m in ("RVQ (1/3 levels)", "RVQ (2/3 levels)", "RVQ")] == [4, 8, 12]
     for method, row in by_method.items():  # 4x4 latents at the prefix's rate
         assert row["metrics"]["bits_per_item"] == 16 * row["bits"], method
     mse = [by_method[m]["metrics"]["mse"] for m in ("RVQ (1/3 levels)", "RVQ (2/3 levels)", "RVQ")]
-    assert mse[0] > mse[1] > mse[2]
+    assert mse[0] > mse[1] > mse[2] > ceiling["metrics"]["mse"]  # the continuous model bounds every rate
     report = (out / "report.md").read_text()
     assert "| RVQ (1/3 levels) | 4 | 64 |" in report
     with pytest.raises(ConfigError, match=r"bench.fixed\[0\].levels: expected true or false"):

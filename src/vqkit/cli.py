@@ -59,9 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--nproc", type=int, default=1, help="DDP processes on this machine (gloo on CPU, nccl on GPU)"
     )
-    p.add_argument(
-        "--pretrain-epochs", type=int, help="epochs without the quantizer first, then k-means init"
-    )
+    p.add_argument("--pretrain-epochs", type=int, help="epochs without the quantizer, then k-means init")
+    p.add_argument("--init-from", metavar="BACKBONE", help="fine-tune a backbone: train.init_from")
     p.add_argument("--no-report", action="store_true", help="skip the final evaluation and report.md")
 
     p = sub.add_parser(
@@ -141,9 +140,8 @@ def _train(args: argparse.Namespace) -> int:
     from vqkit.train.loop import train, train_worker
     from vqkit.train.run import spawn
 
-    overrides = list(args.overrides)
-    if args.pretrain_epochs is not None:
-        overrides.append(f"train.pretrain_epochs={args.pretrain_epochs}")
+    options = (("pretrain_epochs", args.pretrain_epochs), ("init_from", args.init_from))
+    overrides = [*args.overrides, *(f"train.{key}={value}" for key, value in options if value is not None)]
     config = load_config(args.config, overrides)
     run_dir = args.run_dir or Path("runs") / args.config.stem
     if args.nproc < 1:
@@ -199,7 +197,8 @@ def _eval(args: argparse.Namespace) -> int:
     split = args.split or config.eval.split
     model, meta = load_run_model(args.run, str(args.checkpoint) if args.checkpoint else None)
     dataset = load_split(config, split)
-    metrics = evaluate(model, dataset, config, progress=True)
+    # A continuous run (train.continuous, a bench's ceiling) is evaluated with its quantizer skipped.
+    metrics = evaluate(model, dataset, config, progress=True, unquantized=config.train.continuous)
     result = {"split": split, "checkpoint": meta.get("checkpoint"), "metrics": metrics}
     atomic_write_text(args.run / "eval.json", json.dumps(result, indent=2))
     report = write_report(args.run, metrics, model=model, dataset=dataset, items=config.eval.report_items)

@@ -3,7 +3,11 @@
 What a bench compares is its bench file (``vqkit.train.bench_spec``). Every (method, bits, seed) is one training
 run under ``OUT/runs/<method>-<bits>b-s<seed>``, configured by ``vqkit.rates.kwargs_at_rate`` (k-means init
 wherever the method takes ``init``); a fixed entry runs at its own settings under ``OUT/runs/<label>-s<seed>``.
-The model, data, steps, batch size and optimizer are the same for every method. A run whose ``bench.json``
+The model, data, steps, batch size and optimizer are the same for every method. With a ``backbone`` every run
+is a fine-tune of it (``train.init_from``, the bench file's "pretrain once, quantize many" mode), on the
+config's data split. The ceiling (``ceiling: true``, the default) is the continuous model, evaluated with the
+quantizer skipped: ``OUT/runs/continuous-s<seed>`` trained without the quantizer for the same steps, or, with a
+backbone, the backbone itself (``OUT/runs/ceiling``, evaluated, not trained). A run whose ``bench.json``
 exists is skipped, so an interrupted bench resumes where it stopped (and a run interrupted mid-training resumes
 from its checkpoint); a run made under another configuration is refused, not reused. Methods that cannot reach
 a rate are listed with the reason. The report is ``vqkit.train.bench_report``'s.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ from vqkit.train.bench_report import write_bench_report
 from vqkit.train.bench_spec import BenchSpec, load_bench
 from vqkit.train.config import ConfigError, RunConfig, apply_override, build_config, read_config_file
 from vqkit.train.evaluate import evaluate
+from vqkit.train.init_from import load_backbone
 from vqkit.train.loop import train
 from vqkit.train.progress import progress
 from vqkit.train.report_figures import AUDIO_CLIPS, USAGE_ITEMS, SampleSet, fixed_items, model_samples, slug
@@ -71,6 +77,8 @@ class _Run:
     run_dir: Path
     config: RunConfig
     levels: bool = False
+    ceiling: bool = False  # the continuous model: evaluated with the quantizer skipped
+    backbone: str | None = None  # a ceiling that is this backbone, evaluated as it is (nothing is trained)
 
 
 def _plan(
@@ -96,6 +104,21 @@ def _plan(
     return _Run(method, bits, seed, name, kwargs, run_dir, build_config(raw), levels)
 
 
+def _plan_ceiling(base: dict[str, Any], seed: int, out: Path, backbone: str | None) -> _Run:
+    """The ceiling row's run: the config's model trained without its quantizer for the same steps, or the
+    backbone itself (module docstring)."""
+    raw = copy.deepcopy(base)
+    raw["seed"] = seed
+    train_section = {k: v for k, v in (raw.get("train") or {}).items() if k != "init_from"}
+    if backbone is None:
+        raw["train"] = {**train_section, "continuous": True}
+        label, run_dir = "continuous (ceiling)", out / "runs" / f"continuous-s{seed}"
+    else:
+        raw["train"] = train_section
+        label, run_dir = f"continuous backbone {Path(backbone).name} (ceiling)", out / "runs" / "ceiling"
+    return _Run(label, None, seed, "none", {}, run_dir, build_config(raw), ceiling=True, backbone=backbone)
+
+
 def _run_one(run: _Run) -> dict[str, Any]:
     """The row of one run: read back when it is finished, else trained (or resumed), evaluated and written."""
     settings = _settings(run.config)
@@ -104,26 +127,32 @@ def _run_one(run: _Run) -> dict[str, Any]:
         row = dict(json.loads(result_path.read_text()))
         _check_same_run(run.run_dir, row.get("config"), settings)
         return row
+    if run.backbone is not None:  # the backbone as the ceiling: evaluated, not trained
+        row = _result_row(run, load_backbone(run.backbone), 0, None, settings)
+        atomic_write_text(result_path, json.dumps(row, indent=2))
+        return row
     resume = ckpt.latest_checkpoint(RunPaths(run.run_dir).checkpoints) is not None
     if resume:
         _check_same_run(run.run_dir, _settings(run_config(run.run_dir)), settings)
     started = time.perf_counter()
     final = train(run.config, run.run_dir, resume=resume)
     train_seconds = time.perf_counter() - started if not resume else None  # a resumed run's time is partial
-    row = _result_row(run, ckpt.checkpoint_step(final), train_seconds, settings)
+    model, _ = load_run_model(run.run_dir)
+    row = _result_row(run, model, ckpt.checkpoint_step(final), train_seconds, settings)
     atomic_write_text(result_path, json.dumps(row, indent=2))
     return row
 
 
 def _result_row(
-    run: _Run, total_steps: int, train_seconds: float | None, settings: dict[str, Any]
+    run: _Run, model: Any, total_steps: int, train_seconds: float | None, settings: dict[str, Any]
 ) -> dict[str, Any]:
     """The trained run's ``bench.json``: the quantizer's rate and size, the test metrics, the step counts (see
     the module docstring), the time and throughput, and the settings it was made with."""
-    model, _ = load_run_model(run.run_dir)
-    test = load_split(run.config, run.config.eval.split)  # config.seed is this run's seed
-    metrics = evaluate(model, test, run.config, progress=True)
+    test = load_split(run.config, run.config.eval.split)  # the run's split (data.split_seed, else its seed)
+    metrics = evaluate(model, test, run.config, progress=True, unquantized=run.ceiling)
     q = model.quantizer
+    if run.ceiling:
+        return _ceiling_row(run, model, test, metrics, total_steps, train_seconds, settings)
     levels = [
         {
             "num_quantizers": k,
@@ -149,6 +178,44 @@ def _result_row(
         "metrics": metrics,
         "levels": levels,
         **_throughput(model, test),
+        "config": settings,
+    }
+
+
+def _ceiling_row(
+    run: _Run,
+    model: Any,
+    test: Any,
+    metrics: dict[str, float],
+    total_steps: int,
+    train_seconds: float | None,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """The continuous model's row: its rate is its float32 latent (32 bits a value), it has no codebook."""
+    x = torch.stack([test[i] for i in range(min(256, len(test)))])
+    with torch.no_grad():
+        items_per_s = x.shape[0] / best_seconds(lambda: model.embed(x))
+    bits = 32 * int(model.quantizer.dim)
+    return {
+        "method": run.method,
+        "quantizer": "none",
+        "bits": bits,
+        "seed": run.seed,
+        "ceiling": True,
+        "backbone": run.backbone,
+        "quantizer_kwargs": {},
+        "codebook_size": "none (float32 latent)",
+        "codebook_parameters": 0,
+        "nominal_bits": bits,
+        "modality": getattr(test, "modality", "vector"),
+        "steps": run.config.train.steps if run.backbone is None else 0,
+        "pretrain_epochs": 0,
+        "total_steps": total_steps,
+        "train_seconds": train_seconds,
+        "metrics": metrics,
+        "levels": [],
+        "encode_items_per_s": items_per_s,
+        "quantizer_vectors_per_s": math.nan,
         "config": settings,
     }
 
@@ -224,10 +291,13 @@ def run_bench(
     narrow or replace the file's (a run of another seed is another run folder, so seeds add up)."""
     spec = load_bench(path, quick=quick, methods=methods, seeds=seeds)
     base = read_config_file(spec.config)
-    for override in [*spec.overrides, "train.tensorboard=false"]:
+    for override in [*spec.overrides, "train.tensorboard=false", *_backbone_overrides(spec, base)]:
         base = apply_override(base, override)
     out = Path(out)
-    planned = [
+    planned: list[tuple[str, _Run | dict[str, Any]]] = [
+        (f"bench: {run.method}, seed {run.seed}", run) for run in _ceilings(spec, base, out)
+    ]
+    planned += [
         (note, _plan(base, m, bits, seed, out, fixed)) for note, (m, bits, seed, fixed) in _entries(spec)
     ]
     runs = [run for _, run in planned if isinstance(run, _Run)]
@@ -244,12 +314,29 @@ def run_bench(
             if not finished:
                 bar.note(note)
             rows.append(_run_one(run))
-            if run.seed == spec.seeds[0]:
+            if run.seed == spec.seeds[0] and not run.ceiling:
                 shown.append((run, rows[-1]))
             rows.extend(level_rows(rows[-1]))
             if not finished:
                 bar.update(1)
     return write_bench_report(out, spec, rows, quick=quick, samples=_samples(shown))
+
+
+def _backbone_overrides(spec: BenchSpec, base: dict[str, Any]) -> list[str]:
+    """What "pretrain once, quantize many" sets in every run: the backbone to start from, and the config's own
+    data split (the backbone's) whatever the run's seed."""
+    if spec.backbone is None:
+        return []
+    split_seed = (base.get("data") or {}).get("split_seed", base.get("seed", 0))
+    return [f"train.init_from={json.dumps(spec.backbone)}", f"data.split_seed={split_seed}"]
+
+
+def _ceilings(spec: BenchSpec, base: dict[str, Any], out: Path) -> list[_Run]:
+    """The ceiling runs: one per seed from scratch, the backbone once (its evaluation has no seed)."""
+    if not spec.ceiling:
+        return []
+    seeds = spec.seeds if spec.backbone is None else spec.seeds[:1]
+    return [_plan_ceiling(base, seed, out, spec.backbone) for seed in seeds]
 
 
 def _entries(spec: BenchSpec) -> Iterator[tuple[str, tuple[str, int | None, int, dict[str, Any] | None]]]:

@@ -177,6 +177,8 @@ def _results(spec: BenchSpec, rows: list[dict[str, Any]], skipped: list[str], qu
         "methods": spec.methods,
         "bits": spec.bits,
         "seeds": spec.seeds,
+        "backbone": spec.backbone,
+        "ceiling": spec.ceiling,
         "rows": rows,
         "skipped": skipped,
         "environment": {
@@ -257,6 +259,8 @@ def write_bench_report(
     )
     lines = [f"# Bench: `{spec.config.name}`" + (" (quick)" if quick else ""), ""]
     lines += [
+        _mode_line(spec),
+        "",
         f"Every method trains the same model on the same data for the same steps; overrides: "
         f"`{' '.join(spec.overrides) or 'none'}`. Seeds: {spec.seeds}; cells are means (± sample standard "
         "deviation over seeds when there are several). Quality is measured on the evaluation split. Bits: "
@@ -272,6 +276,24 @@ def write_bench_report(
     report = atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     write_html_report(report)
     return report
+
+
+def _mode_line(spec: BenchSpec) -> str:
+    """How the runs started, and what the ceiling row is."""
+    if spec.backbone is not None:
+        mode = (
+            f"**Pretrain once, quantize many:** every run fine-tunes the continuous backbone `{spec.backbone}` "
+            "(its weights outside the quantizer, the codebook k-means-initialized from its encoder's outputs "
+            "where the method has one) on the backbone's data split."
+        )
+        ceiling = " The ceiling row is that backbone, evaluated with the quantizer skipped."
+    else:
+        mode = "**From scratch:** every run trains the model from its initialization."
+        ceiling = (
+            " The ceiling row is the same model trained without the quantizer for the same steps, evaluated "
+            "with it skipped."
+        )
+    return mode + (ceiling + " Its rate is its float32 latent (32 bits a value)." if spec.ceiling else "")
 
 
 def _labels(summary: list[dict[str, Any]]) -> dict[tuple[str, float], str]:

@@ -7,10 +7,24 @@ A bench file names a training config and what varies::
     methods: all                       # registry names, or all
     bits: [8]                          # bits per latent vector; bits per item = latent positions x bits
     seeds: [0]
+    backbone: speech_backbone          # optional: "pretrain once, quantize many" (below)
+    ceiling: true                      # the continuous model as a row (the default)
     fixed:                             # optional: methods at their own settings and rate (the papers' rows)
       - {label: "VQ 1x4096", name: vq, kwargs: {codebook_size: 4096}, overrides: [train.pretrain_epochs=2]}
       - {label: "RVQ 8 dropout", name: residual_vq, kwargs: {dropout: 0.5}, levels: true}  # a row per prefix
     quick: {overrides: [...], bits: [...], seeds: [...], methods: [...]}   # what --quick changes
+
+Two modes. **From scratch** (no ``backbone``): every run trains the config's model from its initialization.
+**Pretrain once, quantize many** (``backbone``: a shipped model's name, ``vqkit.list_pretrained``, a
+``save_pretrained`` folder or a run directory): every run starts from the same continuous backbone
+(``train.init_from``: its weights outside the quantizer, then k-means from its encoder where the method has a
+codebook) and fine-tunes for the same ``train.steps``; the config's model must be the backbone's architecture,
+and every run keeps the config's data split (``data.split_seed`` = the config's ``seed``) so no seed tests on
+items the backbone trained on.
+
+``ceiling`` (default true): the continuous model as a row of its own, evaluated with the quantizer skipped;
+from scratch, the same model trained without the quantizer for the same steps (``train.continuous``), once per
+seed; with a backbone, the backbone itself.
 
 Errors name the key (``bench.methods``, ``bench.fixed[1].kwargs``, ...).
 """
@@ -34,6 +48,8 @@ class BenchSpec:
     bits: list[int] = field(default_factory=lambda: [8])
     seeds: list[int] = field(default_factory=lambda: [0])
     fixed: list[dict[str, Any]] = field(default_factory=list)
+    backbone: str | None = None
+    ceiling: bool = True
 
 
 def load_bench(
@@ -49,7 +65,7 @@ def load_bench(
     raw = _read_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("config"), str):
         raise ConfigError(f"bench: {str(path)!r} must be a mapping with a 'config' path")
-    known = {"config", "overrides", "methods", "bits", "seeds", "quick", "fixed"}
+    known = {"config", "overrides", "methods", "bits", "seeds", "quick", "fixed", "backbone", "ceiling"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"bench.{unknown[0]}: unknown key; valid keys: {sorted(known)}")
@@ -78,8 +94,35 @@ def load_bench(
     if not seeds or not ((names and bits) or fixed):
         raise ConfigError("bench: seeds, and methods with bits (or fixed entries), must not be empty")
     return BenchSpec(
-        path.parent / str(section["config"]), list(section.get("overrides") or []), names, bits, seeds, fixed
+        path.parent / str(section["config"]),
+        list(section.get("overrides") or []),
+        names,
+        bits,
+        seeds,
+        fixed,
+        _backbone(raw.get("backbone"), path),
+        bool(raw.get("ceiling", True)),
     )
+
+
+def _backbone(value: Any, path: Path) -> str | None:
+    """The ``backbone`` key: a shipped model's name, or a folder (relative to the bench file when it is one)."""
+    if value is None:
+        return None
+    from vqkit.pretrained import is_pretrained_name
+
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"bench.backbone: expected a shipped model's name or a folder in {str(path)!r}, got {value!r}"
+        )
+    if is_pretrained_name(value):
+        return value
+    folder = path.parent / value
+    if not folder.is_dir():
+        raise ConfigError(
+            f"bench.backbone: {value!r} is neither a shipped model's name nor a folder next to {str(path)!r}"
+        )
+    return str(folder)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -114,6 +157,8 @@ def _check_types(raw: dict[str, Any], path: Path) -> None:
                 isinstance(v, kind) and not isinstance(v, bool) for v in value
             ):
                 raise ConfigError(f"{prefix}.{key}: expected {expected} in {str(path)!r}, got {value!r}")
+    if not isinstance(raw.get("ceiling", True), bool):
+        raise ConfigError(f"bench.ceiling: expected true or false in {str(path)!r}, got {raw['ceiling']!r}")
     if not isinstance(raw.get("fixed") or [], list):
         raise ConfigError(f"bench.fixed: expected a list of entries in {str(path)!r}, got {raw['fixed']!r}")
 

@@ -45,6 +45,13 @@ class TrainConfig:
     # Pretrain-then-finetune: epochs of encoder/decoder without the quantizer first, then k-means (0: none).
     pretrain_epochs: int = 0
     kmeans_vectors: int = 20000  # encoder outputs gathered for the k-means codebook init after pretraining
+    # Fine-tune from a backbone trained elsewhere (a shipped model's name, a save_pretrained folder or a run
+    # directory): every weight outside the quantizer is copied from it, then k-means from its encoder
+    # (vqkit.train.init_from). The backbone is the pretrain stage, so pretrain_epochs must be 0.
+    init_from: str | None = None
+    # Train encoder and decoder without the quantizer for ``steps`` steps: the continuous model, the ceiling
+    # of a bench's quantized rows (evaluated with the quantizer skipped).
+    continuous: bool = False
     # Audio models: Encodec's multi-scale STFT discriminator (hinge + feature matching).
     adversarial: bool = False
     adversarial_weight: float = 1.0
@@ -219,6 +226,24 @@ def _check_train(train: TrainConfig) -> None:
         raise ConfigError(f"train.device: expected 'auto', 'cpu' or 'cuda', got {train.device!r}")
     if train.nonfinite not in NONFINITE:
         raise ConfigError(f"train.nonfinite: expected one of {list(NONFINITE)}, got {train.nonfinite!r}")
+    if train.init_from is not None and (not isinstance(train.init_from, str) or not train.init_from):
+        raise ConfigError(f"train.init_from: expected a backbone's name or path, got {train.init_from!r}")
+    if not isinstance(train.continuous, bool):
+        raise ConfigError(f"train.continuous: expected true or false, got {train.continuous!r}")
+    stages = [
+        name
+        for name, on in (
+            ("train.pretrain_epochs", train.pretrain_epochs > 0),
+            ("train.init_from", train.init_from is not None),
+            ("train.continuous", train.continuous),
+        )
+        if on
+    ]
+    if len(stages) > 1:  # each is a different first stage; together they would contradict each other
+        raise ConfigError(
+            f"{stages[1]}: cannot be combined with {stages[0]} (a pretrain stage, a backbone to fine-tune "
+            "from and a continuous run are three different ways to start)"
+        )
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

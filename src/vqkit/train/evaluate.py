@@ -17,6 +17,10 @@ flat ``{name: float}``:
   (``vqkit.metrics.collapse_scores``) on the encoder outputs, one flattened row per item (the first
   ``COLLAPSE_ITEMS``), and, where an item is one code, the tokens-collapse scores; not in quick evaluations.
 
+``unquantized=True`` evaluates the continuous model (``Tokenizer.forward_unquantized``: the quantizer
+skipped), a bench's ceiling: the modality's metrics, the loss, and ``bits_per_item`` as the latent's float32
+values cost (32 bits each); no code usage, no coded rate, no collapse scores of codes.
+
 ``quick=True`` (the periodic validation inside training) skips the expensive metrics (LPIPS, FID, STOI, PESQ)
 and looks at most at 1,024 items.
 """
@@ -80,29 +84,44 @@ def evaluate(
     quick: bool = False,
     num_quantizers: int | None = None,
     progress: bool = False,
+    unquantized: bool = False,
 ) -> dict[str, float]:
     """The metrics of ``model`` on ``dataset`` (see the module docstring); the model's mode is restored.
 
     ``num_quantizers=k`` evaluates the reconstruction from the first ``k`` residual levels
     (``Tokenizer.forward_levels``; no quantizer loss terms), at that prefix's rate. ``progress``: report the
-    batches done (``vqkit.train.progress``: a bar on a terminal, else a line per tenth)."""
+    batches done (``vqkit.train.progress``: a bar on a terminal, else a line per tenth). ``unquantized``: the
+    continuous model (module docstring)."""
+    if unquantized and num_quantizers is not None:
+        raise ValueError(f"num_quantizers: expected None for an unquantized evaluation, got {num_quantizers}")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    totals = _Totals(model, dataset, config, device, quick, num_quantizers)
+    totals = _Totals(model, dataset, config, device, quick, num_quantizers, unquantized)
     limit = _item_limit(config, quick)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     size = config.eval.batch_size
     with make_progress(-(-count // size), desc="eval", unit="batch", enabled=progress) as bar:
         for x in batches(dataset, size, limit):
             x = x.to(device)
-            totals.update(x, model(x) if num_quantizers is None else model.forward_levels(x, num_quantizers))
+            totals.update(x, _forward(model, x, num_quantizers, unquantized))
             bar.update(1)
     result = totals.compute(model)
-    result.update(_rate(model, dataset, totals.item_shape, num_quantizers))
+    if unquantized:  # the latent at float32: what the continuous model would have to send
+        result["bits_per_item"] = 32.0 * totals.latent_values
+    else:
+        result.update(_rate(model, dataset, totals.item_shape, num_quantizers))
     result["items"] = float(totals.items)
     model.train(was_training)
     return result
+
+
+def _forward(
+    model: Tokenizer, x: torch.Tensor, num_quantizers: int | None, unquantized: bool
+) -> TokenizerOutput:
+    if unquantized:
+        return model.forward_unquantized(x)
+    return model(x) if num_quantizers is None else model.forward_levels(x, num_quantizers)
 
 
 def metric_sections(result: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -163,16 +182,22 @@ class _Totals:
         device: torch.device,
         quick: bool,
         num_quantizers: int | None = None,
+        unquantized: bool = False,
     ):
         self.modality = getattr(dataset, "modality", "vector")
         self.tracker = _metric_tracker(self.modality, dataset, config, quick)
         q = model.quantizer
         width = q.codes_per_vector if num_quantizers is None else q.level_widths()[num_quantizers - 1]
-        self.usage = CodebookUsage(q.alphabet_sizes[:width]).to(device)
+        self.usage = None if unquantized else CodebookUsage(q.alphabet_sizes[:width]).to(device)
         # Codes shared by a grid's cells (multi-scale VQ) count once per cell, not per position (cell_rates).
-        self.cells = CellRates(q, width, lambda sizes: _coded_rate(sizes, quick)) if q.shared_codes else None
-        self.coded = None if self.cells is not None else _coded_rate(q.alphabet_sizes[:width], quick)
-        self.labels = None if quick else getattr(dataset, "labels", None)
+        cells = q.shared_codes and not unquantized
+        self.cells = CellRates(q, width, lambda sizes: _coded_rate(sizes, quick)) if cells else None
+        coded = self.cells is None and not unquantized
+        self.coded = _coded_rate(q.alphabet_sizes[:width], quick) if coded else None
+        # The collapse scores of the embeddings need codes of their own for tokens collapse; a continuous
+        # model has none, so it gets none of them.
+        self.labels = None if quick or unquantized else getattr(dataset, "labels", None)
+        self.latent_values = 0  # values of one item's latent (the continuous model's rate)
         self.sums: dict[str, float] = {}
         self.squared_error, self.values, self.items = 0.0, 0, 0
         self.embeddings: list[torch.Tensor] = []
@@ -181,7 +206,10 @@ class _Totals:
         self.last_item_shape: tuple[int, ...] = ()
 
     def update(self, x: torch.Tensor, out: TokenizerOutput) -> None:
-        self.usage.update(out.quantizer.codes)
+        if self.usage is not None:
+            self.usage.update(out.quantizer.codes)
+        if out.latent is not None:
+            self.latent_values = out.latent[0].numel()
         if self.coded is not None:
             self.coded.update(out.quantizer.codes)
         if self.cells is not None:
@@ -217,7 +245,8 @@ class _Totals:
             result.update(self.tracker.compute())
         else:
             result["mse"] = self.squared_error / max(self.values, 1)
-        result.update({f"codebook/{k}": v for k, v in self.usage.compute(sync=False).items()})
+        if self.usage is not None:
+            result.update({f"codebook/{k}": v for k, v in self.usage.compute(sync=False).items()})
         coded = self.coded.compute() if self.coded is not None else {}
         if coded:
             result["codebook/coded_bits"] = coded["coded_bits"]

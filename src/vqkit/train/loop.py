@@ -14,7 +14,9 @@ distributed engine is re-implemented). Its pieces each live in their own module:
   from the latest complete one.
 * **Pretrain-then-finetune** (``pretrain_epochs > 0``, ``vqkit.train.pretrain``): the first ``pretrain_epochs``
   epochs train encoder and decoder without the quantizer; then the codebook is k-means-initialized from the
-  pretrained encoder's outputs and training goes on with the quantizer.
+  pretrained encoder's outputs and training goes on with the quantizer. With ``init_from`` the pretrain stage
+  is a backbone trained elsewhere (``vqkit.train.init_from``); ``continuous`` trains without the quantizer
+  throughout (a bench's ceiling).
 * **Logs** (``vqkit.train.log``): ``metrics.csv`` (one row per ``log_every`` steps; evaluation rows have
   ``phase=val``), TensorBoard under ``tb/`` when installed, a progress bar on rank 0.
 * **A NaN or Inf loss** stops the run before that step's update (``train.nonfinite="stop"``; the last
@@ -43,6 +45,7 @@ from vqkit.train import checkpoint as ckpt
 from vqkit.train.batches import step_batch
 from vqkit.train.config import RunConfig, dump_config
 from vqkit.train.evaluate import evaluate
+from vqkit.train.init_from import start_from_backbone
 from vqkit.train.log import RunLog, progress, truncate_log
 from vqkit.train.pretrain import kmeans_from_encoder
 from vqkit.train.run import RunPaths, load_split
@@ -80,6 +83,8 @@ def train(
     schedule = Schedule.of(config, len(train_set))
     paths = RunPaths(run_dir)
     step = _starting_step(paths, stepper, resume=resume, rank=rank)
+    if step == 0 and config.train.init_from is not None:  # before DDP, which broadcasts rank 0's weights
+        start_from_backbone(stepper.net, config, train_set, device, paths)
     if rank == 0:
         _record_run(paths, config, datasets, step)
     stepper.distribute(device, pretraining=schedule.pretraining(step))
@@ -112,13 +117,16 @@ def train_worker(config: RunConfig, run_dir: str | os.PathLike[str], resume: boo
 @dataclass(frozen=True)
 class Schedule:
     """A run's steps: ``pretrain_steps`` (whole epochs of the training split, without the quantizer), then
-    ``train.steps`` with it. Steps are counted from 0; "after step ``s``" means ``s`` steps have finished."""
+    ``train.steps`` with it; a continuous run (``train.continuous``) is ``train.steps`` steps all without it.
+    Steps are counted from 0; "after step ``s``" means ``s`` steps have finished."""
 
     pretrain_steps: int
     total: int
 
     @classmethod
     def of(cls, config: RunConfig, num_items: int) -> Schedule:
+        if config.train.continuous:
+            return cls(config.train.steps, config.train.steps)
         pretrain = config.train.pretrain_epochs * math.ceil(num_items / config.train.batch_size)
         return cls(pretrain, pretrain + config.train.steps)
 
@@ -203,10 +211,13 @@ class _Run:
         if schedule.due(finished, train.log_every):
             row["seconds"] = time.perf_counter() - self.started
             self.log.write(finished, "pretrain" if finished <= schedule.pretrain_steps else "train", row)
-        quantized = finished > schedule.pretrain_steps
-        if self.rank == 0 and quantized and schedule.due(finished, train.eval_every):
+        validated = finished > schedule.pretrain_steps or train.continuous  # not inside a pretrain stage
+        if self.rank == 0 and validated and schedule.due(finished, train.eval_every):
             # Rank 0 alone: evaluation runs no collective (the others wait at the barrier below).
-            metrics = evaluate(self.stepper.net, self.val_set, self.config, device=self.device, quick=True)
+            net, device = self.stepper.net, self.device
+            metrics = evaluate(
+                net, self.val_set, self.config, device=device, quick=True, unquantized=train.continuous
+            )
             self.log.write(finished, "val", metrics)
         if self.rank == 0 and schedule.due(finished, train.checkpoint_every):
             self._checkpoint(finished)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vqkit.models.base import Tokenizer, TokenizerOutput
+from vqkit.quantizers.base import Quantizer
 from vqkit.recipes import kmeans_init_from_encoder
 from vqkit.train.batches import batches
 from vqkit.train.config import RunConfig
@@ -33,9 +34,21 @@ class Unquantized(nn.Module):
         return self.net.forward_unquantized(x)
 
 
-def kmeans_from_encoder(net: Tokenizer, train_set: Any, config: RunConfig, device: torch.device) -> None:
+def fits_codebook(quantizer: Quantizer) -> bool:
+    """Whether ``quantizer`` has codebooks to fit from data (``init_codebook``); FSQ and LFQ, and composites of
+    them, have none: a fixed grid or the signs, whatever the data."""
+    stages = getattr(quantizer, "stage_list", None)
+    if stages is not None:
+        return all(fits_codebook(stage) for stage in stages)
+    return type(quantizer).init_codebook is not Quantizer.init_codebook
+
+
+def kmeans_from_encoder(net: Tokenizer, train_set: Any, config: RunConfig, device: torch.device) -> bool:
     """The recipe's second stage: the codebook from k-means on the pretrained encoder's outputs of the training
-    split (in order, at most ``train.kmeans_vectors``). Same result on every rank: k-means gathers."""
+    split (in order, at most ``train.kmeans_vectors``). Same result on every rank: k-means gathers. Returns
+    whether it ran (not for a quantizer without codebooks, ``fits_codebook``)."""
+    if not fits_codebook(net.quantizer):
+        return False
     was_training = net.training
     net.eval()
     limit = max(1, config.train.kmeans_vectors)
@@ -46,3 +59,4 @@ def kmeans_from_encoder(net: Tokenizer, train_set: Any, config: RunConfig, devic
         max_vectors=limit,
     )
     net.train(was_training)
+    return True

@@ -103,12 +103,18 @@ def read_run_json(file: Path) -> dict[str, Any]:
 
 def load_split(config: RunConfig, split: Split) -> Any:
     """The dataset a run's ``data`` section names, for ``split`` (``"train"``, ``"val"`` or ``"test"``),
-    split with the run's seed."""
+    split with ``data.split_seed`` where given, else with the run's seed.
+
+    ``split_seed`` keeps the split of a backbone's training while the seed of a fine-tune varies (with the
+    run's seed, another seed would test on items the backbone was trained on)."""
     from vqkit.data import load_dataset
 
     options = dict(config.data)
     name, data_dir = options.pop("name"), options.pop("data_dir", None)
-    return load_dataset(name, split, data_dir=data_dir, seed=config.seed, **options)
+    seed = options.pop("split_seed", config.seed)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"data.split_seed: expected an integer, got {seed!r}")
+    return load_dataset(name, split, data_dir=data_dir, seed=seed, **options)
 
 
 def _free_port() -> int:

@@ -1,4 +1,5 @@
-"""``vqkit.train.finetune``: a tokenizer started from a backbone's weights, k-means from its encoder, trained."""
+"""``train.init_from`` (``vqkit.train.init_from``, ``python -m vqkit.train.finetune``): a tokenizer started from a
+backbone's weights, k-means from its encoder, trained."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from typing import Any
 import pytest
 import torch
 
-import vqkit.train.finetune as finetune_module
 from vqkit.functional.kmeans import kmeans
 from vqkit.models import build_model
 from vqkit.models.base import Tokenizer
 from vqkit.train import checkpoint as ckpt
-from vqkit.train.config import load_config
-from vqkit.train.finetune import finetune, init_from_backbone, load_backbone, main
+from vqkit.train.config import ConfigError, load_config
+from vqkit.train.finetune import main
+from vqkit.train.init_from import RECORD, init_from_backbone, load_backbone, start_from_backbone
+from vqkit.train.pretrain import fits_codebook
 from vqkit.train.run import RunPaths, load_split
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,23 +63,16 @@ def test_init_from_backbone_copies_all_but_the_quantizer_and_refuses_other_archi
         init_from_backbone(wider, backbone)
 
 
-def test_the_codebook_is_kmeans_of_the_backbone_encoder_on_the_first_training_vectors(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_codebook_is_kmeans_of_the_backbone_encoder_on_the_first_training_vectors(tmp_path: Path) -> None:
     config = _config("train.steps=1")
     backbone = _backbone(config)
-    seen: dict[str, Any] = {}
-
-    def fake_train(config: Any, run_dir: Any, **kwargs: Any) -> Path:
-        seen.update(kwargs)
-        return Path(run_dir)
-
-    monkeypatch.setattr(finetune_module, "train", fake_train)
-    finetune(config, tmp_path, backbone, source="tiny")
-    net = seen["model"]
+    backbone.save_pretrained(tmp_path / "backbone")
+    config.train.init_from = str(tmp_path / "backbone")
+    net = build_model(dict(config.model))
+    items = load_split(config, "train")
+    start_from_backbone(net, config, items, torch.device("cpu"), RunPaths(tmp_path / "run"))
     # Oracle: the encoder's first 300 vectors of the training split in order, channels last, k-means'd with the
     # codebook's own seed and iterations.
-    items = load_split(config, "train")
     x = torch.stack([items[i] for i in range(300 // 16 + 1)])  # 4x4 latents: 16 vectors per item
     with torch.no_grad():
         z = backbone.embed(x).permute(0, 2, 3, 1).reshape(-1, 4)[:300]
@@ -86,16 +81,27 @@ def test_the_codebook_is_kmeans_of_the_backbone_encoder_on_the_first_training_ve
     torch.testing.assert_close(net.quantizer.codebook.weight, expected)
     assert bool(net.quantizer.codebook.initialized)  # the first training batch does not re-run k-means
     assert torch.equal(net.state_dict()["encoder.0.weight"], backbone.state_dict()["encoder.0.weight"])
-    assert seen["resume"] is False and set(seen["datasets"]) == {"train", "val"}
-    record = json.loads((tmp_path / "finetune.json").read_text())
+    record = json.loads((tmp_path / "run" / RECORD).read_text())
     copied = len([k for k in backbone.state_dict() if not k.startswith("quantizer.")])
-    assert record == {"backbone": "tiny", "copied_tensors": copied, "kmeans_vectors": 300}
+    assert record == {"backbone": config.train.init_from, "copied_tensors": copied, "kmeans_vectors": 300}
 
 
-def test_a_pretrain_stage_is_refused(tmp_path: Path) -> None:
-    config = _config("train.pretrain_epochs=1")
-    with pytest.raises(ValueError, match="train.pretrain_epochs: expected 0 when fine-tuning"):
-        finetune(config, tmp_path, _backbone(config))
+def test_a_quantizer_without_a_codebook_is_fine_tuned_without_kmeans(tmp_path: Path) -> None:
+    config = _config("model.quantizer={name: fsq, kwargs: {levels: [3, 3, 3, 3]}}")
+    _backbone(config).save_pretrained(tmp_path / "backbone")
+    config.train.init_from = str(tmp_path / "backbone")
+    net = build_model(dict(config.model))
+    assert not fits_codebook(net.quantizer) and fits_codebook(build_model(dict(_config().model)).quantizer)
+    start_from_backbone(
+        net, config, load_split(config, "train"), torch.device("cpu"), RunPaths(tmp_path / "r")
+    )
+    assert json.loads((tmp_path / "r" / RECORD).read_text())["kmeans_vectors"] == 0
+
+
+@pytest.mark.parametrize("other", ["train.pretrain_epochs=1", "train.continuous=true"])
+def test_another_first_stage_is_refused(other: str) -> None:
+    with pytest.raises(ConfigError, match=r"cannot be combined with train.(pretrain_epochs|init_from)"):
+        _config("train.init_from=somewhere", other)
 
 
 def test_the_command_trains_from_a_saved_backbone_and_resumes(tmp_path: Path) -> None:
@@ -127,3 +133,15 @@ def test_the_command_trains_from_a_saved_backbone_and_resumes(tmp_path: Path) ->
     )
     with pytest.raises(ValueError, match="checkpoint: only a run directory's backbone takes one"):
         load_backbone(backbone_dir, "x")
+
+
+def test_vqkit_train_takes_a_backbone(tmp_path: Path) -> None:
+    from vqkit.cli import main as vqkit
+
+    config = _config()
+    _backbone(config).save_pretrained(tmp_path / "backbone")
+    run = tmp_path / "run"
+    args = ["train", str(ROOT / "configs" / "digits.yaml"), *TINY, "train.steps=1", "--run-dir", str(run)]
+    assert vqkit([*args, "--init-from", str(tmp_path / "backbone"), "--no-report"]) == 0
+    assert json.loads((run / RECORD).read_text())["backbone"] == str(tmp_path / "backbone")
+    assert load_config(run / "config.yaml").train.init_from == str(tmp_path / "backbone")
