@@ -21,6 +21,9 @@ def small_kwargs(name: str) -> dict[str, object]:
         "fsq": {"levels": [4, 4, 3]},
         "latent_quantize": {"levels": [4, 4, 3]},
         "ivq": {"lines": 4, "levels": "bottom-up"},
+        "ivq_paper": {"lines": 4},
+        # scale=1 here: the name-only contract tests feed flat [N, D] and 2-D grids; OPTION_GRID runs scale 2.
+        "looc_paper": {"codebook_size": 32, "codebook_dim": 4, "scale": 1},
         "residual_fsq": {"levels": [4, 3], "num_quantizers": 2},
         "lfq": {"bits": 6},
         "bsq": {"bits": 6},
@@ -105,7 +108,12 @@ OPTION_GRID: dict[str, list[dict[str, object]]] = {
     "product_vq": [{"codebook_dim": 2}, {"update": "ema"}, {"gradient": "rotation"}],
     "residual_fsq": [{"levels": [3, 3, 3, 3], "num_quantizers": 3}],
     "residual_lfq": [{"bits": DIM, "num_quantizers": 2}],
-    "simvq": [{"train_codebook": True}, {"gradient": "rotation"}],
+    "simvq": [
+        {"train_codebook": True},
+        {"gradient": "rotation"},
+        {"codebook_init": "uniform", "codebook_weight": 2.0},
+    ],
+    "looc_paper": [{"scale": 2, "spatial_dims": 1}],
     "qinco": [
         {"candidates": 4, "num_quantizers": 3, "num_blocks": 1},
         {"codebook_size": [16, 8], "restart": "dead", "init": "gaussian", "candidates": 4},
@@ -129,6 +137,8 @@ OPTION_GRID: dict[str, list[dict[str, object]]] = {
         {"lines": 4, "distance": "cosine", "similarity": "dot", "temperature": 1.0},
         {"lines": 4, "update": "ema", "hierarchy_weight": 0.0, "relation_weight": 0.0},
         {"lines": 4, "gradient": "rotation"},
+        {"lines": 4, "levels": "yin-yang", "zong_flip": "blocks"},
+        {"lines": 4, "codebooks": "per_block", "zong_flip": "blocks"},
     ],
 }
 """Options beyond ``small_kwargs`` that the contract tests run for each registered name (presets run theirs)."""

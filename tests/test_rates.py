@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import vqkit
+from vqkit.quantizers.presets import PAPER_RECIPES
 from vqkit.rates import kwargs_at_rate, standalone_quantizers
 
 COMPOSITIONS = {"residual", "product", "grouped_residual"}
@@ -12,7 +13,8 @@ COMPOSITIONS = {"residual", "product", "grouped_residual"}
 
 
 def test_every_registered_name_but_the_compositions_builds_from_dim_alone() -> None:
-    assert set(vqkit.list_quantizers()) - set(standalone_quantizers()) == COMPOSITIONS
+    # The papers' recipes build from dim alone too, but "every quantizer" of a bench leaves them out.
+    assert set(vqkit.list_quantizers()) - set(standalone_quantizers()) == COMPOSITIONS | set(PAPER_RECIPES)
     for name in COMPOSITIONS:
         note = kwargs_at_rate(name, 64, 8)
         assert isinstance(note, str) and "no rule reaches 8 bits" in note
@@ -42,5 +44,6 @@ def test_kmeans_init_only_where_a_codebook_takes_it() -> None:
     assert takes == {
         *("vq", "ema_vq", "cvq", "factorized_vq", "residual_vq", "product_vq", "ivq", "looc"),
         *("grouped_residual_vq", "qinco", "multiscale_vq"),  # grouped: through ResidualVQ, then VQ
+        *("ivq_paper", "looc_paper", "collapse_baseline"),  # the papers' recipes of those classes
     }
     assert not accepts(quantizer_class("residual_lfq"), "temperature_of_nothing")

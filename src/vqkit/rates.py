@@ -17,6 +17,7 @@ from typing import Any
 
 import vqkit.quantizers  # noqa: F401  (registers the quantizers)
 from vqkit.quantizers.codebook import CodebookOptions
+from vqkit.quantizers.presets import PAPER_RECIPES
 from vqkit.registry import create_quantizer, list_quantizers, quantizer_class
 
 
@@ -48,8 +49,10 @@ def standalone(name: str) -> bool:
 
 def standalone_quantizers() -> list[str]:
     """The registered names that build from ``dim`` alone (``standalone``): what "every quantizer" means in
-    ``vqkit bench`` (``methods: all``) and ``vqkit.demo``."""
-    return [name for name in list_quantizers() if standalone(name)]
+    ``vqkit bench`` (``methods: all``) and ``vqkit.demo``. The papers' recipes (``PAPER_RECIPES``) are left out:
+    they are settings of classes already compared (the paper's rate, layout and weights, not a rate rule), run
+    by name as fixed entries."""
+    return [name for name in list_quantizers() if standalone(name) and name not in PAPER_RECIPES]
 
 
 def rate_config(name: str, dim: int, bits: int) -> dict[str, Any] | None:

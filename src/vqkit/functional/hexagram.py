@@ -16,9 +16,14 @@ All functions are pure and work on int64 tensors of any shape.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-from vqkit._validate import check_int, is_int
+from vqkit._validate import check_choice, check_int, is_int
+
+ZongFlip = Literal["features", "blocks"]
+ZONG_FLIPS: tuple[ZongFlip, ...] = ("features", "blocks")
 
 
 def _check_lines(lines: int) -> int:
@@ -76,6 +81,28 @@ def cuo(index: torch.Tensor, lines: int) -> torch.Tensor:
 def cuozong(index: torch.Tensor, lines: int) -> torch.Tensor:
     """The cuo-zong hexagram: negated and reversed (the two commute)."""
     return cuo(zong(index, lines), lines)
+
+
+def zong_flip(table: torch.Tensor, blocks: int, flip: ZongFlip = "features") -> torch.Tensor:
+    """The flip ``f`` of IVQ's zong term on a hexagram table ``[M, D]`` of a level with ``blocks`` blocks.
+
+    ``"features"`` reverses the whole feature axis (the authors' code): the block order *and* the ``D / blocks``
+    dims inside each block. ``"blocks"`` reverses the block order only. Row ``h`` of ``f(H[zong(h)])`` is then,
+    with ``c_j`` block ``j``'s code of ``h``, ``rev(k)`` the code of ``k``'s lines reversed and ``C_j`` block
+    ``j``'s codebook: ``concat_j rev_dims(C_(B-1-j)[rev(c_j)])`` (``"features"``) or ``concat_j
+    C_(B-1-j)[rev(c_j)]`` (``"blocks"``). The zong term aligns it with ``H[h] = concat_j C_j[c_j]``, so
+    ``"features"`` ties each code to its own reversed dims (one-line blocks, shared codebook: palindromic codes),
+    and ``"blocks"`` ties nothing for one-line blocks and a shared codebook (the relation holds exactly) and
+    otherwise code ``k`` of codebook ``j`` to code ``rev(k)`` of codebook ``B - 1 - j``."""
+    check_choice("flip", flip, ZONG_FLIPS)
+    if table.dim() != 2 or not is_int(blocks) or blocks < 1 or table.shape[1] % blocks:
+        raise ValueError(
+            f"table, blocks: expected a [M, D] table and blocks dividing D, got {tuple(table.shape)}, {blocks!r}"
+        )
+    if flip == "features":
+        return table.flip(-1)
+    rows, dim = table.shape
+    return table.reshape(rows, blocks, dim // blocks).flip(1).reshape(rows, dim)
 
 
 def relation_groups(lines: int) -> list[tuple[int, ...]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -144,6 +144,11 @@ class Quantizer(nn.Module, PretrainedMixin, ABC):
     def loss_weights(self) -> dict[str, float]:
         """Configured weight of each loss name (the terms themselves are returned unweighted)."""
         return {}
+
+    @property
+    def shares_codebook(self) -> bool:
+        """Whether every code position indexes one and the same codebook (LooC; shared-codebook RVQ)."""
+        return False
 
     @property
     def num_codebook_parameters(self) -> int:
@@ -285,14 +290,8 @@ class Quantizer(nn.Module, PretrainedMixin, ABC):
     @property
     def compute_dtype(self) -> torch.dtype:
         """float32, or float64 when the module was cast with ``.double()``; never a half type (see ``_apply``)."""
-        for tensor in self._floating_tensors():
-            return torch.float64 if tensor.dtype == torch.float64 else torch.float32
-        return torch.float32
-
-    def _floating_tensors(self) -> Iterator[torch.Tensor]:
-        for tensor in (*self.parameters(), *self.buffers()):
-            if tensor.is_floating_point():
-                yield tensor
+        tensor = next((t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()), None)
+        return torch.float64 if tensor is not None and tensor.dtype == torch.float64 else torch.float32
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Quantizer:
         """``.half()`` / ``.to(torch.bfloat16)`` move the quantizer but keep its state in float32.

@@ -32,7 +32,8 @@ at that level, ``[2**L, D]``) and ``g(A, B)`` the symmetric CLIP cross-entropy o
 
 * ``hierarchy`` = sum over level pairs ``a < b`` of ``g(H_a, H_b)`` (6 pairs for 4 levels): a hexagram means the
   same at every granularity;
-* ``zong`` = ``g(f(H)[zong], H)`` with ``f`` the reversal of the feature axis (the authors' code flips it);
+* ``zong`` = ``g(f(H)[zong], H)`` with ``f`` the reversal of the feature axis (``zong_flip="features"``, the
+  authors' code) or of the block order only (``zong_flip="blocks"``; ``hexagram.zong_flip``);
   ``cuo`` = ``-g(H, H[cuo])``; ``cuozong`` = ``g(H, H[cuozong])``; each the mean over ``relation_levels`` (the
   authors use the first level only).
 
@@ -49,6 +50,18 @@ test compares them); quantizer dropout and ``gradient="stages"`` take the per-le
 
 Deviations, each deliberate (see ``docs/ivq.md``):
 
+* ``hierarchy`` and the relation terms use ``g`` = the symmetric softmax cross-entropy (CLIP), not the paper's
+  Eq. 9 ratio ``-sum_i s_ii / sum_j s_ij`` of raw similarities: with cosines the denominator can be 0 or
+  negative, where the ratio is undefined or changes sign, so Eq. 9 as printed is ill-posed; the cross-entropy
+  (the authors' code, and the InfoNCE form the paper cites) is its well-posed repair, a different objective.
+* ``zong_flip="features"`` (default, the authors' code) flips the whole feature axis, which also reverses the
+  dims inside each block: on the first level of ``yin-yang`` / ``bottom-up`` (one-line blocks, one shared
+  codebook) the term is minimized only by palindromic codes (``reversed(c) = c``), so the level-0 codes keep
+  about half of their ``D / blocks`` dims, and for palindromic codes the term is ``g(H, H)``, a pure spreading
+  term. The paper's Eq. 10 asks ``h(f(c), C) = f(h(c, C))``, which a shared codebook meets exactly with the block
+  order reversed: ``zong_flip="blocks"`` is that reading (the term is then ``g(H, H)`` at level 0 without the
+  constraint; with multi-line blocks or per-block codebooks it ties code ``k`` of block ``j`` to code ``rev(k)``
+  of block ``B - 1 - j``). Measured in ``tests/test_ivq_zong.py`` and ``docs/quantizers.md``.
 * Default ``similarity="cosine"`` with ``temperature=0.1``: the paper's Eq. 9 uses cosine similarity; the
   authors' code uses raw dot products without temperature (``similarity="dot", temperature=1.0`` reproduces
   it). With dot products the negated cuo term is unbounded below and can be lowered by inflating the codebooks;
@@ -81,6 +94,7 @@ from vqkit.functional import hexagram
 from vqkit.functional.block_search import level_outputs, residual_block_search
 from vqkit.functional.contrastive import SIMILARITIES, Similarity, symmetric_contrastive
 from vqkit.functional.estimators import Gradient
+from vqkit.functional.hexagram import ZongFlip
 from vqkit.quantizers.codebook import CodebookOptions
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.quantizers.ivq_level import Codebooks, IVQLevel, level_statistics, resolve_levels
@@ -126,6 +140,8 @@ class IVQ(ResidualQuantizer):
         relation_terms: which of ``"zong"``, ``"cuo"``, ``"cuozong"`` to compute.
         relation_levels: the levels (0-based) the relation terms apply to, or ``"all"``.
         similarity, temperature: the contrastive logits (``"cosine"`` or ``"dot"``, divided by ``temperature``).
+        zong_flip: ``f`` of the zong term: ``"features"`` (the authors' code: the whole feature axis) or
+            ``"blocks"`` (the block order only, no reversal inside a block); see the module docstring.
         structure_rows: the most hexagrams a structure term is computed on per call (sampled beyond it).
         layout, allow_nonfinite: see ``Quantizer``.
         **codebook_options: every codebook's strategies (``CodebookOptions``), over IVQ's defaults
@@ -152,6 +168,7 @@ class IVQ(ResidualQuantizer):
         relation_levels: Sequence[int] | Literal["all"] = (0,),
         similarity: Similarity = "cosine",
         temperature: float = 0.1,
+        zong_flip: ZongFlip = "features",
         structure_rows: int = 1024,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
@@ -166,6 +183,7 @@ class IVQ(ResidualQuantizer):
         self._set_structure(
             relation_terms, relation_levels, similarity, temperature, structure_rows, len(pairs)
         )
+        self.zong_flip: ZongFlip = check_choice("zong_flip", zong_flip, hexagram.ZONG_FLIPS)  # type: ignore[assignment]
         self.codebook_options = CodebookOptions.resolve(codebook_options, init="kmeans", kmeans_iters=5)
         if self.codebook_options.update == "ema" and (self.hierarchy_weight > 0 or self.relation_weight > 0):
             raise ValueError(
@@ -292,7 +310,8 @@ class IVQ(ResidualQuantizer):
                 for term in self.relation_terms:
                     related = level.hexagram_table(relations[term])
                     if term == "zong":
-                        terms[term].append(g(related.flip(-1), table))
+                        flipped = hexagram.zong_flip(related, level.blocks, self.zong_flip)
+                        terms[term].append(g(flipped, table))
                     elif term == "cuo":
                         terms[term].append(-g(table, related))
                     else:

@@ -44,10 +44,13 @@ position, and ``decode`` (per position) returns the input's shape. The interpola
 adapter (``_adapt``): it turns the grid into ``[N, D * P]`` rows of each position's interpolated neighbours,
 which ``_quantize`` / ``_encode`` take; without the grid (a composite's stage) only ``scale = 1`` works.
 
-**Metrics** (besides per-code-slot ``utilization/j`` and ``perplexity/j``): ``codebook_utilization``, the
-share of the ``K`` codes used by any slot in the batch, and ``code_sharing``, the mean over used codes of the
-fraction of slots that use each one (``vqkit.functional.sharing`` has the per-segment tables and the paper's
-supp. Fig. 8 curve).
+**Metrics** (besides per-code-slot ``utilization/j`` and ``perplexity/j``, whose means are ``utilization`` and
+``perplexity``): the whole shared codebook's usage, what the paper reports as "100% usage" (Table 2):
+``codebook_utilization``, the share of the ``K`` codes used by any slot in the batch, and
+``codebook_perplexity``, ``2^H`` of the codes' histogram pooled over all slots; and ``code_sharing``, the mean
+over used codes of the fraction of slots that use each one (``vqkit.functional.sharing`` has the per-segment
+tables and the paper's supp. Fig. 8 curve). ``shares_codebook`` is True, so an evaluation's ``CodebookUsage``
+(``shared_codebook=True``) reports the same over a whole split (``shared_utilization``, ...).
 
 Deviations from the authors' code, each deliberate:
 
@@ -151,11 +154,17 @@ class LooC(Quantizer):
         self.codebook = Codebook(codebook_size, codebook_dim, self.codebook_options)
 
     @classmethod
-    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
-        """Two sub-vectors of ``D/2`` dims from one shared codebook of ``2^(R/2)`` codes (``R`` even)."""
-        if bits % 2 or dim % 2:
+    def at_rate(cls, dim: int, bits: int, *, scale: int = 1, spatial_dims: int = 2) -> dict[str, Any] | None:
+        """Two sub-vectors of ``D/2`` dims from one shared codebook of ``2^(R/2)`` codes (``R`` even).
+
+        With ``scale > 1`` (``P = scale ** spatial_dims`` codes per sub-vector slot) ``R / P`` bits remain per
+        channel chunk: two chunks of ``2^(R/2P)`` codes where ``R / P`` is even, else one chunk of ``2^(R/P)``."""
+        per_chunk, p = divmod(bits, int(scale**spatial_dims))
+        if p or per_chunk < 1:
             return None
-        return {"codebook_size": 2 ** (bits // 2), "codebook_dim": dim // 2}
+        if per_chunk % 2 == 0 and dim % 2 == 0:
+            return {"codebook_size": 2 ** (per_chunk // 2), "codebook_dim": dim // 2}
+        return {"codebook_size": 2**per_chunk, "codebook_dim": dim} if scale > 1 else None
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -183,6 +192,10 @@ class LooC(Quantizer):
     @property
     def alphabet_sizes(self) -> tuple[int, ...]:
         return (self.codebook_size,) * self.num_segments
+
+    @property
+    def shares_codebook(self) -> bool:
+        return True
 
     @property
     def loss_weights(self) -> dict[str, float]:
@@ -326,8 +339,8 @@ class LooC(Quantizer):
     # ------------------------------------------------------------------ metrics
     def _usage_metrics(self, codes: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The base metrics (``utilization``, ``perplexity``: means, and per slot) from one ``[C, K]`` count
-        table instead of a loop over the ``C`` slots, plus ``codebook_utilization`` (the share of the shared
-        codebook any slot used) and ``code_sharing``."""
+        table instead of a loop over the ``C`` slots, plus the whole codebook's ``codebook_utilization`` (the
+        share any slot used) and ``codebook_perplexity`` (of the counts pooled over slots), and ``code_sharing``."""
         counts = segment_usage(codes, self.codebook_size, validate=False)  # [C, K] float64
         utils = (counts > 0).sum(dim=1).to(torch.float32) / float(self.codebook_size)
         perps = torch.exp2(entropy_bits(counts)).to(torch.float32)
@@ -335,6 +348,7 @@ class LooC(Quantizer):
             "utilization": utils.mean(),
             "perplexity": perps.mean(),
             "codebook_utilization": code_sharing_curve(counts)[0],
+            "codebook_perplexity": torch.exp2(entropy_bits(counts.sum(0))).to(torch.float32),
             "code_sharing": mean_code_sharing(counts),
         }
         positions = {"utilization": utils, "perplexity": perps} if self.num_segments > 1 else {}

@@ -173,6 +173,10 @@ class ResidualVQ(ResidualQuantizer):
                 object.__setattr__(level, "codebook", self.codebook)
 
     @property
+    def shares_codebook(self) -> bool:
+        return self.shared_codebook
+
+    @property
     def num_codebook_parameters(self) -> int:
         if self.codebook is None:
             return super().num_codebook_parameters

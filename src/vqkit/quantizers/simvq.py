@@ -1,14 +1,18 @@
 """``SimVQ``: a frozen codebook times one learned linear map (Zhu et al., "Addressing Representation Collapse in
 Vector Quantized Models with One Linear Layer", arXiv 2411.02038).
 
-The stored codebook ``C`` ``[K, D]`` is drawn once from N(0, 1/D) (std ``D ** -0.5``, the authors' choice) and
-frozen; the effective codebook is ``C W^T + b`` with ``W``, ``b`` a learned ``nn.Linear(D, D)`` (with bias, as
-the authors' code). Every code moves whenever ``W`` moves, so no code is left behind by gradient sparsity, the
-paper's explanation of why utilization stays near 100% at 262k codes. ``train_codebook=True`` also trains ``C``
-(the paper's Remark 4.1 ablation).
+The stored codebook ``C`` ``[K, D]`` is drawn once from N(0, 1/D) (``codebook_init="gaussian"``: std
+``D ** -0.5``, the authors' choice) and frozen; the effective codebook is ``C W^T + b`` with ``W``, ``b`` a learned
+``nn.Linear(D, D)`` (with bias, as the authors' code). Every code moves whenever ``W`` moves, so no code is left
+behind by gradient sparsity, the paper's explanation of why utilization stays near 100% at 262k codes.
+``train_codebook=True`` also trains ``C`` (the paper's Remark 4.1 ablation). ``codebook_init="uniform"`` draws
+``C`` from U(-sqrt(3/D), sqrt(3/D)) instead, the paper's Table 3 row "Uniform" (the paper gives no range; this
+one has the Gaussian's variance ``1/D``, so the two differ only in the distribution's shape).
 
 Losses as the authors' ``legacy=False``: ``codebook = |sg[z] - q|^2`` (it reaches ``W``, and ``C`` when trained),
 ``commitment = |z - sg[q]|^2`` weighted by ``beta``. Matching is squared L2 against the effective codebook.
+The paper's "commitment coefficient" (Table 5: 1.0 for images, 1000 for audio) is the authors' ``commit_weight``,
+which multiplies *both* terms: coefficient ``c`` is ``codebook_weight=c, beta=0.25 * c`` here.
 
 Deviation from the authors' code: their ``get_codebook_entry`` decodes with the raw ``C``; ``decode`` here uses
 the effective codebook, as the contract requires.
@@ -35,7 +39,7 @@ would guard on and recompile for.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +52,9 @@ from vqkit.quantizers.base import SingleCodebookQuantizer
 from vqkit.quantizers.codebook import vq_losses
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
+
+CodebookInit = Literal["gaussian", "uniform"]
+CODEBOOK_INITS = ("gaussian", "uniform")
 
 RANK_RTOL = 1e-2
 """``w_rank`` counts the singular values of ``W`` above this share of the largest."""
@@ -76,7 +83,9 @@ class SimVQ(SingleCodebookQuantizer):
         codebook_size: K (the paper runs up to 262,144; the search is chunked, so memory stays bounded).
         beta: weight of ``commitment``.
         gradient: ``"ste"`` or ``"rotation"`` (the rotation trick); the value is the same.
+        codebook_weight: weight of ``codebook`` (the loss that trains ``W``).
         train_codebook: also train ``C`` (Remark 4.1); by default ``C`` is a frozen buffer.
+        codebook_init: how ``C`` is drawn: ``"gaussian"`` N(0, 1/D) or ``"uniform"`` U(±sqrt(3/D)) (Table 3).
         stats_every: the SVD behind ``w_rank`` / ``w_effective_rank`` runs on every ``stats_every``-th training
             forward (and the first); see the module docstring. 1 computes them on every forward.
         layout, allow_nonfinite: see ``Quantizer``.
@@ -90,8 +99,10 @@ class SimVQ(SingleCodebookQuantizer):
         codebook_size: int = 1024,
         *,
         beta: float = 0.25,
+        codebook_weight: float = 1.0,
         gradient: Gradient = "ste",
         train_codebook: bool = False,
+        codebook_init: CodebookInit = "gaussian",
         stats_every: int = 50,
         layout: Layout = "channels_last",
         allow_nonfinite: bool = False,
@@ -99,9 +110,14 @@ class SimVQ(SingleCodebookQuantizer):
         super().__init__(dim, layout=layout, allow_nonfinite=allow_nonfinite)
         self.codebook_size = check_positive_int("codebook_size", codebook_size)
         self.beta = check_range("beta", beta, 0.0, float("inf"))
+        self.codebook_weight = check_range("codebook_weight", codebook_weight, 0.0, float("inf"))
         self.train_codebook = bool(train_codebook)
         self.gradient: Gradient = check_choice("gradient", gradient, GRADIENTS)  # type: ignore[assignment]
-        initial = torch.randn(codebook_size, dim) * dim**-0.5
+        self.codebook_init: CodebookInit = check_choice("codebook_init", codebook_init, CODEBOOK_INITS)  # type: ignore[assignment]
+        if self.codebook_init == "gaussian":
+            initial = torch.randn(codebook_size, dim) * dim**-0.5
+        else:  # the Gaussian's variance 1/D: U(-a, a) has variance a^2 / 3
+            initial = (torch.rand(codebook_size, dim) * 2 - 1) * (3 / dim) ** 0.5
         if self.train_codebook:
             self.codebook = nn.Parameter(initial)
         else:
@@ -112,6 +128,10 @@ class SimVQ(SingleCodebookQuantizer):
         self._ranks: dict[str, torch.Tensor] | None = None
         self._training_forwards = 0
         self._ranks_stale = True
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {"commitment": self.beta, "codebook": self.codebook_weight}
 
     @property
     def num_codebook_parameters(self) -> int:

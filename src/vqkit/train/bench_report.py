@@ -44,6 +44,7 @@ QUALITY = {
     "image": ("psnr", "lpips_alex", "ssim", "mse"),
     "audio": ("lsd", "stoi", "pesq", "mel_distance", "chroma_similarity"),  # the IVQ paper's CS last
 }
+SHARED_UTIL = "codebook/shared_utilization"  # the whole shared codebook's usage (vqkit.metrics.codes.usage)
 HIGHER_IS_BETTER = {"psnr", "ssim", "ms_ssim", "stoi", "pesq", "si_sdr", "chroma_similarity"}
 
 Spread = tuple[float, float | None]
@@ -199,7 +200,9 @@ def _columns(summary: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
 
 
 def _table(summary: list[dict[str, Any]], quality: list[str], collapse: list[str]) -> list[str]:
-    """The markdown table: one line per (method, bits)."""
+    """The markdown table: one line per (method, bits). ``util`` is the mean over code positions; where a
+    method's positions share one codebook (LooC), ``whole util`` is the share of that codebook in use."""
+    shared = any(SHARED_UTIL in e["metrics"] for e in summary)
     head = [
         "method",
         "bits/vector",
@@ -210,6 +213,7 @@ def _table(summary: list[dict[str, Any]], quality: list[str], collapse: list[str
         "eff. bits",
         "coded bits",
         "util",
+        *(["whole util"] if shared else []),
         "perplexity",
         "dead",
         *quality,
@@ -230,6 +234,7 @@ def _table(summary: list[dict[str, Any]], quality: list[str], collapse: list[str
             _cell(m.get("codebook/effective_bits", _NOTHING), 3),
             _cell(m.get("codebook/coded_bits", _NOTHING), 3),
             _cell(m.get("codebook/utilization", _NOTHING), 3),
+            *([_cell(m.get(SHARED_UTIL, _NOTHING), 3)] if shared else []),
             _cell(m.get("codebook/perplexity", _NOTHING)),
             _cell(m.get("codebook/dead_codes", _NOTHING)),
             *[_cell(m.get(q, _NOTHING)) for q in (*quality, *collapse)],

@@ -7,7 +7,9 @@ flat ``{name: float}``:
   get ``mse``); reconstructions of images are clamped to [0, 1] and of audio to [-1, 1] first, as a decoder's
   output would be when written to a file;
 * ``codebook/...``: ``CodebookUsage`` over every code of the split (utilization, perplexity, dead codes,
-  effective and nominal bits per vector);
+  effective and nominal bits per vector; per position their means, and where every position indexes one
+  shared codebook, ``codebook/shared_utilization``, ``shared_perplexity`` and ``shared_dead_codes`` of the
+  pooled counts: the whole codebook's usage);
 * ``bits_per_item`` (and ``kbps`` for audio) from the model's latent shape and the quantizer's rate;
 * ``coded_bits_per_item`` and ``codebook/coded_bits`` (per vector): the measured size of the split's codes
   range-coded under a prior that did not see them (``vqkit.coding.HeldOutCodedRate``: two-fold cross-fitting
@@ -188,7 +190,9 @@ class _Totals:
         self.tracker = _metric_tracker(self.modality, dataset, config, quick)
         q = model.quantizer
         width = q.codes_per_vector if num_quantizers is None else q.level_widths()[num_quantizers - 1]
-        self.usage = None if unquantized else CodebookUsage(q.alphabet_sizes[:width]).to(device)
+        # One codebook behind every position (LooC, shared residual VQ): its whole-codebook usage too.
+        usage = CodebookUsage(q.alphabet_sizes[:width], shared_codebook=q.shares_codebook)
+        self.usage = None if unquantized else usage.to(device)
         # Codes shared by a grid's cells (multi-scale VQ) count once per cell, not per position (cell_rates).
         cells = q.shared_codes and not unquantized
         self.cells = CellRates(q, width, lambda sizes: _coded_rate(sizes, quick)) if cells else None

@@ -5,6 +5,12 @@ codes); counting over an epoch is what tells a dead code from an unlucky one. Th
 code histograms per code position (RVQ level, PVQ group, ...) and reports utilization, perplexity, dead codes
 and effective bits (code entropy) next to the nominal bits. ``compute`` all-reduces the counts over the
 process group, so every rank reports the global figures.
+
+Where every position indexes one shared codebook (LooC's sub-vectors, residual VQ with ``shared_codebook=True``:
+``Quantizer.shares_codebook``), the per-position means above say how each slot uses the codebook, not how much of
+the codebook is in use. ``shared_codebook=True`` adds the whole codebook's figures, over the counts pooled across
+positions: ``shared_utilization`` (codes used by any position / K), ``shared_perplexity`` (``2^H`` of the pooled
+histogram) and ``shared_dead_codes`` (codes no position used). Every other key keeps its meaning.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ class CodebookUsage(nn.Module):
 
     Args:
         alphabet_sizes: the quantizer's ``alphabet_sizes`` (one entry per code of a vector).
+        process_group: the group ``compute`` all-reduces the counts over (``None``: the default group).
+        shared_codebook: every position indexes the same codebook (``quantizer.shares_codebook``; the alphabet
+            sizes must then be equal): ``compute`` adds the ``shared_...`` whole-codebook figures.
 
     Example:
         >>> usage = CodebookUsage(quantizer.alphabet_sizes)
@@ -37,12 +46,24 @@ class CodebookUsage(nn.Module):
 
     counts: torch.Tensor
 
-    def __init__(self, alphabet_sizes: Sequence[int], process_group: ProcessGroup | None = None) -> None:
+    def __init__(
+        self,
+        alphabet_sizes: Sequence[int],
+        process_group: ProcessGroup | None = None,
+        *,
+        shared_codebook: bool = False,
+    ) -> None:
         super().__init__()
         self.alphabet_sizes = tuple(int(k) for k in alphabet_sizes)
         if not self.alphabet_sizes or max(self.alphabet_sizes) > MAX_TRACKED_CODES:
             raise ValueError(
                 f"alphabet_sizes: expected 1..{MAX_TRACKED_CODES} codes per position, "
+                f"got {list(self.alphabet_sizes)}"
+            )
+        self.shared_codebook = bool(shared_codebook)
+        if self.shared_codebook and len(set(self.alphabet_sizes)) > 1:
+            raise ValueError(
+                "alphabet_sizes: shared_codebook=True expects one codebook size at every position, "
                 f"got {list(self.alphabet_sizes)}"
             )
         self.process_group = process_group
@@ -75,7 +96,8 @@ class CodebookUsage(nn.Module):
     def compute(self, *, sync: bool = True) -> dict[str, float]:
         """Global (all-reduced) diagnostics: ``utilization``, ``perplexity``, ``dead_codes`` (means / sums over
         positions), ``effective_bits`` and ``nominal_bits`` (sums over positions), plus per-position entries
-        ``utilization/j``, ``perplexity/j``, ``dead_codes/j`` when there are several codes per vector.
+        ``utilization/j``, ``perplexity/j``, ``dead_codes/j`` when there are several codes per vector; with
+        ``shared_codebook``, ``shared_utilization``, ``shared_perplexity``, ``shared_dead_codes`` (module docstring).
         ``sync=False``: this process's counts only (no collective; e.g. an evaluation run on one rank)."""
         counts = self.counts.clone()
         if sync:
@@ -101,4 +123,17 @@ class CodebookUsage(nn.Module):
                 out[f"utilization/{j}"] = utils[j]
                 out[f"perplexity/{j}"] = perps[j]
                 out[f"dead_codes/{j}"] = float(deads[j])
+        if self.shared_codebook:
+            out.update(_shared_usage(counts[:, : self.alphabet_sizes[0]].sum(0)))
         return out
+
+
+def _shared_usage(pooled: torch.Tensor) -> dict[str, float]:
+    """The whole codebook's figures from its code counts pooled over positions ``[K]``."""
+    used = int((pooled > 0).sum())
+    h = float(entropy_bits(pooled)) if pooled.sum() > 0 else 0.0
+    return {
+        "shared_utilization": used / pooled.shape[0],
+        "shared_perplexity": 2.0**h,
+        "shared_dead_codes": float(pooled.shape[0] - used),
+    }
