@@ -11,8 +11,8 @@ The two models and the four commands that make them (configs/pretrained/fashion_
 
 * ``backbone``: the backbone run's checkpoint at the end of its pretrain stage (``vqkit train`` follows a pretrain
   stage with at least one quantized step, which the backbone must not have), evaluated unquantized
-  (``forward_unquantized``, reconstructions clamped to [0, 1]) on the whole test split, published as
-  ``fashion_mnist_backbone`` (kind ``"backbone"``).
+  (``evaluate(..., unquantized=True)``: ``forward_unquantized``, reconstructions clamped to [0, 1]) on the
+  whole test split, published as ``fashion_mnist_backbone`` (kind ``"backbone"``).
 * ``tokenizer``: the fine-tuning run's final checkpoint, evaluated by ``vqkit.train.evaluate.evaluate`` on the
   whole test split (reconstruction metrics, code usage, nominal / effective / coded rate), published as
   ``fashion_mnist_vq8`` (kind ``"tokenizer"``).
@@ -30,10 +30,8 @@ from typing import Any
 
 import torch
 
-from vqkit.metrics.eval.image import ImageMetrics
 from vqkit.pretrained import publish
 from vqkit.train import checkpoint as ckpt
-from vqkit.train.batches import batches
 from vqkit.train.evaluate import evaluate
 from vqkit.train.run import RunPaths, load_run_model, load_split, run_config
 
@@ -70,16 +68,6 @@ def _optimizer(config: Any) -> str:
     return f"constant lr {train.lr:g}, betas ({train.betas[0]:g}, {train.betas[1]:g}){clip}"
 
 
-@torch.no_grad()
-def unquantized_metrics(model: Any, dataset: Any, batch_size: int = 256) -> dict[str, float]:
-    """Image metrics of ``model.forward_unquantized`` over all of ``dataset``."""
-    metrics = ImageMetrics(lpips="alex")
-    for x in batches(dataset, batch_size):
-        metrics.update(x, model.forward_unquantized(x).reconstruction.clamp(0.0, 1.0))
-    scores = metrics.compute()
-    return {k: round(scores[k], 5) for k in IMAGE_METRICS}
-
-
 def publish_backbone(run: Path) -> None:
     config = run_config(run)
     train_set, test_set = load_split(config, "train"), load_split(config, "test")
@@ -88,7 +76,9 @@ def publish_backbone(run: Path) -> None:
         p for p in ckpt.list_checkpoints(RunPaths(run).checkpoints) if ckpt.checkpoint_step(p) == steps
     )
     model, _ = load_run_model(run, str(chosen))
-    metrics = unquantized_metrics(model, test_set)
+    config.eval.lpips, config.eval.max_items = "alex", None
+    scores = evaluate(model, test_set, config, unquantized=True)
+    metrics = {k: round(scores[k], 5) for k in IMAGE_METRICS}
     minutes = train_seconds(run, steps) / 60
     description = (
         "Continuous (unquantized) Fashion-MNIST backbone: the demo's conv VQ-VAE (hidden "
