@@ -54,3 +54,21 @@ def test_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main([str(results), "A", "C"])
     assert "method: expected one of the bench's rows ['A', 'B'], got 'C'" in capsys.readouterr().err
+
+
+def test_a_bench_file_s_claims_are_judged_in_its_report(tmp_path: Path) -> None:
+    from vqkit.train.bench_spec import load_bench
+    from vqkit.train.config import ConfigError
+    from vqkit.train.verdict import claim_lines
+
+    root = Path(__file__).resolve().parent.parent
+    bench = tmp_path / "bench.yaml"
+    head = f"config: {root / 'configs' / 'digits.yaml'}\nfixed: [{{label: A, name: vq}}, {{label: B, name: fsq}}]\n"
+    bench.write_text(head + "claims: [{better: A, than: B, metric: stoi}]\n")
+    spec = load_bench(bench)
+    lines = claim_lines(_rows("A", [0.90, 0.91, 0.92]) + _rows("B", [0.80, 0.81, 0.82]), spec.claims)
+    assert lines[-1].startswith("| A > B | stoi | 0.91 | 0.81 | +0.1 | 0.02 | confirmed (")
+    assert "not in this report" in claim_lines(_rows("A", [0.9]), spec.claims)[-1]
+    bench.write_text(head + "claims: [{better: A, than: C, metric: stoi}]\n")
+    with pytest.raises(ConfigError, match=r"bench.claims\[0\].than: expected one of the rows \['A', 'B'"):
+        load_bench(bench)

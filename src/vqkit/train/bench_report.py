@@ -36,6 +36,7 @@ from vqkit.train.report_figures import (
     write_clips,
 )
 from vqkit.train.report_html import write_html_report
+from vqkit.train.verdict import HIGHER_IS_BETTER, claim_lines
 from vqkit.utils.atomic import atomic_write_text
 
 # The collapse study's scores, where the data has labels (``vqkit.train.evaluate``): column title per metric.
@@ -45,7 +46,6 @@ QUALITY = {
     "audio": ("lsd", "stoi", "pesq", "mel_distance", "chroma_similarity"),  # the IVQ paper's CS last
 }
 SHARED_UTIL = "codebook/shared_utilization"  # the whole shared codebook's usage (vqkit.metrics.codes.usage)
-HIGHER_IS_BETTER = {"psnr", "ssim", "ms_ssim", "stoi", "pesq", "si_sdr", "chroma_similarity"}
 
 Spread = tuple[float, float | None]
 """A mean over seeds and its sample standard deviation (None for one seed); NaN mean: no value."""
@@ -273,6 +273,7 @@ def write_bench_report(
         "evaluation codes range-coded, each half under a prior fitted on the other half; per item and per vector).",
         "",
         *_table(summary, quality, collapse),
+        *claim_lines(rows, spec.claims),
     ]
     if skipped:
         lines += ["", "Not run:", "", *[f"* {note}" for note in skipped]]

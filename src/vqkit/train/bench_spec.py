@@ -9,6 +9,8 @@ A bench file names a training config and what varies::
     seeds: [0]
     backbone: speech_backbone          # optional: "pretrain once, quantize many" (below)
     ceiling: true                      # the continuous model as a row (the default)
+    claims:                            # optional: judged in the report (vqkit.train.verdict)
+      - {better: "VQ 1x4096", than: vq, metric: psnr}
     fixed:                             # optional: methods at their own settings and rate (the papers' rows)
       - {label: "VQ 1x4096", name: vq, kwargs: {codebook_size: 4096}, overrides: [train.pretrain_epochs=2]}
       - {label: "RVQ 8 dropout", name: residual_vq, kwargs: {dropout: 0.5}, levels: true}  # a row per prefix
@@ -50,6 +52,7 @@ class BenchSpec:
     fixed: list[dict[str, Any]] = field(default_factory=list)
     backbone: str | None = None
     ceiling: bool = True
+    claims: list[dict[str, str]] = field(default_factory=list)
 
 
 def load_bench(
@@ -65,10 +68,6 @@ def load_bench(
     raw = _read_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("config"), str):
         raise ConfigError(f"bench: {str(path)!r} must be a mapping with a 'config' path")
-    known = {"config", "overrides", "methods", "bits", "seeds", "quick", "fixed", "backbone", "ceiling"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"bench.{unknown[0]}: unknown key; valid keys: {sorted(known)}")
     _check_types(raw, path)
     section = dict(raw)
     if quick:
@@ -79,6 +78,8 @@ def load_bench(
                 section[key] = extra[key]
     fixed = [_fixed_entry(entry, i) for i, entry in enumerate(section.get("fixed") or [])]
     chosen = section.get("methods", [] if fixed else "all")
+    every_row = [e["label"] for e in fixed] + (standalone_quantizers() if chosen == "all" else list(chosen))
+    claims = _claims(raw.get("claims") or [], every_row)  # before --methods narrows the rows
     if methods:
         fixed = [e for e in fixed if e["label"] in methods or e["name"] in methods]
         chosen = [m for m in methods if not any(m in (e["label"], e["name"]) for e in fixed)]
@@ -102,7 +103,25 @@ def load_bench(
         fixed,
         _backbone(raw.get("backbone"), path),
         bool(raw.get("ceiling", True)),
+        claims,
     )
+
+
+def _claims(raw: Any, rows: list[str]) -> list[dict[str, str]]:
+    """The ``claims`` key: ``{better, than, metric}`` mappings naming the bench's rows (labels or methods)."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"bench.claims: expected a list of {{better, than, metric}}, got {raw!r}")
+    claims = []
+    for i, claim in enumerate(raw):
+        if not isinstance(claim, dict) or set(claim) != {"better", "than", "metric"}:
+            raise ConfigError(f"bench.claims[{i}]: expected {{better, than, metric}}, got {claim!r}")
+        for key in ("better", "than"):
+            if claim[key] not in rows:
+                raise ConfigError(
+                    f"bench.claims[{i}].{key}: expected one of the rows {rows}, got {claim[key]!r}"
+                )
+        claims.append({k: str(v) for k, v in claim.items()})
+    return claims
 
 
 def _backbone(value: Any, path: Path) -> str | None:
@@ -138,8 +157,14 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"bench: {str(path)!r} is not valid YAML: {err}") from err
 
 
+KEYS = ("config", "overrides", "methods", "bits", "seeds", "quick", "fixed", "backbone", "ceiling", "claims")
+
+
 def _check_types(raw: dict[str, Any], path: Path) -> None:
-    """The value types of the bench file's keys (and of its ``quick`` section), each named with the file."""
+    """The bench file's keys and their value types (and of its ``quick`` section), each named with the file."""
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"bench.{unknown[0]}: unknown key; valid keys: {sorted(KEYS)}")
     quick = raw.get("quick") or {}
     if not isinstance(quick, dict):
         raise ConfigError(f"bench.quick: expected a mapping in {str(path)!r}, got {quick!r}")

@@ -3,14 +3,15 @@
 ``python -m vqkit.train.verdict OUT/results.json "A" "B" [--metric stoi] [--metric pesq ...]``
 
 For each metric, over the seeds each method ran: the means, the margin (A's mean minus B's, signed so that a
-positive margin favours A: for lower-is-better metrics, ``HIGHER_IS_BETTER`` in ``vqkit.train.bench_report``, it
-is B's minus A's), the spread (the larger of the two rows' sample standard deviations) and the verdict:
+positive margin favours A: for lower-is-better metrics, those not in ``HIGHER_IS_BETTER``, it is B's minus
+A's), the spread (the larger of the two rows' sample standard deviations) and the verdict:
 
 * ``"confirmed"``: equal rate (the same nominal bits per item), at least 2 seeds each, margin > 2 x spread;
 * ``"not confirmed at equal rate"``: equal rate, at least 2 seeds, and the margin is > 2 x spread against A;
 * ``"inconclusive"``: the rest (one seed, unequal rates, a margin within twice the spread), with the reason.
 
 docs/reproductions.md ("How verdicts are judged") states the same rule in words; its verdicts come from here.
+A bench file's ``claims`` (``vqkit.train.bench_spec``) are judged in its report (``claim_lines``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vqkit.train.bench_report import HIGHER_IS_BETTER
+HIGHER_IS_BETTER = {
+    *("psnr", "ssim", "ms_ssim", "stoi", "pesq", "si_sdr", "chroma_similarity"),
+    *("codebook/utilization", "codebook/shared_utilization", "codebook/perplexity", "codebook/effective_bits"),
+}
+"""The metrics where more is better (the others: MSE, LPIPS, LSD, mel distance, dead codes: lower is better)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,36 @@ def judge(rows: list[dict[str, Any]], a: str, b: str, metric: str) -> Verdict:
     return Verdict(
         metric, mean_a, mean_b, len(values_a), len(values_b), margin, spread, equal_rate, label, reason
     )
+
+
+def claim_lines(rows: list[dict[str, Any]], claims: list[dict[str, str]]) -> list[str]:
+    """The report's "Claims" section: one table row per claim ``{better, than, metric}`` judged on ``rows``; a
+    claim whose rows the report lacks (a narrowed ``--methods`` call) says so instead."""
+    if not claims:
+        return []
+    lines = [
+        "",
+        "## Claims",
+        "",
+        "Each claim judged by the rule of docs/reproductions.md: confirmed only at equal rate with at least 2 "
+        "seeds and a margin above twice the spread (the larger sample standard deviation of the two rows).",
+        "",
+        "| claim | metric | better | than | margin | 2 x spread | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for claim in claims:
+        what = f"{claim['better']} > {claim['than']}"
+        try:
+            v = judge(rows, claim["better"], claim["than"], claim["metric"])
+        except ValueError as err:
+            lines.append(f"| {what} | {claim['metric']} | – | – | – | – | not in this report ({err}) |")
+            continue
+        spread = "–" if math.isnan(v.spread) else f"{2 * v.spread:.3g}"
+        lines.append(
+            f"| {what} | {v.metric} | {v.mean_a:.4g} | {v.mean_b:.4g} | {v.margin:+.3g} | {spread} | "
+            f"{v.label} ({v.reason}) |"
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
