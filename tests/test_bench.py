@@ -59,6 +59,13 @@ def test_bench_runs_every_method_at_equal_rate_and_resumes(
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert {(r["method"], r["seed"]) for r in rows} == {("continuous (ceiling)", 1), ("vq", 1)}
+    # --report-only trains nothing: seed 2 was never run, so the report has seeds 0 and 1 and says what is missing.
+    assert main(["bench", str(path), "--out", str(out), "--seeds", "0,1,2", "--report-only"]) == 0
+    assert not list(out.glob("runs/*-s2"))
+    results = json.loads((out / "results.json").read_text())
+    reported = {(r["method"], r["seed"]) for r in results["rows"] if "skipped" not in r}
+    assert ("vq", 0) in reported and ("vq", 1) in reported and not any(seed == 2 for _, seed in reported)
+    assert "runs not finished yet (reported with --report-only)" in results["skipped"]
     capsys.readouterr()
 
 

@@ -72,11 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report folder (default runs/bench-<name>[-quick])")
     p.add_argument("--quick", action="store_true", help="the bench file's quick preset")
     p.add_argument(
-        "--methods", help="comma-separated labels or quantizer names (default: the bench file's entries)"
+        "--methods", help="comma-separated labels or quantizer names (default: the file's entries)"
     )
-    p.add_argument(
-        "--seeds", type=_seed_list, help="comma-separated seeds, replacing the bench file's (e.g. 0,1,2)"
-    )
+    p.add_argument("--seeds", type=_seed_list, help="comma-separated seeds replacing the file's (e.g. 0,1,2)")
+    p.add_argument("--report-only", action="store_true", help="report the finished runs, train none")
 
     p = sub.add_parser(
         "eval", help="evaluate a run and write eval.json and report.md", description="Evaluate a run."
@@ -175,7 +174,9 @@ def _bench(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"bench-{args.bench.stem}{'-quick' if args.quick else ''}"
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     started = time.perf_counter()
-    report = run_bench(args.bench, out, quick=args.quick, methods=methods, seeds=args.seeds)
+    report = run_bench(
+        args.bench, out, quick=args.quick, methods=methods, seeds=args.seeds, report_only=args.report_only
+    )
     print(report.read_text())
     print(f"bench: {report} ({time.perf_counter() - started:.0f} s)")
     return 0

@@ -286,9 +286,11 @@ def run_bench(
     quick: bool = False,
     methods: list[str] | None = None,
     seeds: list[int] | None = None,
+    report_only: bool = False,
 ) -> Path:
     """Run (or resume) the bench in ``path`` into ``out``; returns the report path. ``methods`` and ``seeds``
-    narrow or replace the file's (a run of another seed is another run folder, so seeds add up)."""
+    narrow or replace the file's (a run of another seed is another run folder, so seeds add up).
+    ``report_only``: train nothing; the report covers the finished runs and lists the others as not run."""
     spec = load_bench(path, quick=quick, methods=methods, seeds=seeds)
     base = read_config_file(spec.config)
     for override in [*spec.overrides, "train.tensorboard=false", *_backbone_overrides(spec, base)]:
@@ -311,6 +313,9 @@ def run_bench(
                 rows.append(run)
                 continue
             finished = (run.run_dir / "bench.json").exists()
+            if not finished and report_only:  # reported as missing, not trained
+                rows.append({"method": run.method, "bits": run.bits, "seed": run.seed, "skipped": _MISSING})
+                continue
             if not finished:
                 bar.note(note)
             rows.append(_run_one(run))
@@ -320,6 +325,9 @@ def run_bench(
             if not finished:
                 bar.update(1)
     return write_bench_report(out, spec, rows, quick=quick, samples=_samples(shown))
+
+
+_MISSING = "runs not finished yet (reported with --report-only)"
 
 
 def _backbone_overrides(spec: BenchSpec, base: dict[str, Any]) -> list[str]:
@@ -335,7 +343,8 @@ def _ceilings(spec: BenchSpec, base: dict[str, Any], out: Path) -> list[_Run]:
     """The ceiling runs: one per seed from scratch, the backbone once (its evaluation has no seed)."""
     if not spec.ceiling:
         return []
-    seeds = spec.seeds if spec.backbone is None else spec.seeds[:1]
+    # The backbone is evaluated once, under the config's own seed (its split's), whatever seeds a call runs.
+    seeds = spec.seeds if spec.backbone is None else [int(base.get("seed", 0))]
     return [_plan_ceiling(base, seed, out, spec.backbone) for seed in seeds]
 
 
