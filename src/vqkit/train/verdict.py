@@ -112,8 +112,8 @@ def claim_lines(rows: list[dict[str, Any]], claims: list[dict[str, str]]) -> lis
         what = f"{claim['better']} > {claim['than']}"
         try:
             v = judge(rows, claim["better"], claim["than"], claim["metric"])
-        except ValueError as err:
-            lines.append(f"| {what} | {claim['metric']} | – | – | – | – | not in this report ({err}) |")
+        except ValueError:  # a row with no finished runs here, or without that metric
+            lines.append(f"| {what} | {claim['metric']} | – | – | – | – | not in this report |")
             continue
         spread = "–" if math.isnan(v.spread) else f"{2 * v.spread:.3g}"
         lines.append(
