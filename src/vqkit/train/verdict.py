@@ -28,7 +28,8 @@ from typing import Any
 
 HIGHER_IS_BETTER = {
     *("psnr", "ssim", "ms_ssim", "stoi", "pesq", "si_sdr", "chroma_similarity"),
-    *("codebook/utilization", "codebook/shared_utilization", "codebook/perplexity", "codebook/effective_bits"),
+    *("codebook/utilization", "codebook/shared_utilization"),
+    *("codebook/perplexity", "codebook/effective_bits"),
 }
 """The metrics where more is better (the others: MSE, LPIPS, LSD, mel distance, dead codes: lower is better)."""
 
