@@ -164,8 +164,9 @@ def test_train_eval_and_bench_report_progress_in_a_log(
     assert main(["bench", str(bench), "--out", str(tmp_path / "b")]) == 0
     err = capsys.readouterr().err
     assert [(m.group(2), m.group(3), m.group(4)) for m in _lines(err, "bench")] == [
-        ("1", "2", "runs"),
-        ("2", "2", "runs"),
+        ("1", "3", "runs"),  # the ceiling (the model trained without its quantizer), then the two methods
+        ("2", "3", "runs"),
+        ("3", "3", "runs"),
     ]
     assert _lines(err, "bench")[0].group(8) is not None
     assert not _lines(err, "train") and not _lines(err, "eval")  # nested in the bench's reporter

@@ -303,8 +303,9 @@ def _mode_line(spec: BenchSpec) -> str:
 
 
 def _labels(summary: list[dict[str, Any]]) -> dict[tuple[str, float], str]:
-    """What a picture calls each entry: its method, with the rate where the bench has several."""
-    several = len({e["bits"] for e in summary}) > 1
+    """What a picture calls each entry: its method, with the rate where the bench's methods have several (the
+    ceiling's float32 rate does not count)."""
+    several = len({e["bits"] for e in summary if not _is_ceiling(e)}) > 1
     return {
         (e["method"], e["bits"]): e["method"] + (f" at {e['bits']:g} bits" if several else "")
         for e in summary
