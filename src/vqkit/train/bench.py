@@ -54,9 +54,15 @@ __all__ = ["load_bench", "run_bench", "write_bench_report"]
 
 
 @torch.no_grad()
-def _throughput(model: Any, dataset: Any, batch: int = 256) -> dict[str, float]:
-    """Items/s of ``model.encode`` (encoder + quantizer) and vectors/s of ``quantizer.encode`` alone."""
+def _throughput(model: Any, dataset: Any, batch: int = 256, *, unquantized: bool = False) -> dict[str, float]:
+    """Items/s of ``model.encode`` (encoder + quantizer) and vectors/s of ``quantizer.encode`` alone;
+    ``unquantized`` (a ceiling): items/s of the encoder alone, and no quantizer figure (NaN)."""
     x = torch.stack([dataset[i] for i in range(min(batch, len(dataset)))])
+    if unquantized:
+        return {
+            "encode_items_per_s": x.shape[0] / best_seconds(lambda: model.embed(x)),
+            "quantizer_vectors_per_s": math.nan,
+        }
     z = model.embed(x)
     vectors = model.quantizer.flatten_vectors(z, "z")[0].shape[0]
     return {
@@ -150,9 +156,9 @@ def _result_row(
     the module docstring), the time and throughput, and the settings it was made with."""
     test = load_split(run.config, run.config.eval.split)  # the run's split (data.split_seed, else its seed)
     metrics = evaluate(model, test, run.config, progress=True, unquantized=run.ceiling)
-    q = model.quantizer
     if run.ceiling:
         return _ceiling_row(run, model, test, metrics, total_steps, train_seconds, settings)
+    q = model.quantizer
     levels = [
         {
             "num_quantizers": k,
@@ -192,9 +198,6 @@ def _ceiling_row(
     settings: dict[str, Any],
 ) -> dict[str, Any]:
     """The continuous model's row: its rate is its float32 latent (32 bits a value), it has no codebook."""
-    x = torch.stack([test[i] for i in range(min(256, len(test)))])
-    with torch.no_grad():
-        items_per_s = x.shape[0] / best_seconds(lambda: model.embed(x))
     bits = 32 * int(model.quantizer.dim)
     return {
         "method": run.method,
@@ -214,8 +217,7 @@ def _ceiling_row(
         "train_seconds": train_seconds,
         "metrics": metrics,
         "levels": [],
-        "encode_items_per_s": items_per_s,
-        "quantizer_vectors_per_s": math.nan,
+        **_throughput(model, test, unquantized=True),
         "config": settings,
     }
 

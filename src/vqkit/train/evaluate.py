@@ -172,6 +172,18 @@ def _coded_rate(alphabet_sizes: tuple[int, ...], quick: bool) -> Any:
     return HeldOutCodedRate(alphabet_sizes)
 
 
+def _code_trackers(
+    q: Any, width: int, device: torch.device, quick: bool
+) -> tuple[CodebookUsage, CellRates | None, Any]:
+    """What counts the first ``width`` code positions: their usage (and, where every position indexes one shared
+    codebook, LooC's or shared residual VQ's, the whole codebook's), and their coded rate: per cell for codes
+    shared by a grid's cells (multi-scale VQ: counted once per cell, ``cell_rates``), else per position."""
+    usage = CodebookUsage(q.alphabet_sizes[:width], shared_codebook=q.shares_codebook).to(device)
+    if q.shared_codes:
+        return usage, CellRates(q, width, lambda sizes: _coded_rate(sizes, quick)), None
+    return usage, None, _coded_rate(q.alphabet_sizes[:width], quick)
+
+
 class _Totals:
     """What the evaluation accumulates over batches: loss sums, the modality's metric tracker (or the squared
     error of vectors), code usage, and the first ``COLLAPSE_ITEMS`` embeddings and codes of labelled data."""
@@ -190,14 +202,11 @@ class _Totals:
         self.tracker = _metric_tracker(self.modality, dataset, config, quick)
         q = model.quantizer
         width = q.codes_per_vector if num_quantizers is None else q.level_widths()[num_quantizers - 1]
-        # One codebook behind every position (LooC, shared residual VQ): its whole-codebook usage too.
-        usage = CodebookUsage(q.alphabet_sizes[:width], shared_codebook=q.shares_codebook)
-        self.usage = None if unquantized else usage.to(device)
-        # Codes shared by a grid's cells (multi-scale VQ) count once per cell, not per position (cell_rates).
-        cells = q.shared_codes and not unquantized
-        self.cells = CellRates(q, width, lambda sizes: _coded_rate(sizes, quick)) if cells else None
-        coded = self.cells is None and not unquantized
-        self.coded = _coded_rate(q.alphabet_sizes[:width], quick) if coded else None
+        self.usage: CodebookUsage | None = None  # none for the continuous model: it has no codes
+        self.cells: CellRates | None = None
+        self.coded: Any = None
+        if not unquantized:
+            self.usage, self.cells, self.coded = _code_trackers(q, width, device, quick)
         # The collapse scores of the embeddings need codes of their own for tokens collapse; a continuous
         # model has none, so it gets none of them.
         self.labels = None if quick or unquantized else getattr(dataset, "labels", None)

@@ -20,10 +20,7 @@ from pathlib import Path
 import torch
 
 from vqkit.train.config import load_config
-from vqkit.train.init_from import RECORD, architecture, init_from_backbone, load_backbone
 from vqkit.train.loop import train
-
-__all__ = ["RECORD", "architecture", "init_from_backbone", "load_backbone", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
