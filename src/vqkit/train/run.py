@@ -7,6 +7,7 @@ A **run directory** (``vqkit train``) holds ``config.yaml``, ``data.json``, ``me
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -136,7 +137,13 @@ def _worker(rank: int, size: int, port: int, fn: Callable[..., Any], args: tuple
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
     try:
         fn(*args)
+        if torch.distributed.is_initialized():
+            # No rank tears its group down while another still talks to it (rank 0 hosts the store).
+            torch.distributed.barrier()
     finally:
+        # DDP wrappers left in reference cycles hold the group: freed now, not by gloo's threads during
+        # interpreter shutdown, which aborts the process ("terminate called without an active exception").
+        gc.collect()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
