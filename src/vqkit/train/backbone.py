@@ -44,7 +44,7 @@ from vqkit.utils.atomic import atomic_write_text
 WARMUP_STEPS = 100
 FINAL_LR_FRACTION = 0.1
 CURVE_FILE = "training_curve.json"
-CURVE_METRICS = ("stoi", "pesq", "lsd", "mel_distance", "stft_distance", "si_sdr")
+CURVE_METRICS = ("stoi", "pesq", "lsd", "mel_distance", "stft_distance", "si_sdr", "chroma_similarity")
 
 
 def learning_rate_factor(step: int, total: int, warmup: int = WARMUP_STEPS) -> float:
@@ -64,18 +64,21 @@ def spread(num_items: int, count: int | None) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_backbone(
-    net: Tokenizer, dataset: Any, indices: torch.Tensor, batch_size: int
+    net: Tokenizer, dataset: Any, indices: torch.Tensor, config: RunConfig
 ) -> dict[str, float]:
-    """Held-out metrics of ``forward_unquantized`` on ``dataset[indices]`` (eval mode; audio clamped to [-1, 1])."""
+    """Held-out metrics of ``forward_unquantized`` on ``dataset[indices]`` (eval mode; audio clamped to [-1, 1];
+    batches of ``config.eval.batch_size``; STOI and PESQ as ``config.eval.stoi`` / ``pesq`` say: music has no
+    speech for them to score)."""
     from vqkit.metrics.eval.audio import AudioMetrics
 
     if net.modality != "audio":
         raise ValueError(f"model: backbone evaluation covers audio models, got a {net.modality} model")
     was_training = net.training
     net.eval()
-    metrics = AudioMetrics(int(dataset.sample_rate))
-    for start in range(0, len(indices), batch_size):
-        x = collate(dataset, indices[start : start + batch_size])
+    metrics = AudioMetrics(int(dataset.sample_rate), stoi=config.eval.stoi, pesq=config.eval.pesq)
+    size = config.eval.batch_size
+    for start in range(0, len(indices), size):
+        x = collate(dataset, indices[start : start + size])
         metrics.update(x, net.forward_unquantized(x).reconstruction.clamp(-1.0, 1.0))
     net.train(was_training)
     return metrics.compute()
@@ -115,7 +118,7 @@ def train_backbone(config: RunConfig, *, log: Any = None) -> tuple[Tokenizer, li
                 flush=True,
             )
         if finished % opt.eval_every == 0 or finished == opt.steps:
-            scores = evaluate_backbone(net, held_out, indices, config.eval.batch_size)
+            scores = evaluate_backbone(net, held_out, indices, config)
             row = {"step": finished, "train_seconds": round(seconds, 1)}
             row["wall_seconds"] = round(time.perf_counter() - began, 1)
             row.update({k: round(scores[k], 4) for k in CURVE_METRICS if k in scores})
@@ -166,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     net, curve, seconds = train_backbone(config, log=sys.stderr)
     held_out = load_split(config, config.eval.split)
     indices = spread(len(held_out), args.final_items)
-    final = evaluate_backbone(net, held_out, indices, config.eval.batch_size)
+    final = evaluate_backbone(net, held_out, indices, config)
     metrics = {k: round(final[k], 4) for k in CURVE_METRICS if k in final}
     command = "python -m vqkit.train.backbone " + shlex.join([str(a) for a in (argv or sys.argv[1:])])
     publish(
