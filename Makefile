@@ -51,7 +51,8 @@ demo-synthetic: install
 # Every reproduction of docs/reproductions.md, one bench file after another (hours on CPU: see that page for
 # each one's cost); finished runs are skipped, so an interrupted suite resumes. REPRODUCE=... picks some.
 REPRODUCE ?= collapse_synthetic collapse_encoder_width_synthetic collapse_encoder_width collapse_codebook_sizes \
-	looc_fashion_mnist ivq_fashion_mnist simvq_codebook_sizes ivq_table1_speech ivq_table6_speech ivq_table1_music
+	looc_fashion_mnist ivq_fashion_mnist simvq_codebook_sizes ivq_table1_speech ivq_table6_speech ivq_table1_music \
+	ivq_speech_pretrained ivq_music_pretrained fashion_mnist_pretrained collapse_fig4a simvq_sizes_pretrained
 reproduce: install
 	for b in $(REPRODUCE); do $(VENV)/bin/vqkit bench configs/bench/$$b.yaml || exit 1; done
 
