@@ -13,6 +13,12 @@
   reads of each (``item`` and ``bool`` of a tensor, counted) and whether they pick the same centres (they
   should: the same draw on the same generator). On CPU a host read costs little; on a GPU each is a device sync
   that waits for every queued kernel, which is what the change removes.
+* **CVQ's anchors** (``restart="anchor"``, LooC's default and the ``cvq`` preset): ``before`` searches a second
+  time with the roles swapped for each code's nearest feature (``AnchorRestart`` without a hint, the previous
+  code path), ``now`` reads it from the training search's own score tiles (``Codebook.search_for_update``:
+  column minima), ``none`` is ``restart="none"`` (the floor). Training steps of LooC at N=16384, D=64 with
+  2 x 32 (the 12-bit bench setting), 16 x 4 from 256 codes (the paper's) and 16 x 4 from 1,024, and of CVQ with
+  1,024 codes.
 
 Writes JSON (default ``benchmarks/results/bench_overhead.json``, atomically) with the ratios.
 
@@ -102,14 +108,14 @@ def host_reads() -> Iterator[list[int]]:
             setattr(torch.Tensor, name, original)
 
 
-def _train_step(q: vqkit.SimVQ, x: torch.Tensor) -> None:
+def _train_step(q: vqkit.Quantizer, x: torch.Tensor) -> None:
     q.train()
     q.zero_grad(set_to_none=True)
     out = q(x.clone().requires_grad_(True))
     (out.quantized.square().mean() + out.loss).backward()
 
 
-def _eval_forward(q: vqkit.SimVQ, x: torch.Tensor) -> None:
+def _eval_forward(q: vqkit.Quantizer, x: torch.Tensor) -> None:
     q.eval()
     with torch.no_grad():
         q(x)
@@ -193,22 +199,82 @@ def bench_seeding(n: int, dim: int, centers: int, repeats: int) -> dict[str, obj
     }
 
 
-def main() -> None:
+class _SecondSearch:
+    """``Codebook.search_for_update`` without the per-code hint: the restart searches again (the code before)."""
+
+    def __init__(self, codebook: vqkit.quantizers.codebook.Codebook) -> None:
+        self.codebook = codebook
+
+    def __call__(self, z: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.codebook.search(z), None
+
+
+def _anchor_variants(name: str, dim: int, kwargs: dict[str, object]) -> dict[str, vqkit.Quantizer]:
+    variants: dict[str, vqkit.Quantizer] = {}
+    for label in ("before", "now", "none"):
+        torch.manual_seed(0)
+        restart = "none" if label == "none" else "anchor"
+        q = vqkit.create_quantizer(name, dim=dim, **kwargs, restart=restart)
+        if label == "before":
+            codebook = q.codebook  # type: ignore[attr-defined]
+            codebook.search_for_update = _SecondSearch(codebook)
+        variants[label] = q
+    return variants
+
+
+def bench_anchor(
+    n: int, dim: int, repeats: int, settings: dict[str, tuple[str, dict[str, object]]]
+) -> dict[str, object]:
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(2))
+    rows: dict[str, object] = {}
+    for label, (name, kwargs) in settings.items():
+        variants = _anchor_variants(name, dim, kwargs)
+        timing = race({k: functools.partial(_train_step, q, x) for k, q in variants.items()}, repeats)
+        ms = {k: 1e3 * t.best for k, t in timing.items()}
+        rows[label] = {
+            "quantizer": {"name": name, **kwargs},
+            "train_ms": ms,
+            "median_train_ms": {k: 1e3 * t.median for k, t in timing.items()},
+            "ratios": {"before / now": ms["before"] / ms["now"], "now / none": ms["now"] / ms["none"]},
+        }
+    return {"n": n, "dim": dim, "rows": rows}
+
+
+ANCHOR_SETTINGS: dict[str, tuple[str, dict[str, object]]] = {
+    "looc 2x32 of 64 codes": ("looc", {"codebook_size": 64, "codebook_dim": 32}),
+    "looc 16x4 of 256 codes": ("looc", {"codebook_size": 256, "codebook_dim": 4}),
+    "looc 16x4 of 1024 codes": ("looc", {"codebook_size": 1024, "codebook_dim": 4}),
+    "cvq 1024 codes": ("cvq", {"codebook_size": 1024}),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a check that it runs")
     parser.add_argument("--json", type=Path, default=OUT)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started, load_before = time.perf_counter(), os.getloadavg()
     if args.quick:
         simvq, wide = bench_simvq(512, 16, 64, 2), bench_simvq(256, 64, 64, 2)
         seeding = bench_seeding(500, 8, 32, 2)
+        anchor = bench_anchor(
+            2048,
+            16,
+            2,
+            {
+                k: (n, {**kw, "codebook_size": 16})
+                for k, (n, kw) in ANCHOR_SETTINGS.items()
+                if "2x32" not in k
+            },
+        )
     else:
         simvq = bench_simvq(16384, 64, 1024, args.repeats, svd_dims=(64, 256, 512))
         wide = bench_simvq(16384, 512, 1024, max(2, args.repeats // 3))
         seeding = bench_seeding(20000, 64, 1024, max(2, args.repeats // 4))
+        anchor = bench_anchor(16384, 64, args.repeats, ANCHOR_SETTINGS)
     load_after = os.getloadavg()
     report = {
         "environment": {
@@ -224,15 +290,17 @@ def main() -> None:
         "simvq": simvq,
         "simvq_wide": wide,
         "kmeans_plusplus": seeding,
+        "cvq_anchor": anchor,
     }
-    for section in ("simvq", "simvq_wide", "kmeans_plusplus"):
+    for section in ("simvq", "simvq_wide", "kmeans_plusplus", "cvq_anchor"):
         print(section, json.dumps(report[section], indent=1))
     warning = load_warning(load_before, load_after)
     if warning:
         print(warning)
     atomic_write_text(args.json, json.dumps(report, indent=2))
     print(f"wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

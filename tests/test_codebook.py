@@ -159,3 +159,22 @@ def test_a_share_threshold_does_not_depend_on_the_batch_size(scale: float) -> No
         dead_sets[measure] = (cb.weight.detach() != before).any(1).nonzero().flatten().tolist()
     assert dead_sets["share"] == [3]
     assert dead_sets["count"] == ([3] if scale > 1 else list(range(8)))
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+def test_cvq_anchors_from_the_search_equal_a_second_search(distance: str) -> None:
+    # search_for_update hands the restart each code's nearest row from the step's own score tiles; the anchors
+    # must be those of the swapped search it replaces (grad updates: the codes have not moved in between).
+    torch.manual_seed(0)
+    fused = Codebook(16, 4, init="gaussian", restart="anchor", distance=distance)
+    second = Codebook(16, 4, init="gaussian", restart="anchor", distance=distance)
+    second.load_state_dict(fused.state_dict())
+    for step in range(3):
+        x = torch.randn(300, 4, generator=torch.Generator().manual_seed(step)) + step
+        codes, nearest = fused.search_for_update(x)
+        assert nearest is not None and torch.equal(codes, second.search(x))
+        fused.update(x, codes, nearest)
+        second.update(x, codes)  # no hint: the restart searches with the roles swapped
+        torch.testing.assert_close(fused.weight, second.weight, rtol=0, atol=1e-6)
+    ema = Codebook(16, 4, init="gaussian", restart="anchor", update="ema")
+    assert ema.search_for_update(torch.randn(10, 4))[1] is None  # EMA moves the codes first: search again

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqkit.functional import nearest_code, pairwise_distances
+from vqkit.functional import nearest_code, pairwise_distances, search
 
 
 def numpy_sq_distances(x: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -87,3 +87,62 @@ def test_code_blocks_are_merged_like_one_search(distance: str) -> None:
     out = nearest_code(torch.from_numpy(x), torch.from_numpy(c), distance=distance)  # type: ignore[arg-type]
     np.testing.assert_array_equal(out.codes.numpy(), ref.argmin(1))
     np.testing.assert_allclose(out.distances.numpy(), ref.min(1), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+@pytest.mark.parametrize(
+    ("num_rows", "num_codes", "chunk_bytes"),
+    [
+        (257, 37, 64),
+        (300, 37, 1000),
+        (1000, 2100, None),
+        (200, 50, 1 << 22),
+    ],  # row chunks, code blocks, one tile
+)
+def test_nearest_rows_are_the_swapped_search(
+    distance: str, num_rows: int, num_codes: int, chunk_bytes: int
+) -> None:
+    # Each code's nearest row from the same tiles: numpy's argmin over rows. L2 on small integers is exact in
+    # float64, so rows tie often (across row chunks too) and the first row must win, as in numpy.
+    rng = np.random.default_rng(3)
+    if distance == "l2":
+        x, c = (
+            rng.integers(-2, 3, (num_rows, 6)).astype(float),
+            rng.integers(-2, 3, (num_codes, 6)).astype(float),
+        )
+    else:
+        x, c = rng.standard_normal((num_rows, 6)), rng.standard_normal((num_codes, 6))
+    ref = numpy_sq_distances(x, c) if distance == "l2" else numpy_cos_distances(x, c)
+    out = nearest_code(
+        torch.from_numpy(x),
+        torch.from_numpy(c),
+        distance=distance,  # type: ignore[arg-type]
+        max_chunk_bytes=chunk_bytes,
+        nearest_rows=True,
+    )
+    assert out.code_rows is not None and out.code_distances is not None
+    np.testing.assert_array_equal(out.code_rows.numpy(), ref.argmin(0))
+    np.testing.assert_allclose(out.code_distances.numpy(), ref.min(0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(out.codes.numpy(), ref.argmin(1))  # the search itself is unchanged
+    dense = search._dense_search(torch.from_numpy(x), torch.from_numpy(c), distance, 1, None, True)  # type: ignore[arg-type]
+    assert dense.code_rows is not None and dense.code_distances is not None
+    np.testing.assert_array_equal(dense.code_rows.numpy(), ref.argmin(0))
+    np.testing.assert_allclose(dense.code_distances.numpy(), ref.min(0), rtol=1e-9, atol=1e-9)
+
+
+def test_nearest_rows_need_k_1_and_survive_an_empty_batch() -> None:
+    with pytest.raises(ValueError, match="nearest_rows=True needs k=1"):
+        nearest_code(torch.randn(5, 3), torch.randn(4, 3), k=2, nearest_rows=True)
+    out = nearest_code(torch.randn(0, 3), torch.randn(4, 3), nearest_rows=True)
+    assert out.code_distances is not None and torch.isinf(out.code_distances).all()
+
+
+@pytest.mark.parametrize("shape", [(4096, 256), (4100, 64), (100, 1024), (64 * 3 + 5, 7), (50, 9)])
+def test_column_min_is_torch_min_over_rows(shape: tuple[int, int]) -> None:
+    scores = torch.randn(*shape, generator=torch.Generator().manual_seed(4))
+    scores[-1] = scores.min(dim=0).values  # ties in the ragged tail: the earlier row wins
+    scores[shape[0] // 2, 0] = float("nan")  # a NaN is the minimum, as in torch.min
+    values, rows = search._column_min(scores)
+    expected = torch.min(scores, dim=0)
+    assert torch.equal(rows, expected.indices)
+    torch.testing.assert_close(values, expected.values, equal_nan=True)

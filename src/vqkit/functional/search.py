@@ -63,10 +63,15 @@ class SearchResult:
     Attributes:
         codes: ``[N]`` (``k=1``) or ``[N, k]`` int64, nearest first.
         distances: same shape, float32: squared L2 distance, or cosine distance ``1 - cos`` for ``"cosine"``.
+        code_rows: with ``nearest_rows=True``, ``[K]`` int64: for each code, the first row of ``x`` nearest to it
+            (what ``nearest_code(codebook, x)`` returns as codes); else ``None``.
+        code_distances: with ``nearest_rows=True``, ``[K]``: those rows' distances to their codes; else ``None``.
     """
 
     codes: torch.Tensor
     distances: torch.Tensor
+    code_rows: torch.Tensor | None = None
+    code_distances: torch.Tensor | None = None
 
 
 def squared_norms(vectors: torch.Tensor) -> torch.Tensor:
@@ -87,8 +92,9 @@ def nearest_code(
     k: int = 1,
     codebook_sqnorm: torch.Tensor | None = None,
     max_chunk_bytes: int | None = None,
+    nearest_rows: bool = False,
 ) -> SearchResult:
-    """Exact k-nearest codes for each row of ``x``.
+    """Exact k-nearest codes for each row of ``x`` (and, with ``nearest_rows``, the nearest row for each code).
 
     Args:
         x: ``[N, D]`` queries.
@@ -98,13 +104,18 @@ def nearest_code(
         codebook_sqnorm: optional cached ``squared_norms(codebook)`` for ``"l2"``.
         max_chunk_bytes: bound on the scores held at once; peak extra memory is about this plus the output.
             ``None``: ``default_chunk_bytes(x.device)`` (4 MiB on CPU, 256 MiB on accelerators).
+        nearest_rows: also reduce every tile of scores over its rows (``k == 1`` only): ``code_rows`` /
+            ``code_distances``, what a second search with the roles swapped would give, for one more reduction
+            instead of a second matmul (CVQ's anchors read it every training step).
 
     Returns:
         ``SearchResult`` with ``codes`` / ``distances`` of shape ``[N]`` when ``k == 1`` else ``[N, k]``.
     """
     _check_query(x, codebook, k)
+    if nearest_rows and k != 1:
+        raise ValueError(f"nearest_code: nearest_rows=True needs k=1, got k={k}")
     if torch.compiler.is_compiling():  # torch.compile / torch.export / ONNX: one traceable graph, any N
-        return _dense_search(x, codebook, distance, k, codebook_sqnorm)
+        return _dense_search(x, codebook, distance, k, codebook_sqnorm, nearest_rows)
     num_codes, n = codebook.shape[0], x.shape[0]
     shape = (n,) if k == 1 else (n, k)
     codes = torch.empty(shape, dtype=torch.long, device=x.device)
@@ -119,6 +130,8 @@ def nearest_code(
     row_ids = torch.arange(rows, device=x.device) if on_cpu and k == 1 else None
     cosine = distance == "cosine"
     codebook_t, bias = _scoring_codes(codebook, cosine, codebook_sqnorm)
+    x_sqnorm = None if cosine else squared_norms(x)
+    columns = _Columns(num_codes, x, rows * block, x_sqnorm) if nearest_rows else None
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         chunk = F.normalize(x[start:stop], dim=-1) if cosine else x[start:stop]
@@ -131,16 +144,52 @@ def nearest_code(
             else:
                 torch.addmm(bias[first:last], chunk, codebook_t[:, first:last], alpha=-2.0, out=out)
             _reduce_tile(out, first, k, best, row_ids)
-    if cosine:
+            if columns is not None:
+                columns.fold(out, start, first)
+    if x_sqnorm is None:
         dists.add_(1.0)
     else:
-        x_sqnorm = squared_norms(x)
         dists.add_(x_sqnorm if k == 1 else x_sqnorm[:, None]).clamp_(min=0.0)
-    return SearchResult(codes=codes, distances=dists)
+    if columns is None:
+        return SearchResult(codes=codes, distances=dists)
+    return SearchResult(codes, dists, *columns.result(cosine))
+
+
+class _Columns:
+    """The running column minima of a chunked search: for each code, its nearest row so far and the distance
+    (for L2 the tile plus the rows' squared norms, which do not change a row's argmin but do a column's)."""
+
+    def __init__(self, num_codes: int, x: torch.Tensor, tile_elements: int, x_sqnorm: torch.Tensor | None):
+        self.values = x.new_full((num_codes,), float("inf"))  # no rows at all: no nearest row (inf, row 0)
+        self.rows = torch.zeros(num_codes, dtype=torch.long, device=x.device)
+        self.x_sqnorm = x_sqnorm
+        self.buffer = None if x_sqnorm is None else x.new_empty(tile_elements)
+
+    def fold(self, tile: torch.Tensor, start: int, first: int) -> None:
+        """Merge a tile of scores (rows ``start ..``, codes ``first ..``) into the running minima."""
+        if self.x_sqnorm is not None and self.buffer is not None:
+            shifted = self.buffer[: tile.numel()].view_as(tile)
+            tile = torch.add(tile, self.x_sqnorm[start : start + tile.shape[0], None], out=shifted)
+        values, rows = _column_min(tile)
+        span = slice(first, first + tile.shape[1])
+        if start == 0:
+            self.values[span].copy_(values)
+            self.rows[span].copy_(rows)
+        else:
+            _keep_smaller_(self.values[span], self.rows[span], values, rows.add_(start))
+
+    def result(self, cosine: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(code_rows, code_distances)``, the distances as ``SearchResult.distances`` gives them."""
+        return self.rows, self.values.add_(1.0) if cosine else self.values.clamp_(min=0.0)
 
 
 def _dense_search(
-    x: torch.Tensor, codebook: torch.Tensor, distance: Distance, k: int, sqnorm: torch.Tensor | None
+    x: torch.Tensor,
+    codebook: torch.Tensor,
+    distance: Distance,
+    k: int,
+    sqnorm: torch.Tensor | None,
+    nearest_rows: bool = False,
 ) -> SearchResult:
     """The search as one score matrix ``[N, K]`` and one reduction: what compiled and exported graphs run (the
     chunk loop depends on ``N`` in Python, which would fix the traced shape). The same scores, so the same
@@ -153,12 +202,17 @@ def _dense_search(
         dists, codes = scores.min(dim=1)
     else:
         dists, codes = torch.topk(scores, k, dim=1, largest=False, sorted=True)
-    if cosine:
-        return SearchResult(codes=codes, distances=dists + 1.0)
-    x_sqnorm = squared_norms(x)
-    return SearchResult(
-        codes=codes, distances=(dists + (x_sqnorm if k == 1 else x_sqnorm[:, None])).clamp(min=0.0)
-    )
+    if cosine:  # 1 - cos: the negated cosine plus one
+        found = SearchResult(codes, dists + 1.0)
+        columns = scores.min(dim=0) if nearest_rows else None
+    else:
+        x_sqnorm = squared_norms(x)
+        found = SearchResult(codes, (dists + (x_sqnorm if k == 1 else x_sqnorm[:, None])).clamp(min=0.0))
+        columns = (scores + x_sqnorm[:, None]).min(dim=0) if nearest_rows else None
+    if columns is None:
+        return found
+    column_distances = columns.values + 1.0 if cosine else columns.values.clamp(min=0.0)
+    return SearchResult(found.codes, found.distances, columns.indices, column_distances)
 
 
 def _scoring_codes(
@@ -221,6 +275,25 @@ def _row_min(scores: torch.Tensor, row_ids: torch.Tensor) -> tuple[torch.Tensor,
         tail_values, tail_offsets = torch.min(scores[:, groups * _GROUP :], dim=1)
         _keep_smaller_(values, indices, tail_values, tail_offsets.add_(groups * _GROUP))
     return values, indices
+
+
+def _column_min(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.min(scores, dim=0)`` (first row of each column's minimum), faster on CPU, where a reduction with
+    indices across rows is 20x slower than ``amin``: the minimum over groups of ``_GROUP`` rows by ``amin``, the
+    first best group of each column by ``torch.min`` on ``_GROUP`` times fewer rows, the row inside it."""
+    num_rows, width = scores.shape
+    groups = num_rows // _GROUP
+    if groups < 2 or scores.device.type != "cpu":
+        return torch.min(scores, dim=0)
+    body = scores[: groups * _GROUP].view(groups, _GROUP, width)
+    best_group = body.amin(dim=1).argmin(dim=0)  # [width]
+    columns = torch.arange(width, device=scores.device)
+    values, offsets = body[best_group, :, columns].min(dim=1)  # [width, _GROUP] -> [width]
+    rows = best_group.mul_(_GROUP).add_(offsets)
+    if groups * _GROUP < num_rows:  # a ragged tail of rows: later, so it wins only when strictly smaller
+        tail_values, tail_rows = torch.min(scores[groups * _GROUP :], dim=0)
+        _keep_smaller_(values, rows, tail_values, tail_rows.add_(groups * _GROUP))
+    return values, rows
 
 
 def _keep_smaller_(

@@ -36,7 +36,7 @@ from vqkit.distributed import ProcessGroup
 from vqkit.functional.kmeans import kmeans
 from vqkit.functional.search import nearest_code
 from vqkit.functional.vq_loss import loss_pair
-from vqkit.quantizers.codebook_rules import RESTART_RULES, UPDATE_RULES
+from vqkit.quantizers.codebook_rules import RESTART_RULES, UPDATE_RULES, Nearest
 from vqkit.types import Distance
 
 Init = Literal["uniform", "gaussian", "kmeans"]
@@ -221,6 +221,18 @@ class Codebook(nn.Module):
         """Nearest code of each row of ``z`` ``[N, d]`` -> ``[N]`` int64."""
         return nearest_code(z.detach(), self.table(space).detach(), distance=self.distance).codes
 
+    def search_for_update(self, z: torch.Tensor) -> tuple[torch.Tensor, Nearest | None]:
+        """The training search of ``z`` ``[N, d]`` (stored codes) before ``update(z, codes, nearest)``: codes
+        ``[N]``, and each code's nearest row of ``z`` where the restart rule reads it (CVQ's anchors) and the
+        codes stay put until then (``update="grad"``: the optimizer moves them after the step). Those come
+        from the same score tiles (``nearest_code(..., nearest_rows=True)``), so the restart does not search
+        a second time; an EMA update moves the codes first, and its anchors search the moved codes."""
+        if self.restart_rule.name != "anchor" or self.update_rule.name != "grad":
+            return self.search(z), None
+        found = nearest_code(z.detach(), self.vectors.detach(), distance=self.distance, nearest_rows=True)
+        assert found.code_distances is not None and found.code_rows is not None
+        return found.codes, (found.code_distances, found.code_rows)
+
     def lookup(self, codes: torch.Tensor, space: CodeSpace | None = None) -> torch.Tensor:
         """``[N]`` -> ``[N, d]`` (differentiable w.r.t. the codebook when ``update="grad"``)."""
         return F.embedding(codes, self.table(space))
@@ -241,12 +253,15 @@ class Codebook(nn.Module):
         stored = z if space is None or not self.training else space.to_stored(z, self.vectors)
         if self.training:
             self.warm_start(stored)
-        if codes is None:
+        nearest = None
+        if codes is None and self.training and space is None:
+            codes, nearest = self.search_for_update(z)
+        elif codes is None:
             codes = self.search(z, space)
         q = self.lookup(codes, space)
         losses = self.losses(z, q)
         if self.training:
-            self.update(stored, codes)
+            self.update(stored, codes, nearest)
         return codes, q, losses
 
     # ------------------------------------------------------------------ write (training only)
@@ -313,15 +328,16 @@ class Codebook(nn.Module):
             self.update(torch.cat([z for z, _ in pending]), torch.cat([c for _, c in pending]))
 
     @torch.no_grad()
-    def update(self, z: torch.Tensor, codes: torch.Tensor) -> None:
+    def update(self, z: torch.Tensor, codes: torch.Tensor, nearest: Nearest | None = None) -> None:
         """After a training step's lookup: statistics (all-reduced), the update rule, then the restart rule
         (inside ``deferred_updates``: recorded, and applied with the others at the end of the block).
 
         Args:
             z: ``[N, d]`` the vectors that were quantized (in the codebook's space).
             codes: ``[N]`` their codes.
+            nearest: ``search_for_update``'s per-code nearest rows of this ``z``, for the restart rule.
         """
-        if self._deferred is not None:
+        if self._deferred is not None:  # the merged batch's rows are not these: its restart searches again
             self._deferred.append((z.detach(), codes))
             return
         z = z.detach().to(self.weight.dtype)
@@ -331,7 +347,7 @@ class Codebook(nn.Module):
         self.usage.lerp_(counts / counts.sum().clamp(min=1.0), weight)
         self.update_rule.move(self, sums)
         self.step.add_(1)
-        self.restart_rule.apply(self, z)
+        self.restart_rule.apply(self, z, nearest)
         if self.restart_rule.name != "none":
             self.update_rule.sync(self)
 

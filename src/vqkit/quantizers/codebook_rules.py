@@ -112,10 +112,15 @@ class EMAUpdate:
         codebook.ema_sum.copy_(codebook.weight * codebook.smoothed_counts()[:, None])
 
 
+Nearest = tuple[torch.Tensor, torch.Tensor]
+"""For each code, the distance ``[K]`` to its nearest row of a batch and that row ``[K]``: a search's column
+minima (``nearest_code(..., nearest_rows=True)``), which ``AnchorRestart`` reads instead of searching again."""
+
+
 class NoRestart:
     name = "none"
 
-    def apply(self, codebook: Codebook, z: torch.Tensor) -> None:
+    def apply(self, codebook: Codebook, z: torch.Tensor, nearest: Nearest | None = None) -> None:
         """Nothing: unused codes stay where they are."""
 
 
@@ -127,7 +132,7 @@ class DeadRestart:
 
     name = "dead"
 
-    def apply(self, codebook: Codebook, z: torch.Tensor) -> None:
+    def apply(self, codebook: Codebook, z: torch.Tensor, nearest: Nearest | None = None) -> None:
         k, options = codebook.num_codes, codebook.options
         # A rank without vectors offers no candidates but still joins the gather (or the others wait forever).
         n = z.shape[0]
@@ -159,22 +164,27 @@ class AnchorRestart:
 
     name = "anchor"
 
-    def apply(self, codebook: Codebook, z: torch.Tensor) -> None:
+    def apply(self, codebook: Codebook, z: torch.Tensor, nearest: Nearest | None = None) -> None:
+        """``nearest``: each code's nearest row of ``z`` from the step's own search (its column minima, as
+        CVQ's code takes them from the forward's distances); without it, a search with the roles swapped."""
         k, distance = codebook.num_codes, codebook.options.distance
         # For each code, its nearest feature in this rank's batch, then the nearest over all ranks. A rank
         # without vectors still joins the gather, with infinite distances that never win.
         if z.shape[0] > 0:
-            best = nearest_code(codebook.vectors.detach(), z, distance=distance)
-            local = torch.cat([best.distances[:, None], z[best.codes]], dim=1)  # [K, 1 + d]
+            if nearest is None:
+                best = nearest_code(codebook.vectors.detach(), z, distance=distance)
+                nearest = best.distances, best.codes
+            distances, rows = nearest
+            local = torch.cat([distances.to(z.dtype)[:, None], z[rows]], dim=1)  # [K, 1 + d]
         else:
             local = z.new_zeros((k, 1 + codebook.dim))
             local[:, 0] = float("inf")
         gathered = distributed.all_gather_cat(local[None], codebook.process_group)  # [W, K, 1 + d]
-        nearest, winner = gathered[:, :, 0].min(dim=0)
+        closest, winner = gathered[:, :, 0].min(dim=0)
         anchors = gathered[winner, torch.arange(k, device=z.device), 1:]
         decay = codebook.options.decay
         alpha = torch.exp(-(codebook.usage * k * 10.0) / (1.0 - decay) - 1e-3)[:, None]
-        alpha = alpha * torch.isfinite(nearest)[:, None]  # no vector on any rank: codes stay where they are
+        alpha = alpha * torch.isfinite(closest)[:, None]  # no vector on any rank: codes stay where they are
         codebook.weight.data.mul_(1.0 - alpha).add_(anchors * alpha)
 
 

@@ -282,12 +282,17 @@ class LooC(Quantizer):
         n = blocks.shape[0]
         sub = self._split(blocks)
         cb = self.codebook
+        nearest = None
         if self.training:
             cb.warm_start(sub)
-        codes = cb.search(sub)
+            codes, nearest = cb.search_for_update(
+                sub
+            )  # with CVQ's anchors: the codes' nearest sub-vectors too
+        else:
+            codes = cb.search(sub)
         quantized, q, losses = self._loss_pair(sub, codes)
         if self.training:
-            cb.update(sub, codes)
+            cb.update(sub, codes, nearest)
         if self.gradient != "ste":
             quantized = estimate(q, sub, self.gradient)
         return QuantizerOutput(
