@@ -146,3 +146,30 @@ def test_column_min_is_torch_min_over_rows(shape: tuple[int, int]) -> None:
     expected = torch.min(scores, dim=0)
     assert torch.equal(rows, expected.indices)
     torch.testing.assert_close(values, expected.values, equal_nan=True)
+
+
+@pytest.mark.parametrize("width", [32, 33, 64, 257, 1024])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_min_is_torch_min_over_codes(width: int, dtype: torch.dtype) -> None:
+    # Small integers: many ties in every row, where the first minimum must win, as in torch.min.
+    g = torch.Generator().manual_seed(width)
+    scores = torch.randint(-3, 4, (70, width), generator=g).to(dtype)
+    expected = torch.min(scores, dim=1)
+    order = search._index_order(width, scores)
+    assert order is not None
+    values, indices = search._row_min_(scores.clone(), order)
+    assert torch.equal(indices, expected.indices) and torch.equal(values, expected.values)
+    narrower = scores[:, : width - 1].contiguous()  # a ragged last block: the tail of the same weights
+    values, indices = search._row_min_(narrower.clone(), order)
+    assert torch.equal(indices, torch.min(narrower, dim=1).indices)
+
+
+def test_row_min_falls_back_where_its_weights_are_not_exact_and_keeps_nan_rows_in_range() -> None:
+    assert (
+        search._index_order(1024, torch.zeros(1, dtype=torch.bfloat16)) is None
+    )  # 1023 is not a bf16 integer
+    assert search._index_order(16, torch.zeros(1)) is None  # few codes: torch.min's loop is faster
+    x, c = torch.randn(40, 8), torch.randn(300, 8)
+    x[3] = float("nan")
+    codes = nearest_code(x, c).codes
+    assert int(codes[3]) == 0 and torch.equal(codes[:3], nearest_code(x[:3], c).codes)
