@@ -24,8 +24,8 @@ rounding; the tests compare them with autograd on the plain form).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -272,6 +272,58 @@ def vq_loss_pair(
     """
     out = _LossPair.apply(h, total, residual_sum, level_losses, *books, *code_sums)
     return cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor], out)
+
+
+class LevelStep(NamedTuple):
+    """What one level of ``residual_walk`` returns for its input ``r_i``."""
+
+    q: torch.Tensor
+    """``[N, D]`` the level's looked-up codes."""
+    blocks: torch.Tensor
+    """``[N, P]`` its block codes (one column for a plain VQ level), for ``block_code_sums``."""
+    num_books: int
+    """``P`` of ``block_code_sums``: 1 for one codebook shared by the blocks, else one per block."""
+    num_codes: int
+    """Codes per codebook."""
+    book_grad: bool
+    """Whether the level's codebook takes a gradient (its per-code sums are needed)."""
+
+
+class Walk(NamedTuple):
+    """``vq_loss_pair``'s statistics from ``residual_walk``."""
+
+    total: torch.Tensor
+    residual_sum: torch.Tensor | None
+    losses: torch.Tensor
+    code_sums: list[torch.Tensor | None]
+
+
+def residual_walk(
+    h: torch.Tensor, levels: Sequence[Callable[[torch.Tensor], LevelStep]], *, grad: bool
+) -> Walk:
+    """One pass down a residual of ``h`` ``[N, D]``: each of ``levels`` is called on its input ``r_i`` (it
+    searches, looks up and updates its own codebook there) and ``r_{i+1} = r_i - q_i`` follows, with
+    ``vq_loss_pair``'s statistics: ``sum_i q_i``, ``sum_i r_{i+1}`` (``grad`` and ``h`` requires grad), each
+    level's ``mean(r_{i+1}^2)`` and per-code sums of ``r_{i+1}``. The residual is one buffer updated in place
+    where nobody else holds it (not ``r_0``, the caller's input, nor ``r_1``, which starts the residual sum);
+    a level must not keep its input past its call. Residual VQ's and IVQ's one-pass forwards both walk here."""
+    input_grad = grad and h.requires_grad
+    residual, total, residual_sum = h.detach(), None, None
+    losses, code_sums = [], []
+    for i, level in enumerate(levels):
+        step = level(residual)
+        residual = residual - step.q if i == 0 or (i == 1 and input_grad) else residual.sub_(step.q)
+        total = step.q if total is None else total.add_(step.q)
+        flat = residual.reshape(-1)
+        losses.append(torch.dot(flat, flat) / max(flat.numel(), 1))
+        wanted = grad and step.book_grad
+        code_sums.append(
+            block_code_sums(residual, step.blocks, step.num_books, step.num_codes) if wanted else None
+        )
+        if input_grad:
+            residual_sum = residual if residual_sum is None else residual_sum.add_(residual)
+    assert total is not None, "residual_walk: expected at least one level"
+    return Walk(total, residual_sum, torch.stack(losses), code_sums)
 
 
 def level_outputs(

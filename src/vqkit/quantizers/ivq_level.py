@@ -8,7 +8,7 @@ blocks (``codebooks="per_block"``: one each). The blocks' codes concatenate into
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -17,7 +17,12 @@ from torch import nn
 
 from vqkit._validate import check_choice, is_int
 from vqkit.functional import hexagram
-from vqkit.functional.block_search import block_code_sums, block_lookup, block_search
+from vqkit.functional.block_search import (
+    LevelStep,
+    block_lookup,
+    block_search,
+    residual_walk,
+)
 from vqkit.functional.stats import column_code_counts
 from vqkit.quantizers.base import Quantizer, straight_through
 from vqkit.quantizers.codebook import Codebook, CodebookOptions
@@ -197,28 +202,24 @@ class LevelStatistics:
 def level_statistics(
     levels: Sequence[IVQLevel], h: torch.Tensor, found: Sequence[torch.Tensor], *, grad: bool
 ) -> LevelStatistics:
-    """One pass of the residual lookup down ``levels`` for their block codes ``found`` (``[N, blocks]`` each):
-    each level's codebook update and metric (``IVQLevel.observe``, on its own input ``r_i``, as the per-level
-    forward), and the statistics of the loss pair, with the residual updated in place (one ``[N, D]`` buffer
-    instead of a graph of per-level tensors). ``grad``: whether the caller records gradients."""
-    input_grad = grad and h.requires_grad
-    residual, total, residual_sum = h.detach(), None, None
-    losses, code_sums, codes, used = [], [], [], []
-    for i, (level, blocks) in enumerate(zip(levels, found, strict=True)):
-        books = level.books()
-        q = block_lookup(blocks, books)
-        used.append(level.observe(residual, blocks))
-        codes.append(hexagram.blocks_to_index(blocks, level.lines)[:, None])
-        # A new tensor where the old one must survive (r_0 is the caller's input, r_1 starts the residual sum).
-        residual = residual - q if i == 0 or (i == 1 and input_grad) else residual.sub_(q)
-        total = q if total is None else total.add_(q)
-        flat = residual.reshape(-1)
-        losses.append(torch.dot(flat, flat) / flat.numel())
-        book_grad = grad and any(cb.weight.requires_grad for cb in level.codebook_list)
-        code_sums.append(
-            block_code_sums(residual, blocks, len(level.codebooks), level.num_codes) if book_grad else None
-        )
-        if input_grad:
-            residual_sum = residual if residual_sum is None else residual_sum.add_(residual)
-    assert total is not None
-    return LevelStatistics(total, residual_sum, torch.stack(losses), code_sums, codes, torch.stack(used))
+    """One pass of the residual lookup down ``levels`` for their block codes ``found`` (``[N, blocks]`` each,
+    ``block_search.residual_walk``): each level's codebook update and metric (``IVQLevel.observe``, on its own
+    input ``r_i``, as the per-level forward), and the statistics of the loss pair. ``grad``: whether the
+    caller records gradients."""
+    codes: list[torch.Tensor] = []
+    used: list[torch.Tensor] = []
+
+    def level(lv: IVQLevel, blocks: torch.Tensor) -> Callable[[torch.Tensor], LevelStep]:
+        def step(residual: torch.Tensor) -> LevelStep:
+            q = block_lookup(blocks, lv.books())
+            used.append(lv.observe(residual, blocks))
+            codes.append(hexagram.blocks_to_index(blocks, lv.lines)[:, None])
+            book_grad = any(cb.weight.requires_grad for cb in lv.codebook_list)
+            return LevelStep(q, blocks, len(lv.codebooks), lv.num_codes, book_grad)
+
+        return step
+
+    walk = residual_walk(h, [level(lv, b) for lv, b in zip(levels, found, strict=True)], grad=grad)
+    return LevelStatistics(
+        walk.total, walk.residual_sum, walk.losses, walk.code_sums, codes, torch.stack(used)
+    )

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
@@ -23,7 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqkit._validate import check_divisible, check_int_list, check_positive_int
-from vqkit.functional.block_search import block_code_sums, block_lookup, level_outputs
+from vqkit.functional.block_search import (
+    LevelStep,
+    block_code_sums,
+    block_lookup,
+    level_outputs,
+    residual_walk,
+)
 from vqkit.functional.estimators import Gradient
 from vqkit.quantizers.base import split_rate
 from vqkit.quantizers.codebook import Codebook
@@ -74,35 +80,30 @@ class _LevelPass(NamedTuple):
 def _level_pass(
     stages: Sequence[VQ], books: Sequence[torch.Tensor], h: torch.Tensor, *, grad: bool, training: bool
 ) -> _LevelPass:
-    """One no-grad pass of plain VQ levels down the residual of ``h`` ``[N, d]``: each level's k-means warm
-    start, search, lookup and (in training) codebook update on its input ``r_i``, as ``Codebook.quantize``
-    orders them, and the statistics ``vq_loss_pair`` needs (the residual updated in place where no one else
-    holds it)."""
-    input_grad = grad and h.requires_grad
-    residual, total, residual_sum = h.detach(), None, None
-    losses, code_sums, codes = [], [], []
-    for i, (stage, book) in enumerate(zip(stages, books, strict=True)):
-        cb = stage.codebook
-        if training:
-            cb.warm_start(residual)
-        found = cb.search(residual)
-        q = F.embedding(found, cb.vectors)
-        if training:
-            cb.update(residual, found)
-        codes.append(found)
-        # A new tensor where the old one must survive (r_0 is the caller's input, r_1 starts the residual sum).
-        residual = residual - q if i == 0 or (i == 1 and input_grad) else residual.sub_(q)
-        total = q if total is None else total.add_(q)
-        flat = residual.reshape(-1)
-        losses.append(torch.dot(flat, flat) / max(flat.numel(), 1))
-        book_grad = grad and book.requires_grad
-        code_sums.append(
-            block_code_sums(residual, found[:, None], 1, cb.num_codes).view_as(book) if book_grad else None
-        )
-        if input_grad:
-            residual_sum = residual if residual_sum is None else residual_sum.add_(residual)
-    assert total is not None
-    return _LevelPass(total, residual_sum, torch.stack(losses), code_sums, torch.stack(codes, dim=1))
+    """One no-grad pass of plain VQ levels down the residual of ``h`` ``[N, d]`` (``block_search.residual_walk``):
+    each level's k-means warm start, search, lookup and (in training) codebook update on its input ``r_i``, as
+    ``Codebook.quantize`` orders them, and the statistics ``vq_loss_pair`` needs."""
+    codes: list[torch.Tensor] = []
+
+    def level(stage: VQ, book: torch.Tensor) -> Callable[[torch.Tensor], LevelStep]:
+        def step(residual: torch.Tensor) -> LevelStep:
+            cb = stage.codebook
+            if training:
+                cb.warm_start(residual)
+                found, nearest = cb.search_for_update(residual)
+            else:
+                found, nearest = cb.search(residual), None
+            q = F.embedding(found, cb.vectors)
+            if training:
+                cb.update(residual, found, nearest)
+            codes.append(found)
+            return LevelStep(q, found[:, None], 1, cb.num_codes, book.requires_grad)
+
+        return step
+
+    walk = residual_walk(h, [level(s, b) for s, b in zip(stages, books, strict=True)], grad=grad)
+    code_sums = [None if c is None else c.view_as(b) for c, b in zip(walk.code_sums, books, strict=True)]
+    return _LevelPass(walk.total, walk.residual_sum, walk.losses, code_sums, torch.stack(codes, dim=1))
 
 
 @register_quantizer("residual_vq")
