@@ -148,7 +148,7 @@ def test_column_min_is_torch_min_over_rows(shape: tuple[int, int]) -> None:
     torch.testing.assert_close(values, expected.values, equal_nan=True)
 
 
-@pytest.mark.parametrize("width", [32, 33, 64, 257, 1024])
+@pytest.mark.parametrize("width", [64, 65, 100, 257, 1024])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_row_min_is_torch_min_over_codes(width: int, dtype: torch.dtype) -> None:
     # Small integers: many ties in every row, where the first minimum must win, as in torch.min.
@@ -168,8 +168,21 @@ def test_row_min_falls_back_where_its_weights_are_not_exact_and_keeps_nan_rows_i
     assert (
         search._index_order(1024, torch.zeros(1, dtype=torch.bfloat16)) is None
     )  # 1023 is not a bf16 integer
-    assert search._index_order(16, torch.zeros(1)) is None  # few codes: torch.min's loop is faster
+    assert search._index_order(32, torch.zeros(1)) is None  # few codes: torch.min is as fast
     x, c = torch.randn(40, 8), torch.randn(300, 8)
     x[3] = float("nan")
     codes = nearest_code(x, c).codes
     assert int(codes[3]) == 0 and torch.equal(codes[:3], nearest_code(x[:3], c).codes)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("num_codes", [1030, 2100, 3072])  # last CPU block of 6, 52 and 1,024 codes
+def test_every_code_block_is_merged_whatever_its_width_and_dtype(dtype: torch.dtype, num_codes: int) -> None:
+    # Small integers are exact in bf16 too, so the reference is exact and ties (first index wins) are common.
+    g = torch.Generator().manual_seed(num_codes)
+    x = torch.randint(-2, 3, (200, 8), generator=g).to(dtype)
+    c = torch.randint(-2, 3, (num_codes, 8), generator=g).to(dtype)
+    reference = torch.cdist(x.double(), c.double()).square().min(dim=1)
+    out = nearest_code(x, c)
+    assert torch.equal(out.codes, reference.indices)
+    torch.testing.assert_close(out.distances.double(), reference.values)

@@ -57,9 +57,10 @@ _GROUP = 64
 scalar ``torch.min`` inside the winning group stays cheap (64 was the fastest of 8 to 256 for the row-wise
 version of the same scheme at K=1024)."""
 
-_EQ_MIN_WIDTH = 32
-"""Fewest codes in a block for ``_row_min_``'s vectorized passes; under it ``torch.min`` (at 16 codes the four
-passes were 1.25x slower than its scalar loop, at 64 1.45x faster)."""
+_EQ_MIN_WIDTH = 64
+"""Fewest codes in a block for ``_row_min_``'s vectorized passes; under it ``torch.min``: at 64 to 256 codes the
+four passes were 1.2-1.4x faster than its scalar loop at 1 and 2 threads, at 32 and 48 between 0.6x and 1.35x
+from run to run."""
 
 
 @dataclass
@@ -133,7 +134,8 @@ def nearest_code(
     rows = _chunk_rows(n, block, budget, x.element_size())
     # One flat buffer: every tile below is a contiguous view of it, also the narrower last block of codes.
     scores = x.new_empty(rows * block)
-    order = _index_order(block, x) if k == 1 else None
+    blocked = on_cpu and k == 1  # the codes in blocks of CPU_CODE_BLOCK, merged by a running minimum
+    order = _index_order(block, x) if blocked else None
     cosine = distance == "cosine"
     codebook_t, bias = _scoring_codes(codebook, cosine, codebook_sqnorm)
     x_sqnorm = None if cosine else squared_norms(x)
@@ -151,7 +153,7 @@ def nearest_code(
                 torch.addmm(bias[first:last], chunk, codebook_t[:, first:last], alpha=-2.0, out=out)
             if columns is not None:  # first: the row reduction may overwrite the tile
                 columns.fold(out, start, first)
-            _reduce_tile(out, first, k, best, order if last - first >= _EQ_MIN_WIDTH else None)
+            _reduce_tile(out, first, k, best, order, blocked)
     if x_sqnorm is None:
         dists.add_(1.0)
     else:
@@ -249,20 +251,26 @@ def _reduce_tile(
     k: int,
     best: tuple[torch.Tensor, torch.Tensor],
     order: torch.Tensor | None,
+    blocks: bool,
 ) -> None:
     """Fold one tile of scores (codes ``first ..``) into the running result ``best`` (values, codes): top-k on
-    whole rows; ``torch.min`` off CPU; on CPU ``_row_min_`` per block (it overwrites the tile), merged with a
-    running minimum. ``order``: ``_row_min_``'s index weights, ``None`` where it does not apply."""
+    whole rows; ``torch.min`` on whole rows off CPU (``blocks`` false); on CPU, per block of codes,
+    ``_row_min_`` (it overwrites the tile; ``order``: its index weights, ``None`` where it does not apply) or
+    ``torch.min`` for blocks under ``_EQ_MIN_WIDTH`` codes, merged with a running minimum."""
     if k > 1:
         torch.topk(scores, k, dim=1, largest=False, sorted=True, out=best)
-    elif order is None:
+        return
+    if not blocks:
         torch.min(scores, dim=1, out=best)
-    elif first == 0:
+        return
+    if order is not None and scores.shape[1] >= _EQ_MIN_WIDTH:
         values, indices = _row_min_(scores, order)
+    else:
+        values, indices = torch.min(scores, dim=1)
+    if first == 0:
         best[0].copy_(values)
         best[1].copy_(indices)
     else:
-        values, indices = _row_min_(scores, order)
         _keep_smaller_(*best, values, indices.add_(first))
 
 
