@@ -123,6 +123,19 @@ def nearest_code(
         raise ValueError(f"nearest_code: nearest_rows=True needs k=1, got k={k}")
     if torch.compiler.is_compiling():  # torch.compile / torch.export / ONNX: one traceable graph, any N
         return _dense_search(x, codebook, distance, k, codebook_sqnorm, nearest_rows)
+    return _chunked_search(x, codebook, distance, k, codebook_sqnorm, max_chunk_bytes, nearest_rows)
+
+
+def _chunked_search(
+    x: torch.Tensor,
+    codebook: torch.Tensor,
+    distance: Distance,
+    k: int,
+    codebook_sqnorm: torch.Tensor | None,
+    max_chunk_bytes: int | None,
+    nearest_rows: bool,
+) -> SearchResult:
+    """``nearest_code``'s eager kernel: tiles of at most ``max_chunk_bytes`` scores (module docstring)."""
     num_codes, n = codebook.shape[0], x.shape[0]
     shape = (n,) if k == 1 else (n, k)
     codes = torch.empty(shape, dtype=torch.long, device=x.device)
