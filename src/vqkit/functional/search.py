@@ -18,8 +18,8 @@ rows and ``torch.min``):
   ``amin``, comparisons and ``amax`` are vectorized. ``_row_min_`` finds the first minimum of each row in four
   such passes over the tile (minimum, equality marks, marks weighted by reversed position, maximum), with
   ``torch.min``'s value, index and tie rule. Against ``torch.min`` inside the best of groups of 64 scores (the
-  scheme before it, which had made K=1024 1.4x faster) the search is 1.45x faster at K=64, 1.5x at K=256
-  (where it is now about the matmul's time) and level from K=1024 (one thread, N=16384, D=64).
+  scheme before it, which had made K=1024 1.4x faster) the search is 1.2-1.4x faster at K=64 to 256 (at
+  K=256 it now takes 1.1-1.15x the matmul's time) and level from K=1024 (1 and 2 threads, N=16384, D=64).
 
 The kernel also serves the opposite query (for each code, its nearest input: CVQ anchors) by swapping
 the roles of the two sets.
