@@ -19,13 +19,17 @@ def numpy_cos_distances(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     return 1.0 - xn @ cn.T
 
 
+def numpy_distances(x: np.ndarray, c: np.ndarray, distance: str) -> np.ndarray:
+    return numpy_sq_distances(x, c) if distance == "l2" else numpy_cos_distances(x, c)
+
+
 @pytest.mark.parametrize("distance", ["l2", "cosine"])
 @pytest.mark.parametrize("chunk_bytes", [64, 1000, 1 << 22])  # one row per chunk, ragged chunks, one chunk
 def test_matches_numpy_reference(distance: str, chunk_bytes: int) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((257, 12))
     c = rng.standard_normal((37, 12))
-    ref = numpy_sq_distances(x, c) if distance == "l2" else numpy_cos_distances(x, c)
+    ref = numpy_distances(x, c, distance)
     out = nearest_code(
         torch.from_numpy(x),
         torch.from_numpy(c),
@@ -83,7 +87,7 @@ def test_code_blocks_are_merged_like_one_search(distance: str) -> None:
     c[1500] = c[7]  # a tie across blocks: the first index must win, as in numpy's argmin
     c[2099] = c[1030]
     x = np.concatenate([rng.standard_normal((300, 8)), c[[7, 1030]] + 1e-3])
-    ref = numpy_sq_distances(x, c) if distance == "l2" else numpy_cos_distances(x, c)
+    ref = numpy_distances(x, c, distance)
     out = nearest_code(torch.from_numpy(x), torch.from_numpy(c), distance=distance)  # type: ignore[arg-type]
     np.testing.assert_array_equal(out.codes.numpy(), ref.argmin(1))
     np.testing.assert_allclose(out.distances.numpy(), ref.min(1), rtol=1e-9, atol=1e-9)
@@ -112,7 +116,7 @@ def test_nearest_rows_are_the_swapped_search(
         )
     else:
         x, c = rng.standard_normal((num_rows, 6)), rng.standard_normal((num_codes, 6))
-    ref = numpy_sq_distances(x, c) if distance == "l2" else numpy_cos_distances(x, c)
+    ref = numpy_distances(x, c, distance)
     out = nearest_code(
         torch.from_numpy(x),
         torch.from_numpy(c),
@@ -120,14 +124,12 @@ def test_nearest_rows_are_the_swapped_search(
         max_chunk_bytes=chunk_bytes,
         nearest_rows=True,
     )
-    assert out.code_rows is not None and out.code_distances is not None
-    np.testing.assert_array_equal(out.code_rows.numpy(), ref.argmin(0))
-    np.testing.assert_allclose(out.code_distances.numpy(), ref.min(0), rtol=1e-9, atol=1e-9)
     np.testing.assert_array_equal(out.codes.numpy(), ref.argmin(1))  # the search itself is unchanged
     dense = search._dense_search(torch.from_numpy(x), torch.from_numpy(c), distance, 1, None, True)  # type: ignore[arg-type]
-    assert dense.code_rows is not None and dense.code_distances is not None
-    np.testing.assert_array_equal(dense.code_rows.numpy(), ref.argmin(0))
-    np.testing.assert_allclose(dense.code_distances.numpy(), ref.min(0), rtol=1e-9, atol=1e-9)
+    for found in (out, dense):  # the chunked kernel and the compiled graphs' dense one
+        assert found.code_rows is not None and found.code_distances is not None
+        np.testing.assert_array_equal(found.code_rows.numpy(), ref.argmin(0))
+        np.testing.assert_allclose(found.code_distances.numpy(), ref.min(0), rtol=1e-9, atol=1e-9)
 
 
 def test_nearest_rows_need_k_1_and_survive_an_empty_batch() -> None:

@@ -222,12 +222,13 @@ class Codebook(nn.Module):
         return nearest_code(z.detach(), self.table(space).detach(), distance=self.distance).codes
 
     def search_for_update(self, z: torch.Tensor) -> tuple[torch.Tensor, Nearest | None]:
-        """The training search of ``z`` ``[N, d]`` (stored codes) before ``update(z, codes, nearest)``: codes
-        ``[N]``, and each code's nearest row of ``z`` where the restart rule reads it (CVQ's anchors) and the
+        """The search of ``z`` ``[N, d]`` (stored codes) before ``update(z, codes, nearest)``: codes ``[N]``, and
+        in training each code's nearest row of ``z`` where the restart rule reads it (CVQ's anchors) and the
         codes stay put until then (``update="grad"``: the optimizer moves them after the step). Those come
         from the same score tiles (``nearest_code(..., nearest_rows=True)``), so the restart does not search
-        a second time; an EMA update moves the codes first, and its anchors search the moved codes."""
-        if self.restart_rule.name != "anchor" or self.update_rule.name != "grad":
+        a second time; an EMA update moves the codes first, and its anchors search the moved codes. Otherwise
+        (and outside training) ``(search(z), None)``."""
+        if not self.training or self.restart_rule.name != "anchor" or self.update_rule.name != "grad":
             return self.search(z), None
         found = nearest_code(z.detach(), self.vectors.detach(), distance=self.distance, nearest_rows=True)
         assert found.code_distances is not None and found.code_rows is not None
@@ -254,7 +255,7 @@ class Codebook(nn.Module):
         if self.training:
             self.warm_start(stored)
         nearest = None
-        if codes is None and self.training and space is None:
+        if codes is None and space is None:
             codes, nearest = self.search_for_update(z)
         elif codes is None:
             codes = self.search(z, space)

@@ -282,14 +282,9 @@ class LooC(Quantizer):
         n = blocks.shape[0]
         sub = self._split(blocks)
         cb = self.codebook
-        nearest = None
         if self.training:
             cb.warm_start(sub)
-            codes, nearest = cb.search_for_update(
-                sub
-            )  # with CVQ's anchors: the codes' nearest sub-vectors too
-        else:
-            codes = cb.search(sub)
+        codes, nearest = cb.search_for_update(sub)  # in training with CVQ's anchors: each code's nearest too
         quantized, q, losses = self._loss_pair(sub, codes)
         if self.training:
             cb.update(sub, codes, nearest)

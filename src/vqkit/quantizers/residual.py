@@ -90,9 +90,7 @@ def _level_pass(
             cb = stage.codebook
             if training:
                 cb.warm_start(residual)
-                found, nearest = cb.search_for_update(residual)
-            else:
-                found, nearest = cb.search(residual), None
+            found, nearest = cb.search_for_update(residual)
             q = F.embedding(found, cb.vectors)
             if training:
                 cb.update(residual, found, nearest)
