@@ -19,6 +19,13 @@
   column minima), ``none`` is ``restart="none"`` (the floor). Training steps of LooC at N=16384, D=64 with
   2 x 32 (the 12-bit bench setting), 16 x 4 from 256 codes (the paper's) and 16 x 4 from 1,024, and of CVQ with
   1,024 codes.
+* **Lazy results** (``vqkit.types.LazyScalars``): the usage metrics of every forward, and the loss terms of a
+  forward without a gradient, are computed on first read. ``read`` reads every metric, per-position metric and
+  loss after each call (what every call computed before), ``unread`` reads none (an inference loop, a trainer
+  between logging steps): eval forwards and training steps of FSQ, LFQ, VQ and residual VQ at 8 bits.
+* **The code table** (``ChannelQuantizer._values_out``): the eval forward of FSQ, LFQ and BSQ through the
+  out-projection's matmul (``matmul``: the table switched off) against the gather from a table of every code's
+  output (``table``), at D=64 and 256.
 
 Writes JSON (default ``benchmarks/results/bench_overhead.json``, atomically) with the ratios.
 
@@ -45,6 +52,7 @@ from bench_common import THREADS, cpu_model, load_warning, race
 
 import vqkit
 from vqkit.functional.kmeans import kmeans_plusplus
+from vqkit.quantizers import fsq as fsq_module
 from vqkit.utils.atomic import atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "results" / "bench_overhead.json"
@@ -108,17 +116,18 @@ def host_reads() -> Iterator[list[int]]:
             setattr(torch.Tensor, name, original)
 
 
-def _train_step(q: vqkit.Quantizer, x: torch.Tensor) -> None:
+def _train_step(q: vqkit.Quantizer, x: torch.Tensor) -> vqkit.QuantizerOutput:
     q.train()
     q.zero_grad(set_to_none=True)
     out = q(x.clone().requires_grad_(True))
     (out.quantized.square().mean() + out.loss).backward()
+    return out
 
 
-def _eval_forward(q: vqkit.Quantizer, x: torch.Tensor) -> None:
+def _eval_forward(q: vqkit.Quantizer, x: torch.Tensor) -> vqkit.QuantizerOutput:
     q.eval()
     with torch.no_grad():
-        q(x)
+        return q(x)
 
 
 def _micro(fn: Callable[[], object], repeats: int = 200) -> float:
@@ -240,6 +249,79 @@ def bench_anchor(
     return {"n": n, "dim": dim, "rows": rows}
 
 
+def _read_all(call: Callable[[], vqkit.QuantizerOutput]) -> None:
+    out = call()
+    for mapping in (out.metrics, out.position_metrics, out.losses):
+        dict(mapping)
+
+
+def bench_lazy(n: int, dim: int, repeats: int, settings: dict[str, tuple[str, dict[str, object]]]) -> dict:
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(3))
+    rows: dict[str, object] = {}
+    for label, (name, kwargs) in settings.items():
+        torch.manual_seed(0)
+        q = vqkit.create_quantizer(name, dim=dim, **kwargs)
+        _train_step(q, x)  # data init, k-means: the state every timed call sees
+        row: dict[str, object] = {"quantizer": {"name": name, **kwargs}}
+        for kind, call in (("eval_forward", _eval_forward), ("train", _train_step)):
+            fns: dict[str, Callable[[], object]] = {
+                "read": functools.partial(_read_all, functools.partial(call, q, x)),
+                "unread": functools.partial(call, q, x),
+            }
+            timing = race(fns, repeats if kind == "train" else 2 * repeats)
+            ms = {k: 1e3 * t.best for k, t in timing.items()}
+            row[f"{kind}_ms"] = ms
+            row[f"{kind}: read / unread"] = ms["read"] / ms["unread"]
+        rows[label] = row
+    return {"n": n, "rows": rows}
+
+
+@contextmanager
+def _no_code_table() -> Iterator[None]:
+    saved, fsq_module.CODE_TABLE_MAX = fsq_module.CODE_TABLE_MAX, 0
+    try:
+        yield
+    finally:
+        fsq_module.CODE_TABLE_MAX = saved
+
+
+def _matmul_forward(q: vqkit.Quantizer, x: torch.Tensor) -> vqkit.QuantizerOutput:
+    with _no_code_table():
+        return _eval_forward(q, x)
+
+
+def bench_code_table(n: int, dims: tuple[int, ...], repeats: int) -> dict[str, object]:
+    rows: dict[str, object] = {}
+    for dim in dims:
+        x = torch.randn(n, dim, generator=torch.Generator().manual_seed(4))
+        for name, kwargs in (("fsq", {"levels": [4, 4, 4, 4]}), ("lfq", {"bits": 8}), ("bsq", {"bits": 8})):
+            torch.manual_seed(0)
+            q = vqkit.create_quantizer(name, dim=dim, **kwargs)
+            _train_step(q, x)
+            with torch.no_grad(), _no_code_table():
+                matmul_out = q.eval()(x).quantized
+            with torch.no_grad():
+                table_out = q(x).quantized
+            fns: dict[str, Callable[[], object]] = {
+                "matmul": functools.partial(_matmul_forward, q, x),
+                "table": functools.partial(_eval_forward, q, x),
+            }
+            ms = {k: 1e3 * t.best for k, t in race(fns, 2 * repeats).items()}
+            rows[f"{name} D={dim}"] = {
+                "eval_forward_ms": ms,
+                "matmul / table": ms["matmul"] / ms["table"],
+                "max_abs_difference": float((matmul_out - table_out).abs().max()),
+            }
+    return {"n": n, "rows": rows}
+
+
+LAZY_SETTINGS: dict[str, tuple[str, dict[str, object]]] = {
+    "fsq 8 bits": ("fsq", {"levels": [4, 4, 4, 4]}),
+    "lfq 8 bits": ("lfq", {"bits": 8}),
+    "vq 256 codes": ("vq", {"codebook_size": 256}),
+    "residual_vq 2 x 16 codes": ("residual_vq", {"codebook_size": 16, "num_quantizers": 2}),
+}
+
 ANCHOR_SETTINGS: dict[str, tuple[str, dict[str, object]]] = {
     "looc 2x32 of 64 codes": ("looc", {"codebook_size": 64, "codebook_dim": 32}),
     "looc 16x4 of 256 codes": ("looc", {"codebook_size": 256, "codebook_dim": 4}),
@@ -270,11 +352,15 @@ def main(argv: list[str] | None = None) -> int:
                 if "2x32" not in k
             },
         )
+        lazy = bench_lazy(1024, 16, 2, LAZY_SETTINGS)
+        table = bench_code_table(2048, (16,), 2)
     else:
         simvq = bench_simvq(16384, 64, 1024, args.repeats, svd_dims=(64, 256, 512))
         wide = bench_simvq(16384, 512, 1024, max(2, args.repeats // 3))
         seeding = bench_seeding(20000, 64, 1024, max(2, args.repeats // 4))
         anchor = bench_anchor(16384, 64, args.repeats, ANCHOR_SETTINGS)
+        lazy = bench_lazy(16384, 64, args.repeats, LAZY_SETTINGS)
+        table = bench_code_table(16384, (64, 256), args.repeats)
     load_after = os.getloadavg()
     report = {
         "environment": {
@@ -291,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         "simvq_wide": wide,
         "kmeans_plusplus": seeding,
         "cvq_anchor": anchor,
+        "lazy_results": lazy,
+        "code_table": table,
     }
-    for section in ("simvq", "simvq_wide", "kmeans_plusplus", "cvq_anchor"):
+    for section in ("simvq", "simvq_wide", "kmeans_plusplus", "cvq_anchor", "lazy_results", "code_table"):
         print(section, json.dumps(report[section], indent=1))
     warning = load_warning(load_before, load_after)
     if warning:

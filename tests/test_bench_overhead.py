@@ -20,7 +20,12 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "o.json").read_text())
-    assert {"simvq", "simvq_wide", "kmeans_plusplus", "cvq_anchor"} <= set(report)
+    assert {"simvq", "simvq_wide", "kmeans_plusplus", "cvq_anchor", "lazy_results", "code_table"} <= set(
+        report
+    )
+    for row in report["code_table"]["rows"].values():  # the two paths give the same result to rounding
+        assert row["max_abs_difference"] < 1e-5 and set(row["eval_forward_ms"]) == {"matmul", "table"}
+    assert all(row["train: read / unread"] > 0 for row in report["lazy_results"]["rows"].values())
     assert report["kmeans_plusplus"]["same centres"] is True
     for row in report["cvq_anchor"]["rows"].values():
         assert set(row["train_ms"]) == {"before", "now", "none"} and all(
@@ -40,3 +45,15 @@ def test_the_before_variant_searches_again_and_moves_the_codes_alike() -> None:
         variants["before"].codebook.weight, variants["now"].codebook.weight, rtol=0, atol=1e-6
     )
     assert not torch.equal(variants["none"].codebook.weight, variants["now"].codebook.weight)  # anchors moved
+
+
+def test_switching_the_code_table_off_takes_the_matmul() -> None:
+    bench = load_script(SCRIPT, "_test_bench_overhead_table")
+    q = bench.vqkit.create_quantizer("lfq", dim=16, bits=4).eval()
+    codes = torch.randint(0, 16, (256, 1))
+    calls = []
+    q.project_out.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    q.decode(codes)
+    with bench._no_code_table():
+        q.decode(codes)
+    assert calls == [16, 256]  # the table's 16 rows, then every code's values

@@ -38,3 +38,5 @@ def test_every_quantizer_compiles_without_graph_breaks(quantizer_name: str) -> N
     assert torch.equal(decode(codes), q.decode(codes))
     eval_out = torch.compile(q, fullgraph=True, backend="aot_eager")(x)
     assert torch.equal(eval_out.codes, codes)
+    # Traced, the usage metrics are computed inside the graph (plain dicts), eagerly on first read: the same.
+    assert torch.equal(eval_out.metrics["utilization"], q(x).metrics["utilization"])

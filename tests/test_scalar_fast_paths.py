@@ -187,3 +187,33 @@ def test_residual_lfq_forward_is_the_stage_by_stage_one() -> None:
 
     vqkit.ResidualQuantizer._walk(q, h, visit)
     assert torch.equal(torch.cat(q.search(h), 1), torch.cat(walked, 1))  # the composite's greedy search
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("fsq", {"levels": [4, 4, 4]}), ("lfq", {"bits": 6}), ("bsq", {"bits": 6}), ("fsq", {"levels": [5, 3]})],
+)
+def test_the_code_table_decodes_as_the_out_projection(name: str, kwargs: dict[str, object]) -> None:
+    """From N >= 4K codes ``decode`` and a forward without a gradient gather rows of a table of every code's
+    output: the out-projection's values to rounding, the eval forward's bit for bit, at either side of the
+    switch; a training forward keeps the matmul and its gradient."""
+    q = vqkit.create_quantizer(name, dim=24, **kwargs)
+    k = q.alphabet_sizes[0]
+    assert isinstance(q.project_out, torch.nn.Linear)
+    for n in (4 * k - 1, 4 * k, 9 * k):
+        x = torch.randn(n, 24, generator=_gen(n))
+        q.eval()
+        with torch.no_grad():
+            out = q(x)
+        codes = q.encode(x)
+        assert torch.equal(out.codes, codes)
+        assert torch.equal(out.quantized, q.decode(codes))
+        with torch.no_grad():
+            matmul = q.project_out(q._code_values(codes[:, 0]))
+        torch.testing.assert_close(out.quantized, matmul, rtol=1e-6, atol=1e-6)
+    q.train()
+    x = torch.randn(9 * k, 24, generator=_gen(1), requires_grad=True)
+    out = q(x)
+    out.quantized.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    torch.testing.assert_close(out.quantized.detach(), q.decode(out.codes), rtol=1e-6, atol=1e-6)

@@ -7,7 +7,7 @@ Axis legend used across vqkit docstrings:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,14 +39,18 @@ class QuantizerOutput:
             ``C = 1`` and there are no stages. Kept apart from ``metrics`` so consumers never parse names.
         loss_weights: the quantizer's configured weight for each loss name (e.g. ``beta`` for ``commitment``);
             ``loss`` uses them. Weights live in configuration, the terms stay unweighted.
+
+    ``metrics`` and ``position_metrics`` (and, in a forward without a gradient, ``losses``) may be
+    ``LazyScalars``: mappings whose values are computed on first read, so a call whose diagnostics nobody reads
+    does not pay for them. They behave as dicts of tensors (``dict(out.metrics)`` reads them all).
     """
 
     quantized: torch.Tensor
     codes: torch.Tensor
-    losses: dict[str, torch.Tensor] = field(default_factory=dict)
-    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    losses: MutableMapping[str, torch.Tensor] = field(default_factory=dict)
+    metrics: MutableMapping[str, torch.Tensor] = field(default_factory=dict)
     loss_weights: dict[str, float] = field(default_factory=dict)
-    position_metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    position_metrics: MutableMapping[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def loss(self) -> torch.Tensor:
@@ -67,3 +71,120 @@ def weighted_sum(
     for name, value in losses.items():
         total = total + float(weights.get(name, 1.0)) * value
     return total
+
+
+class Deferred:
+    """A computation of named tensors run at most once, on first demand, without autograd: the values behind
+    one or more ``LazyScalars`` entries (one pass over the codes can serve the scalar and the per-position
+    usage metrics). ``compute`` must only read tensors that nothing changes in place afterwards (a forward's
+    codes and detached intermediates)."""
+
+    __slots__ = ("_compute", "_values")
+
+    def __init__(self, compute: Callable[[], Mapping[str, torch.Tensor]]) -> None:
+        self._compute: Callable[[], Mapping[str, torch.Tensor]] | None = compute
+        self._values: Mapping[str, torch.Tensor] | None = None
+
+    def get(self, key: str) -> torch.Tensor:
+        """The value ``key`` of the computation (run now if it has not run)."""
+        if self._values is None:
+            assert self._compute is not None
+            with torch.no_grad():
+                self._values = self._compute()
+            self._compute = None  # drop what the closure held
+        return self._values[key]
+
+
+class LazyScalars(MutableMapping[str, torch.Tensor]):
+    """A ``name -> tensor`` mapping whose values may be computed on first read (``defer``).
+
+    Why: a forward's usage metrics cost several passes over the codes (a count table, its entropy), and without
+    a gradient its loss terms are reports only; a trainer reads them on logging steps, an inference loop never
+    (they were a third of FSQ's eval forward at D = 64). Names, ``len``, ``in`` and iteration order (insertion,
+    deferred names included) never compute; reading a value computes its ``Deferred`` once, under
+    ``torch.no_grad()``. Setting or deleting a deferred name drops it uncomputed. Equal to a dict with the same
+    items. ``merge`` takes another mapping's entries, a ``LazyScalars``' deferred ones without computing them.
+    """
+
+    def __init__(self, values: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] = ()) -> None:
+        self._values: dict[str, torch.Tensor] = {}
+        self._pending: dict[str, tuple[Deferred, str]] = {}
+        self._order: dict[str, None] = {}
+        self.update(values)  # the inherited update: one __setitem__ per item
+
+    def defer(self, source: Deferred, names: Mapping[str, str] | Iterable[str]) -> None:
+        """Add entries read from ``source``: ``names`` maps each entry's name to its key in ``source``'s
+        values (an iterable: the same names). A name already present is replaced."""
+        pairs = names.items() if isinstance(names, Mapping) else ((name, name) for name in names)
+        for name, key in pairs:
+            self._values.pop(name, None)
+            self._pending[name] = (source, key)
+            self._order[name] = None
+
+    def resolve(self) -> dict[str, torch.Tensor]:
+        """Every value, computed now: a plain dict in this mapping's order."""
+        return {name: self[name] for name in self._order}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name in self._values:
+            return self._values[name]
+        source, key = self._pending.pop(name)  # KeyError for an unknown name, as a dict
+        value = self._values[name] = source.get(key)
+        return value
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        self._pending.pop(name, None)
+        self._values[name] = value
+        self._order[name] = None
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._order:
+            raise KeyError(name)
+        self._pending.pop(name, None)
+        self._values.pop(name, None)
+        del self._order[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._order
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._order))
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def merge(self, other: Mapping[str, torch.Tensor]) -> None:
+        """``update`` that carries another ``LazyScalars``' deferred entries over without computing them."""
+        if not isinstance(other, LazyScalars):
+            self.update(other)
+            return
+        for name in other._order:
+            if name in other._pending:
+                source, key = other._pending[name]
+                self.defer(source, {name: key})
+            else:
+                self[name] = other._values[name]
+
+    def __repr__(self) -> str:
+        pending = [name for name in self._order if name in self._pending]
+        return f"LazyScalars({self._values!r}, deferred={pending!r})"
+
+
+def tracing() -> bool:
+    """Whether ``torch.compile``, ``torch.jit.trace`` or the ONNX exporter is recording this call: values must be
+    computed now, inside the graph, not on a later read."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def terms_unless_grad(
+    needs_grad: bool, compute: Callable[[], Mapping[str, torch.Tensor]], names: Iterable[str]
+) -> MutableMapping[str, torch.Tensor]:
+    """Loss terms ``compute()`` (named ``names``): computed now when a gradient will flow through them
+    (``needs_grad``) or a graph is being traced, else deferred to the first read (``LazyScalars``). Without a
+    gradient the terms are reports only: an eval forward whose losses nobody reads skips their passes over the
+    vectors. ``compute`` holds the tensors it reads until then (a forward's own intermediates)."""
+    if needs_grad or tracing():
+        return dict(compute())
+    terms = LazyScalars()
+    terms.defer(Deferred(compute), names)
+    return terms

@@ -6,9 +6,11 @@ use of ``K`` codes, 1 for a collapsed codebook. Utilization is the share of the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 import torch
+
+from vqkit.types import Deferred, LazyScalars
 
 DENSE_COUNT_LIMIT = 1 << 22
 """Alphabets up to this size are counted densely; larger implicit codebooks (FSQ, LFQ) by the runs of the sorted
@@ -99,3 +101,41 @@ def column_usage(codes: torch.Tensor, sizes: Sequence[int]) -> tuple[torch.Tenso
     total = counts.sum(1).clamp(min=1.0)
     entropy = total.log() - torch.special.xlogy(counts, counts).sum(1) / total
     return torch.count_nonzero(counts, dim=1).to(torch.float32) / k, entropy.exp().to(torch.float32)
+
+
+def usage_metrics(
+    codes: torch.Tensor, sizes: Sequence[int]
+) -> tuple[MutableMapping[str, torch.Tensor], MutableMapping[str, torch.Tensor]]:
+    """A forward's usage metrics of ``codes`` ``[N, C]`` (column ``j`` over ``sizes[j]`` codes): ``(scalars,
+    per position)``, the scalars ``utilization`` and ``perplexity`` as means over the ``C`` columns and, for
+    ``C > 1``, the ``[C]`` values under the same names (``column_usage``).
+
+    Both are ``LazyScalars`` computed on first read from one count table: a forward whose metrics nobody reads
+    (an inference loop, a trainer between logging steps) does not count its codes. While ``torch.compile``
+    traces they are plain dicts computed now, so the graph stays whole.
+    """
+    sizes = tuple(sizes)
+
+    def usage() -> dict[str, torch.Tensor]:
+        utils, perps = column_usage(codes, sizes)
+        return {
+            "utilization": utils.mean(),
+            "perplexity": perps.mean(),
+            "position/utilization": utils,
+            "position/perplexity": perps,
+        }
+
+    names = {"utilization": "utilization", "perplexity": "perplexity"}
+    positions = (
+        {"utilization": "position/utilization", "perplexity": "position/perplexity"}
+        if codes.shape[1] > 1
+        else {}
+    )
+    if torch.compiler.is_compiling():
+        values = usage()
+        return {n: values[k] for n, k in names.items()}, {n: values[k] for n, k in positions.items()}
+    source = Deferred(usage)
+    scalars, per_position = LazyScalars(), LazyScalars()
+    scalars.defer(source, names)
+    per_position.defer(source, positions)
+    return scalars, per_position

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, ClassVar
 
 import torch
@@ -29,11 +29,11 @@ from vqkit._validate import check_choice, check_codes_in_range, check_positive_i
 from vqkit.distributed import ProcessGroup
 from vqkit.functional.estimators import straight_through
 from vqkit.functional.numerics import all_finite, fp32_compute
-from vqkit.functional.stats import column_usage
+from vqkit.functional.stats import usage_metrics
 from vqkit.hub import PretrainedMixin
 from vqkit.quantizers.config import constructor_config
 from vqkit.quantizers.masking import masked_forward, real_rows
-from vqkit.types import LAYOUTS, Layout, QuantizerOutput
+from vqkit.types import LAYOUTS, Layout, LazyScalars, QuantizerOutput
 
 __all__ = ["Quantizer", "SingleCodebookQuantizer", "split_rate", "straight_through"]
 
@@ -352,11 +352,11 @@ class Quantizer(nn.Module, PretrainedMixin, ABC):
         self, flat: QuantizerOutput, dtype: torch.dtype, lead: torch.Size, real: torch.Tensor | None = None
     ) -> QuantizerOutput:
         """The public result from a flat one: input dtype and shape, usage metrics (of the ``real`` rows when
-        a mask is given), loss weights."""
+        a mask is given; computed when first read, see ``LazyScalars``), loss weights."""
         codes = flat.codes if real is None else flat.codes.index_select(0, real)
         metrics, positions = self._usage_metrics(codes)
-        metrics.update(flat.metrics)
-        positions.update(flat.position_metrics)
+        for into, extra in ((metrics, flat.metrics), (positions, flat.position_metrics)):
+            into.merge(extra) if isinstance(into, LazyScalars) else into.update(extra)
         return QuantizerOutput(
             quantized=self._unflatten(flat.quantized.to(dtype), lead),
             codes=flat.codes.reshape(*lead, self.codes_per_vector),
@@ -370,12 +370,11 @@ class Quantizer(nn.Module, PretrainedMixin, ABC):
         out = flat.reshape(*lead, self.dim)
         return out.movedim(-1, 1) if self.layout == "channels_first" else out
 
-    def _usage_metrics(self, codes: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """``(scalars, per position)``: the batch's utilization and perplexity, as means over the ``C`` code
-        positions and (for ``C > 1``) one value per position."""
-        utils, perps = column_usage(codes, self.alphabet_sizes)
-        scalars = {"utilization": utils.mean(), "perplexity": perps.mean()}
-        return scalars, ({"utilization": utils, "perplexity": perps} if utils.shape[0] > 1 else {})
+    def _usage_metrics(
+        self, codes: torch.Tensor
+    ) -> tuple[MutableMapping[str, torch.Tensor], MutableMapping[str, torch.Tensor]]:
+        """``(scalars, per position)`` of ``codes`` ``[N, C]``: ``functional.stats.usage_metrics``."""
+        return usage_metrics(codes, self.alphabet_sizes)
 
 
 class SingleCodebookQuantizer(Quantizer):

@@ -17,9 +17,9 @@ from torch import nn
 from vqkit._validate import check_int
 from vqkit.functional import bsq as bsq_math
 from vqkit.functional import lfq as lfq_math
-from vqkit.quantizers.scalar import SignQuantizer, straight_through_if_grad
+from vqkit.quantizers.scalar import SignQuantizer
 from vqkit.registry import register_quantizer
-from vqkit.types import Layout, QuantizerOutput
+from vqkit.types import Layout, QuantizerOutput, terms_unless_grad
 
 __all__ = ["BSQ", "ToSphere"]
 
@@ -103,12 +103,21 @@ class BSQ(SignQuantizer):
 
     def _quantize_channels(self, u: torch.Tensor) -> QuantizerOutput:
         codes, hard = self._signs(u)
-        losses = {"commitment": F.mse_loss(u, hard, reduction="sum") / max(u.shape[0], 1)}
-        if self.training:
-            per_sample, codebook = bsq_math.grouped_entropy_terms(
-                u, temperature=self.temperature, group_size=self.group_size
-            )
-            losses["entropy"] = per_sample - self.diversity * codebook
+        training = self.training
+
+        def terms() -> dict[str, torch.Tensor]:
+            losses = {"commitment": F.mse_loss(u, hard, reduction="sum") / max(u.shape[0], 1)}
+            if training:
+                per_sample, codebook = bsq_math.grouped_entropy_terms(
+                    u, temperature=self.temperature, group_size=self.group_size
+                )
+                losses["entropy"] = per_sample - self.diversity * codebook
+            return losses
+
+        names = ("commitment", "entropy") if training else ("commitment",)
+        needs_grad = torch.is_grad_enabled() and u.requires_grad
         return QuantizerOutput(
-            quantized=self.project_out(straight_through_if_grad(hard, u)), codes=codes, losses=losses
+            quantized=self._values_out_if_no_grad(codes, hard, u),
+            codes=codes,
+            losses=terms_unless_grad(needs_grad, terms, names),
         )

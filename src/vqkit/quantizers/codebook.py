@@ -140,7 +140,9 @@ class CodebookOptions:
 
 def vq_losses(z: torch.Tensor, q: torch.Tensor, *, codebook_term: bool = True) -> dict[str, torch.Tensor]:
     """The VQ-VAE pair, unweighted means over elements: ``commitment = |z - sg q|^2`` (moves the encoder) and
-    ``codebook = |sg z - q|^2`` (moves a gradient-trained codebook; omitted for EMA codebooks)."""
+    ``codebook = |sg z - q|^2`` (moves a gradient-trained codebook; omitted for EMA codebooks). Computed now
+    even without a gradient: deferring them (``terms_unless_grad``) would hold ``z`` and ``q`` ``[N, d]`` until
+    the result is dropped, a pair per level of a residual quantizer."""
     if not codebook_term:
         return {"commitment": F.mse_loss(z, q.detach())}
     # The two terms have one value and differ only in where the gradient goes: one difference serves both

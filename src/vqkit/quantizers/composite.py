@@ -21,7 +21,7 @@ each stage's own config in place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, ClassVar, Literal, cast
 
 import torch
@@ -33,7 +33,7 @@ from vqkit.quantizers.base import Quantizer
 from vqkit.quantizers.beam import beam_search
 from vqkit.quantizers.dropout import draw_levels, on_rows
 from vqkit.registry import quantizer_from_config, register_quantizer
-from vqkit.types import Layout, QuantizerOutput
+from vqkit.types import Layout, LazyScalars, QuantizerOutput, terms_unless_grad
 
 StageSpec = Quantizer | Mapping[str, Any]
 """A stage: a quantizer module, or its config (``Quantizer.to_config()``) to build it from."""
@@ -43,13 +43,21 @@ Estimator = Literal["ste", "rotation", "stages"]
 ``stages``: the sum of the stages' own estimators."""
 
 
-def mean_losses(outputs: Sequence[QuantizerOutput]) -> dict[str, torch.Tensor]:
-    """Each named loss term averaged over the stages that return it."""
-    names: dict[str, list[torch.Tensor]] = {}
-    for out in outputs:
-        for name, value in out.losses.items():
-            names.setdefault(name, []).append(value)
-    return {name: torch.stack(values).mean() for name, values in names.items()}
+def mean_losses(outputs: Sequence[QuantizerOutput]) -> MutableMapping[str, torch.Tensor]:
+    """Each named loss term averaged over the stages that return it; deferred to the first read when every
+    stage deferred its own or has none (no gradient: ``terms_unless_grad``). Holds the stages' loss mappings,
+    not their outputs."""
+    stage_losses = [out.losses for out in outputs]
+
+    def means() -> dict[str, torch.Tensor]:
+        names: dict[str, list[torch.Tensor]] = {}
+        for losses in stage_losses:
+            for name, value in losses.items():
+                names.setdefault(name, []).append(value)
+        return {name: torch.stack(values).mean() for name, values in names.items()}
+
+    deferred = all(isinstance(losses, LazyScalars) or not losses for losses in stage_losses)
+    return terms_unless_grad(not deferred, means, dict.fromkeys(n for losses in stage_losses for n in losses))
 
 
 def combine(quantized: torch.Tensor, outputs: Sequence[QuantizerOutput]) -> QuantizerOutput:

@@ -12,7 +12,7 @@ share) and are re-exported here, the module every scalar quantizer has been impo
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 from vqkit import distributed
 from vqkit._validate import check_bool, check_choice, check_positive_int, check_range
 from vqkit.functional import lfq as lfq_math
+from vqkit.quantizers.base import straight_through
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.quantizers.fsq import (
     FSQ,
@@ -35,7 +36,7 @@ from vqkit.quantizers.fsq import (
     straight_through_if_grad,
 )
 from vqkit.registry import register_quantizer
-from vqkit.types import Layout, QuantizerOutput
+from vqkit.types import Layout, QuantizerOutput, terms_unless_grad
 
 __all__ = [
     "FSQ",
@@ -184,9 +185,18 @@ class SignQuantizer(ChannelQuantizer):
     def _encode_channels(self, h: torch.Tensor) -> torch.Tensor:
         return self._signs(h)[0]
 
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        bits = lfq_math.index_to_bits(codes[:, 0], self.bits)
-        return self.project_out(lfq_math.bits_to_values(bits, self.code_scale, self.compute_dtype))
+    def _code_values(self, index: torch.Tensor) -> torch.Tensor:
+        bits = lfq_math.index_to_bits(index, self.bits)
+        return lfq_math.bits_to_values(bits, self.code_scale, self.compute_dtype)
+
+    def _values_out_if_no_grad(
+        self, codes: torch.Tensor, hard: torch.Tensor, h: torch.Tensor
+    ) -> torch.Tensor:
+        """The output of codes ``[N, 1]`` with values ``hard`` of channels ``h``: straight through the
+        out-projection when ``h`` takes a gradient, else ``_values_out`` (the same path as ``decode``)."""
+        if h.requires_grad and torch.is_grad_enabled():
+            return self.project_out(straight_through(hard, h))
+        return self._values_out(codes[:, 0], hard)
 
 
 @register_quantizer("lfq")
@@ -236,11 +246,21 @@ class LFQ(SignQuantizer):
     def loss_weights(self) -> dict[str, float]:
         return {"commitment": self.beta, "entropy": self.entropy_weight}
 
-    def _losses(self, h: torch.Tensor, hard: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _losses(self, h: torch.Tensor, hard: torch.Tensor) -> MutableMapping[str, torch.Tensor]:
         """``commitment`` of the channels ``h`` ``[N, bits]`` to their values ``hard``; ``entropy`` in training.
-        ``[G, N, bits]``: ``G`` codes with these settings at once (residual levels), each term their mean."""
+        ``[G, N, bits]``: ``G`` codes with these settings at once (residual levels), each term their mean.
+        Deferred to the first read without a gradient (``terms_unless_grad``)."""
+        training = self.training
+        needs_grad = torch.is_grad_enabled() and h.requires_grad
+        return terms_unless_grad(needs_grad, lambda: self._loss_terms(h, hard, training), self._loss_names)
+
+    @property
+    def _loss_names(self) -> tuple[str, ...]:
+        return ("commitment", "entropy") if self.training else ("commitment",)
+
+    def _loss_terms(self, h: torch.Tensor, hard: torch.Tensor, training: bool) -> dict[str, torch.Tensor]:
         losses = {"commitment": F.mse_loss(h, hard)}
-        if self.training:
+        if training:
             per_sample, codebook = lfq_math.entropy_terms(
                 h, scale=self.scale, temperature=self.temperature, mode=self.entropy_mode
             )
@@ -254,7 +274,7 @@ class LFQ(SignQuantizer):
 
     def _quantize_channels(self, h: torch.Tensor) -> QuantizerOutput:
         codes, hard = self._signs(h)
-        out = self.project_out(straight_through_if_grad(hard, h))
+        out = self._values_out_if_no_grad(codes, hard, h)
         return QuantizerOutput(quantized=out, codes=codes, losses=self._losses(h, hard))
 
 
@@ -364,9 +384,14 @@ class ResidualLFQ(ResidualQuantizer):
         assert total is not None
         quantized = self.project_out(straight_through_if_grad(total, h))
         stages = [stage for stage in self.stage_list if isinstance(stage, LFQ)]
-        if len({stage._loss_settings for stage in stages}) == 1:
-            losses = stages[0]._losses(torch.stack(inputs), torch.stack(values))
-        else:
-            parts = [stage._losses(x, hard) for stage, x, hard in zip(stages, inputs, values, strict=True)]
-            losses = {name: torch.stack([part[name] for part in parts]).mean() for name in parts[0]}
+        training = self.training
+
+        def terms() -> dict[str, torch.Tensor]:
+            if len({stage._loss_settings for stage in stages}) == 1:
+                return stages[0]._loss_terms(torch.stack(inputs), torch.stack(values), training)
+            parts = [s._loss_terms(x, v, training) for s, x, v in zip(stages, inputs, values, strict=True)]
+            return {name: torch.stack([part[name] for part in parts]).mean() for name in parts[0]}
+
+        needs_grad = torch.is_grad_enabled() and h.requires_grad
+        losses = terms_unless_grad(needs_grad, terms, stages[0]._loss_names)
         return QuantizerOutput(quantized=quantized, codes=torch.cat(codes, dim=1), losses=losses)

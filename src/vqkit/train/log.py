@@ -33,8 +33,10 @@ def loss_terms(out: TokenizerOutput) -> dict[str, torch.Tensor]:
     return terms
 
 
-def scalar_metrics(out: TokenizerOutput) -> dict[str, float]:
-    """A training step's log row: the loss terms and every whole-quantizer scalar of ``out.quantizer.metrics``.
+def scalar_metrics(out: TokenizerOutput, *, diagnostics: bool = True) -> dict[str, float]:
+    """A training step's log row: the loss terms and (``diagnostics``) every whole-quantizer scalar of
+    ``out.quantizer.metrics``. Steps that write no row skip the diagnostics: the metrics are computed when
+    first read (``vqkit.types.LazyScalars``), so those steps never count their codes.
 
     ``batch_utilization`` and ``batch_perplexity`` are this batch's usage; the rest are the quantizer's own
     diagnostics as ``quantizer/<name>`` (SimVQ's ``w_rank`` and ``w_frobenius`` for its Fig. 4, LooC's
@@ -42,7 +44,7 @@ def scalar_metrics(out: TokenizerOutput) -> dict[str, float]:
     code position would swamp the log.
     """
     row = {name: float(value.detach()) for name, value in loss_terms(out).items()}
-    for name, value in out.quantizer.metrics.items():  # 0-dim scalars by the contract
+    for name, value in out.quantizer.metrics.items() if diagnostics else ():  # 0-dim scalars by the contract
         row[f"batch_{name}" if name in _BATCH_USAGE else f"quantizer/{name}"] = float(value)
     return row
 

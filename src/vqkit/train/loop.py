@@ -165,7 +165,9 @@ class _Run:
     def step(self, x: torch.Tensor, number: int) -> dict[str, float]:
         """Run step ``number`` (1-based) on ``x``; its log row. A NaN or Inf loss stops the run or skips it."""
         try:
-            row = self.stepper(x, pretraining=self.schedule.pretraining(number - 1))
+            schedule = self.schedule
+            logged = schedule.due(number, self.config.train.log_every)
+            row = self.stepper(x, pretraining=schedule.pretraining(number - 1), diagnostics=logged)
         except NonFiniteLoss as err:
             return self._nonfinite(number, err)
         except ValueError as err:  # e.g. a quantizer refusing a NaN or Inf encoder output: say which step

@@ -55,8 +55,9 @@ class TrainStep:
         if pretraining:
             self.pretrain = wrap_ddp(self.pretrain, device, find_unused_parameters=True)
 
-    def __call__(self, x: torch.Tensor, *, pretraining: bool) -> dict[str, float]:
-        """One step on this rank's batch ``x``; returns the step's log row.
+    def __call__(self, x: torch.Tensor, *, pretraining: bool, diagnostics: bool = True) -> dict[str, float]:
+        """One step on this rank's batch ``x``; returns the step's log row (the quantizer's diagnostics in it
+        only with ``diagnostics``: the loop asks on logging steps).
 
         Raises ``NonFiniteLoss`` (on every rank) when a loss term is NaN or Inf on any rank: before the
         update, or, for the discriminator of adversarial runs, after its own update (``updated=True``).
@@ -70,7 +71,7 @@ class TrainStep:
             row = {"loss": float(loss.detach())}
         else:
             out = self.model(x)
-            row = scalar_metrics(out)
+            row = scalar_metrics(out, diagnostics=diagnostics)
             loss = out.loss
             if self.adversary is not None:
                 loss = loss + self.adversary.generator_loss(x, out.reconstruction, row)
