@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vqkit.quantizers import ProductVQ, ResidualVQ
-from vqkit.quantizers.composite import ProductQuantizer, ResidualQuantizer
+from vqkit.quantizers.composite import ProductQuantizer
 
 CONFIGS: list[dict[str, Any]] = [
     {},
@@ -25,14 +25,19 @@ CONFIGS: list[dict[str, Any]] = [
     {"codebook_dim": 6},
     {"distance": "cosine"},
     {"codebook_size": [16, 8, 4], "num_quantizers": 3, "update": "ema", "restart": "dead"},
+    {"shared_codebook": True},
+    {"shared_codebook": True, "update": "ema"},
+    {"shared_codebook": True, "num_quantizers": 3, "restart": "dead", "init": "kmeans"},
+    {"shared_codebook": True, "update": "ema", "restart": "anchor"},
 ]
 
 
 class _PerLevel(ResidualVQ):
-    """The same quantizer through the per-level forward."""
+    """The same quantizer through the per-level forward (``ResidualVQ._quantize`` and ``_quantize_levels`` both
+    take the one-pass forward when the levels are plain: the switch itself is turned off)."""
 
-    def _quantize(self, z: torch.Tensor) -> Any:
-        return ResidualQuantizer._quantize(self, z)
+    def _plain_levels(self) -> bool:
+        return False
 
 
 def _pair(options: dict[str, Any]) -> tuple[ResidualVQ, ResidualVQ]:
@@ -43,6 +48,18 @@ def _pair(options: dict[str, Any]) -> tuple[ResidualVQ, ResidualVQ]:
     slow = _PerLevel(12, **kwargs)
     slow.load_state_dict(copy.deepcopy(fast.state_dict()))
     return fast, slow
+
+
+def test_the_reference_takes_the_per_level_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast, slow = _pair({})
+    calls: list[str] = []
+    one_pass = ResidualVQ._plain_forward
+    monkeypatch.setattr(
+        ResidualVQ, "_plain_forward", lambda self, z: calls.append(type(self).__name__) or one_pass(self, z)
+    )
+    x = torch.randn(10, 12)
+    fast(x), slow(x)
+    assert calls == ["ResidualVQ"]
 
 
 def _step(q: ResidualVQ, x: torch.Tensor, seed: int) -> tuple[Any, list[torch.Tensor]]:
@@ -87,7 +104,6 @@ def test_one_pass_forward_equals_per_level_forward(options: dict[str, Any]) -> N
 
 
 def test_levels_with_their_own_options_take_the_per_level_forward() -> None:
-    assert not ResidualVQ(8, 16, 2, shared_codebook=True)._plain_levels()
     assert not ResidualVQ(8, 16, 2, affine="learned")._plain_levels()
     assert not ResidualVQ(8, 16, 2, l2_normalize=True)._plain_levels()
 

@@ -341,7 +341,8 @@ class Codebook(nn.Module):
             nearest: ``search_for_update``'s per-code nearest rows of this ``z``, for the restart rule.
         """
         if self._deferred is not None:  # the merged batch's rows are not these: its restart searches again
-            self._deferred.append((z.detach(), codes))
+            # A copy: the one-pass residual forward updates its residual in place after this level.
+            self._deferred.append((z.detach().clone(), codes))
             return
         z = z.detach().to(self.weight.dtype)
         counts, sums = self.update_rule.statistics(self, z, codes)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
@@ -196,9 +197,10 @@ class ResidualVQ(ResidualQuantizer):
 
     def _plain_levels(self) -> bool:
         """Whether every level is a plain nearest-code VQ (no affine codes, sampling, extra penalties, input
-        normalization or projection of its own), the codebook is not shared and the estimator is one for the
-        sum: then ``_plain_forward`` gives the per-level forward's results in one pass."""
-        if self.codebook is not None or self.gradient == "stages" or self.joint_search:
+        normalization or projection of its own) and the estimator is one for the sum: then ``_plain_forward``
+        gives the per-level forward's results in one pass (a shared codebook's updates deferred to the end of
+        it, as the per-level forward defers them)."""
+        if self.gradient == "stages" or self.joint_search:
             return False
         return all(_plain_vq(stage) for stage in self.vq_levels)
 
@@ -212,7 +214,8 @@ class ResidualVQ(ResidualQuantizer):
         # Each level's ``vectors`` is its weight itself (``_plain_levels``: no normalization), so the k-means warm
         # start inside the pass, which writes the weight in place, reaches these gradient targets too.
         books = [stage.codebook.vectors for stage in self.vq_levels]
-        stats = _level_pass(self.vq_levels, books, h, grad=grad, training=self.training)
+        with nullcontext() if self.codebook is None else self.codebook.deferred_updates():
+            stats = _level_pass(self.vq_levels, books, h, grad=grad, training=self.training)
         quantized, losses = level_outputs(
             h,
             stats.total,
