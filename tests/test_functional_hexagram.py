@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vqkit.functional import hexagram
-from vqkit.functional.contrastive import symmetric_contrastive
+from vqkit.functional.contrastive import Similarity, symmetric_contrastive
 
 
 def ref_lines(index: int, lines: int) -> list[int]:
@@ -107,6 +107,23 @@ def test_symmetric_contrastive_against_numpy(similarity: str, tau: float) -> Non
     a, b = torch.randn(9, 5, dtype=torch.float64), torch.randn(9, 5, dtype=torch.float64)
     got = symmetric_contrastive(a, b, similarity=similarity, temperature=tau)  # type: ignore[arg-type]
     assert float(got) == pytest.approx(_ref_contrastive(a.numpy(), b.numpy(), similarity == "cosine", tau))
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
+def test_a_batch_of_pairs_is_each_pair_alone(similarity: Similarity) -> None:
+    a, b = torch.randn(5, 9, 4, dtype=torch.float64), torch.randn(5, 9, 4, dtype=torch.float64)
+    a.requires_grad_(True)
+    got = symmetric_contrastive(a, b, similarity=similarity, temperature=0.3)
+    alone = [
+        symmetric_contrastive(x, y, similarity=similarity, temperature=0.3) for x, y in zip(a, b, strict=True)
+    ]
+    assert got.shape == (5,)
+    torch.testing.assert_close(got, torch.stack(alone))
+    (grad,) = torch.autograd.grad(got.sum(), a)
+    (expected,) = torch.autograd.grad(torch.stack(alone).sum(), a)
+    torch.testing.assert_close(grad, expected)
+    with pytest.raises(ValueError, match=r"\[P, M, D\]"):
+        symmetric_contrastive(a[0, 0], b[0, 0])
 
 
 def test_cosine_contrastive_is_bounded() -> None:

@@ -304,10 +304,27 @@ def test_hierarchy_term_couples_the_levels() -> None:
 
 
 def test_structure_rows_samples_large_alphabets() -> None:
-    q = make(dim=16, lines=8, levels=[[2, 8], [2, 8]], structure_rows=32)
+    """A sample of the hexagrams: the terms on the sampled rows and their related rows, looked up (they are
+    not rows of the sampled tables), as the definitions say."""
+    q = make(dim=16, lines=8, levels=[[2, 8], [2, 8]], structure_rows=32, init="gaussian")
+    torch.manual_seed(5)
     losses = q.structure_losses()
-    assert {"hierarchy", "zong", "cuo", "cuozong"} <= set(losses)
-    assert all(torch.isfinite(v) for v in losses.values())
+    torch.manual_seed(5)
+    rows = q._structure_hexagrams(torch.device("cpu"))
+    assert rows.shape == (32,) and {"hierarchy", "zong", "cuo", "cuozong"} <= set(losses)
+    level = q.level_list[0]
+
+    def g(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return symmetric_contrastive(a, b, similarity="cosine", temperature=q.temperature)
+
+    tables = [lvl.hexagram_table(rows).detach() for lvl in q.level_list]
+    related = {
+        t: level.hexagram_table(getattr(hexagram, t)(rows, 8)).detach() for t in ("zong", "cuo", "cuozong")
+    }
+    torch.testing.assert_close(losses["hierarchy"].detach(), g(tables[0], tables[1]))
+    torch.testing.assert_close(losses["zong"].detach(), g(related["zong"].flip(-1), tables[0]))
+    torch.testing.assert_close(losses["cuo"].detach(), -g(tables[0], related["cuo"]))
+    torch.testing.assert_close(losses["cuozong"].detach(), g(tables[0], related["cuozong"]))
 
 
 def test_ema_codebooks_refuse_structure_losses() -> None:

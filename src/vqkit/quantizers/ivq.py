@@ -98,6 +98,7 @@ from vqkit.functional.hexagram import ZongFlip
 from vqkit.quantizers.codebook import CodebookOptions
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.quantizers.ivq_level import Codebooks, IVQLevel, level_statistics, resolve_levels
+from vqkit.quantizers.ivq_structure import structure_losses, structure_pairs
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 
@@ -286,38 +287,21 @@ class IVQ(ResidualQuantizer):
         return [level.hexagram_table(hexagrams) for level in self.level_list]
 
     def structure_losses(self) -> dict[str, torch.Tensor]:
-        """The unweighted structure terms whose weight is positive (see the module docstring)."""
-        losses: dict[str, torch.Tensor] = {}
-        if self.hierarchy_weight == 0 and (self.relation_weight == 0 or not self.relation_terms):
-            return losses
-        device = self.level_list[0].codebook_list[0].weight.device
-        rows = self._structure_hexagrams(device)
-        g = self._contrastive
-        if self.hierarchy_weight > 0 and len(self.level_list) > 1:
-            tables = self.hexagram_tables(rows)
-            pairs = [(a, b) for a in range(len(tables)) for b in range(a + 1, len(tables))]
-            losses["hierarchy"] = torch.stack([g(tables[a], tables[b]) for a, b in pairs]).sum()
-        if self.relation_weight > 0 and self.relation_terms:
-            relations = {
-                "zong": hexagram.zong(rows, self.lines),
-                "cuo": hexagram.cuo(rows, self.lines),
-                "cuozong": hexagram.cuozong(rows, self.lines),
-            }
-            terms: dict[str, list[torch.Tensor]] = {t: [] for t in self.relation_terms}
-            for index in self.relation_levels:
-                level = self.level_list[index]
-                table = level.hexagram_table(rows)
-                for term in self.relation_terms:
-                    related = level.hexagram_table(relations[term])
-                    if term == "zong":
-                        flipped = hexagram.zong_flip(related, level.blocks, self.zong_flip)
-                        terms[term].append(g(flipped, table))
-                    elif term == "cuo":
-                        terms[term].append(-g(table, related))
-                    else:
-                        terms[term].append(g(table, related))
-            losses.update({t: torch.stack(v).mean() for t, v in terms.items()})
-        return losses
+        """The unweighted structure terms whose weight is positive (see the module docstring), every pair of
+        tables in one batched contrastive pass (``vqkit.quantizers.ivq_structure``)."""
+        relations = self.relation_terms if self.relation_weight > 0 else ()
+        if self.hierarchy_weight == 0 and not relations:
+            return {}
+        pairs = structure_pairs(
+            self.level_list,
+            self._structure_hexagrams(self.level_list[0].codebook_list[0].weight.device),
+            lines=self.lines,
+            hierarchy=self.hierarchy_weight > 0,
+            relation_terms=relations,
+            relation_levels=self.relation_levels,
+            zong_flip=self.zong_flip,
+        )
+        return structure_losses(pairs, self._contrastive)
 
     def _contrastive(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return symmetric_contrastive(a, b, similarity=self.similarity, temperature=self.temperature)
