@@ -460,3 +460,12 @@ def test_bad_arguments_are_named(kwargs: dict[str, object], name: str) -> None:
 def test_relation_groups_method() -> None:
     assert len(make().relation_groups()) == 20
     assert len(make(dim=16, lines=4).relation_groups()) == 6
+
+
+def test_a_first_forward_under_inference_mode_leaves_training_working() -> None:
+    # The structure terms' cached index constants are made outside inference mode, whatever mode asks first.
+    q = make(dim=12, lines=6, levels=[[2, 6], [2, 6]], init="gaussian", relation_levels=[0, 1])
+    with torch.inference_mode():
+        q.eval()(torch.randn(8, 12))
+    out = q.train()(torch.randn(8, 12, requires_grad=True))
+    out.loss.backward()

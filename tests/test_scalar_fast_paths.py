@@ -217,3 +217,23 @@ def test_the_code_table_decodes_as_the_out_projection(name: str, kwargs: dict[st
     out.quantized.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     torch.testing.assert_close(out.quantized.detach(), q.decode(out.codes), rtol=1e-6, atol=1e-6)
+
+
+def test_decode_exports_with_a_dynamic_batch() -> None:
+    """The code table's switch is a branch on the batch size: traced graphs take the matmul."""
+    q = vqkit.create_quantizer("lfq", dim=16, bits=4).eval()
+
+    class Decode(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q = q
+
+        def forward(self, codes: torch.Tensor) -> torch.Tensor:
+            return self.q.decode(codes)
+
+    codes = torch.randint(0, 16, (96, 1))
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(Decode(), (codes,), dynamic_shapes=({0: batch},))
+    for n in (5, 200):
+        other = torch.randint(0, 16, (n, 1))
+        torch.testing.assert_close(program.module()(other), q.decode(other), rtol=1e-6, atol=1e-6)

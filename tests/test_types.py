@@ -3,6 +3,8 @@ and what the quantizers defer with them (usage metrics always, loss terms withou
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
@@ -100,3 +102,44 @@ def test_losses_without_a_gradient_are_deferred_and_equal_the_eager_ones(
         for term, value in eager.losses.items():
             torch.testing.assert_close(lazy.losses[term], value.detach(), msg=term)
         torch.testing.assert_close(lazy.loss, eager.loss.detach())
+
+
+def test_dict_operations_give_plain_dicts() -> None:
+    lazy = LazyScalars({"x": torch.tensor(1.0)})
+    lazy.defer(Deferred(lambda: {"y": torch.tensor(2.0)}), ["y"])
+    assert lazy.copy() == {"x": 1.0, "y": 2.0} and type(lazy.copy()) is dict
+    assert (lazy | {"z": torch.tensor(3.0)}).keys() == {"x", "y", "z"}
+    assert ({"w": torch.tensor(0.0)} | lazy).keys() == {"w", "x", "y"}
+    restored = pickle.loads(pickle.dumps(lazy))
+    assert type(restored) is dict and restored == {"x": 1.0, "y": 2.0}
+
+
+def test_a_failed_compute_leaves_the_entry_deferred() -> None:
+    attempts = []
+
+    def flaky() -> dict[str, torch.Tensor]:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("first read fails")
+        return {"y": torch.tensor(2.0)}
+
+    lazy = LazyScalars()
+    lazy.defer(Deferred(flaky), ["y"])
+    with pytest.raises(RuntimeError):
+        lazy["y"]
+    assert "y" in lazy and float(lazy["y"]) == 2.0
+
+
+def test_deferred_results_do_not_see_later_in_place_changes() -> None:
+    """The codes a forward returns and an unprojected input are the caller's to change: what the result
+    reports is the forward's."""
+    q = vqkit.create_quantizer("lfq", dim=6, bits=6).eval()  # no projection: the channels are the input
+    x = torch.randn(300, 6)
+    with torch.no_grad():
+        out = q(x)
+    expected = torch.nn.functional.mse_loss(x, q.decode(out.codes))
+    utilization = stats.column_usage(out.codes.reshape(-1, 1).clone(), q.alphabet_sizes)[0].mean()
+    x.mul_(10.0)
+    out.codes.fill_(0)
+    torch.testing.assert_close(out.losses["commitment"], expected)
+    torch.testing.assert_close(out.metrics["utilization"], utilization)

@@ -42,7 +42,9 @@ class QuantizerOutput:
 
     ``metrics`` and ``position_metrics`` (and, in a forward without a gradient, ``losses``) may be
     ``LazyScalars``: mappings whose values are computed on first read, so a call whose diagnostics nobody reads
-    does not pay for them. They behave as dicts of tensors (``dict(out.metrics)`` reads them all).
+    does not pay for them. They behave as dicts of tensors (``dict(out.metrics)`` or ``.copy()`` reads them all,
+    ``|`` merges into a dict, pickling stores a dict), but ``isinstance(out.metrics, dict)`` is False. Until read
+    they hold the forward's codes (a copy) and its small projected channels.
     """
 
     quantized: torch.Tensor
@@ -128,8 +130,9 @@ class LazyScalars(MutableMapping[str, torch.Tensor]):
     def __getitem__(self, name: str) -> torch.Tensor:
         if name in self._values:
             return self._values[name]
-        source, key = self._pending.pop(name)  # KeyError for an unknown name, as a dict
+        source, key = self._pending[name]  # KeyError for an unknown name, as a dict
         value = self._values[name] = source.get(key)
+        del self._pending[name]  # only once computed: a compute that raises leaves the entry as it was
         return value
 
     def __setitem__(self, name: str, value: torch.Tensor) -> None:
@@ -164,6 +167,20 @@ class LazyScalars(MutableMapping[str, torch.Tensor]):
                 self.defer(source, {name: key})
             else:
                 self[name] = other._values[name]
+
+    def copy(self) -> dict[str, torch.Tensor]:
+        """A plain dict of every value (computed now), as ``dict.copy`` gives a dict."""
+        return self.resolve()
+
+    def __or__(self, other: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {**self.resolve(), **other}
+
+    def __ror__(self, other: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {**other, **self.resolve()}
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, torch.Tensor]]]:
+        # Pickled (``torch.save``, ``copy.deepcopy``) as the plain dict of its values: closures do not pickle.
+        return dict, (self.resolve(),)
 
     def __repr__(self) -> str:
         pending = [name for name in self._order if name in self._pending]

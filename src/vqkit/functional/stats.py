@@ -115,6 +115,9 @@ def usage_metrics(
     traces they are plain dicts computed now, so the graph stays whole.
     """
     sizes = tuple(sizes)
+    if not torch.compiler.is_compiling():
+        # A copy: ``out.codes`` is a view of these, and a caller may write pad ids into it before reading.
+        codes = codes.clone()
 
     def usage() -> dict[str, torch.Tensor]:
         utils, perps = column_usage(codes, sizes)

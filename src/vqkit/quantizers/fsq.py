@@ -25,7 +25,7 @@ from vqkit.functional import fsq as fsq_math
 from vqkit.quantizers.base import Quantizer, split_rate, straight_through
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.registry import register_quantizer
-from vqkit.types import Layout, QuantizerOutput
+from vqkit.types import Layout, QuantizerOutput, tracing
 
 MAX_INDEX_BITS = 62  # codes are int64 indices
 
@@ -114,7 +114,9 @@ class ChannelQuantizer(Quantizer):
         the same ``N``, so they agree bit for bit; a training forward's straight-through output keeps the
         matmul (its value equal to rounding)."""
         k = self.alphabet_sizes[0]
-        if isinstance(self.project_out, nn.Linear) and k <= CODE_TABLE_MAX and index.shape[0] >= 4 * k:
+        # Not while a graph is traced: the switch is a branch on the batch size (torch.export's dynamic batch).
+        table = isinstance(self.project_out, nn.Linear) and k <= CODE_TABLE_MAX and not tracing()
+        if table and index.shape[0] >= 4 * k:
             table = self.project_out(self._code_values(torch.arange(k, device=index.device)))
             return table.index_select(0, index)
         return self.project_out(self._code_values(index) if values is None else values)

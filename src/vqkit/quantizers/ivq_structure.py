@@ -23,8 +23,10 @@ def _every_hexagram(lines: int, blocks: int, term: str | None, device: torch.dev
     """Constants of the full tables, made once per device (a dozen small integer kernels per term and level on
     every training step otherwise): every hexagram's block codes ``[2**L, blocks]`` (``term=None``), or the rows
     of each hexagram's related one (``term``)."""
-    rows = torch.arange(2**lines, device=device)
-    return hexagram.block_codes(rows, lines, blocks) if term is None else _RELATED[term](rows, lines)
+    # Normal tensors even when first asked under ``inference_mode``: the cache serves later training steps.
+    with torch.inference_mode(False):
+        rows = torch.arange(2**lines, device=device)
+        return hexagram.block_codes(rows, lines, blocks) if term is None else _RELATED[term](rows, lines)
 
 
 def structure_pairs(

@@ -251,8 +251,9 @@ class LFQ(SignQuantizer):
         ``[G, N, bits]``: ``G`` codes with these settings at once (residual levels), each term their mean.
         Deferred to the first read without a gradient (``terms_unless_grad``)."""
         training = self.training
-        needs_grad = torch.is_grad_enabled() and h.requires_grad
-        return terms_unless_grad(needs_grad, lambda: self._loss_terms(h, hard, training), self._loss_names)
+        # Without a projection ``h`` is a view of the caller's input, which may change before a deferred read.
+        eager = (torch.is_grad_enabled() and h.requires_grad) or self.input_linear() is None
+        return terms_unless_grad(eager, lambda: self._loss_terms(h, hard, training), self._loss_names)
 
     @property
     def _loss_names(self) -> tuple[str, ...]:
