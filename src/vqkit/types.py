@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -97,6 +97,13 @@ class Deferred:
         return self._values[key]
 
 
+class _Pending(NamedTuple):
+    """A deferred entry: the value ``key`` of ``source``."""
+
+    source: Deferred
+    key: str
+
+
 class LazyScalars(MutableMapping[str, torch.Tensor]):
     """A ``name -> tensor`` mapping whose values may be computed on first read (``defer``).
 
@@ -109,9 +116,8 @@ class LazyScalars(MutableMapping[str, torch.Tensor]):
     """
 
     def __init__(self, values: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]] = ()) -> None:
-        self._values: dict[str, torch.Tensor] = {}
-        self._pending: dict[str, tuple[Deferred, str]] = {}
-        self._order: dict[str, None] = {}
+        # One dict in insertion order: a computed value, or where a deferred one will come from.
+        self._entries: dict[str, torch.Tensor | _Pending] = {}
         self.update(values)  # the inherited update: one __setitem__ per item
 
     def defer(self, source: Deferred, names: Mapping[str, str] | Iterable[str]) -> None:
@@ -119,54 +125,40 @@ class LazyScalars(MutableMapping[str, torch.Tensor]):
         values (an iterable: the same names). A name already present is replaced."""
         pairs = names.items() if isinstance(names, Mapping) else ((name, name) for name in names)
         for name, key in pairs:
-            self._values.pop(name, None)
-            self._pending[name] = (source, key)
-            self._order[name] = None
+            self._entries[name] = _Pending(source, key)
 
     def resolve(self) -> dict[str, torch.Tensor]:
         """Every value, computed now: a plain dict in this mapping's order."""
-        return {name: self[name] for name in self._order}
+        return {name: self[name] for name in self._entries}
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        if name in self._values:
-            return self._values[name]
-        source, key = self._pending[name]  # KeyError for an unknown name, as a dict
-        value = self._values[name] = source.get(key)
-        del self._pending[name]  # only once computed: a compute that raises leaves the entry as it was
-        return value
+        entry = self._entries[name]  # KeyError for an unknown name, as a dict
+        if isinstance(entry, _Pending):
+            # Stored only once computed: a compute that raises leaves the entry as it was.
+            entry = self._entries[name] = entry.source.get(entry.key)
+        return entry
 
     def __setitem__(self, name: str, value: torch.Tensor) -> None:
-        self._pending.pop(name, None)
-        self._values[name] = value
-        self._order[name] = None
+        self._entries[name] = value
 
     def __delitem__(self, name: str) -> None:
-        if name not in self._order:
-            raise KeyError(name)
-        self._pending.pop(name, None)
-        self._values.pop(name, None)
-        del self._order[name]
+        del self._entries[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._order
+        return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._order))
+        return iter(self._entries)
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._entries)
 
     def merge(self, other: Mapping[str, torch.Tensor]) -> None:
         """``update`` that carries another ``LazyScalars``' deferred entries over without computing them."""
-        if not isinstance(other, LazyScalars):
+        if isinstance(other, LazyScalars):
+            self._entries.update(other._entries)
+        else:
             self.update(other)
-            return
-        for name in other._order:
-            if name in other._pending:
-                source, key = other._pending[name]
-                self.defer(source, {name: key})
-            else:
-                self[name] = other._values[name]
 
     def copy(self) -> dict[str, torch.Tensor]:
         """A plain dict of every value (computed now), as ``dict.copy`` gives a dict."""
@@ -183,8 +175,17 @@ class LazyScalars(MutableMapping[str, torch.Tensor]):
         return dict, (self.resolve(),)
 
     def __repr__(self) -> str:
-        pending = [name for name in self._order if name in self._pending]
-        return f"LazyScalars({self._values!r}, deferred={pending!r})"
+        values = {n: v for n, v in self._entries.items() if not isinstance(v, _Pending)}
+        pending = [n for n, v in self._entries.items() if isinstance(v, _Pending)]
+        return f"LazyScalars({values!r}, deferred={pending!r})"
+
+
+def merge_into(into: MutableMapping[str, torch.Tensor], extra: Mapping[str, torch.Tensor]) -> None:
+    """``into.update(extra)``; into a ``LazyScalars``, ``extra``'s deferred entries stay deferred."""
+    if isinstance(into, LazyScalars):
+        into.merge(extra)
+    else:
+        into.update(extra)
 
 
 def tracing() -> bool:

@@ -6,11 +6,12 @@ use of ``K`` codes, 1 for a collapsed codebook. Utilization is the share of the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import MutableMapping, Sequence
 
 import torch
 
-from vqkit.types import Deferred, LazyScalars
+from vqkit.types import Deferred, LazyScalars, tracing
 
 DENSE_COUNT_LIMIT = 1 << 22
 """Alphabets up to this size are counted densely; larger implicit codebooks (FSQ, LFQ) by the runs of the sorted
@@ -111,34 +112,32 @@ def usage_metrics(
     ``C > 1``, the ``[C]`` values under the same names (``column_usage``).
 
     Both are ``LazyScalars`` computed on first read from one count table: a forward whose metrics nobody reads
-    (an inference loop, a trainer between logging steps) does not count its codes. While ``torch.compile``
-    traces they are plain dicts computed now, so the graph stays whole.
+    (an inference loop, a trainer between logging steps) does not count its codes. While a graph is traced
+    (``vqkit.types.tracing``) they are plain dicts computed now, so the graph stays whole.
     """
     sizes = tuple(sizes)
-    if not torch.compiler.is_compiling():
-        # A copy: ``out.codes`` is a view of these, and a caller may write pad ids into it before reading.
-        codes = codes.clone()
-
-    def usage() -> dict[str, torch.Tensor]:
-        utils, perps = column_usage(codes, sizes)
-        return {
-            "utilization": utils.mean(),
-            "perplexity": perps.mean(),
-            "position/utilization": utils,
-            "position/perplexity": perps,
-        }
-
     names = {"utilization": "utilization", "perplexity": "perplexity"}
     positions = (
         {"utilization": "position/utilization", "perplexity": "position/perplexity"}
         if codes.shape[1] > 1
         else {}
     )
-    if torch.compiler.is_compiling():
-        values = usage()
+    if tracing():
+        values = _usage(codes, sizes)
         return {n: values[k] for n, k in names.items()}, {n: values[k] for n, k in positions.items()}
-    source = Deferred(usage)
+    # A copy: ``out.codes`` is a view of these, and a caller may write pad ids into it before reading.
+    source = Deferred(functools.partial(_usage, codes.clone(), sizes))
     scalars, per_position = LazyScalars(), LazyScalars()
     scalars.defer(source, names)
     per_position.defer(source, positions)
     return scalars, per_position
+
+
+def _usage(codes: torch.Tensor, sizes: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    utils, perps = column_usage(codes, sizes)
+    return {
+        "utilization": utils.mean(),
+        "perplexity": perps.mean(),
+        "position/utilization": utils,
+        "position/perplexity": perps,
+    }

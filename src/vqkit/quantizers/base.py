@@ -33,7 +33,7 @@ from vqkit.functional.stats import usage_metrics
 from vqkit.hub import PretrainedMixin
 from vqkit.quantizers.config import constructor_config
 from vqkit.quantizers.masking import masked_forward, real_rows
-from vqkit.types import LAYOUTS, Layout, LazyScalars, QuantizerOutput
+from vqkit.types import LAYOUTS, Layout, QuantizerOutput, merge_into
 
 __all__ = ["Quantizer", "SingleCodebookQuantizer", "split_rate", "straight_through"]
 
@@ -355,8 +355,8 @@ class Quantizer(nn.Module, PretrainedMixin, ABC):
         a mask is given; computed when first read, see ``LazyScalars``), loss weights."""
         codes = flat.codes if real is None else flat.codes.index_select(0, real)
         metrics, positions = self._usage_metrics(codes)
-        for into, extra in ((metrics, flat.metrics), (positions, flat.position_metrics)):
-            into.merge(extra) if isinstance(into, LazyScalars) else into.update(extra)
+        merge_into(metrics, flat.metrics)  # the quantizer's own deferred entries stay deferred
+        merge_into(positions, flat.position_metrics)
         return QuantizerOutput(
             quantized=self._unflatten(flat.quantized.to(dtype), lead),
             codes=flat.codes.reshape(*lead, self.codes_per_vector),

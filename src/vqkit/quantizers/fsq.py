@@ -115,8 +115,8 @@ class ChannelQuantizer(Quantizer):
         matmul (its value equal to rounding)."""
         k = self.alphabet_sizes[0]
         # Not while a graph is traced: the switch is a branch on the batch size (torch.export's dynamic batch).
-        table = isinstance(self.project_out, nn.Linear) and k <= CODE_TABLE_MAX and not tracing()
-        if table and index.shape[0] >= 4 * k:
+        tabled = isinstance(self.project_out, nn.Linear) and k <= CODE_TABLE_MAX and not tracing()
+        if tabled and index.shape[0] >= 4 * k:
             table = self.project_out(self._code_values(torch.arange(k, device=index.device)))
             return table.index_select(0, index)
         return self.project_out(self._code_values(index) if values is None else values)

@@ -4,6 +4,7 @@ each term compares, and every pair in one batched contrastive pass."""
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,15 +19,21 @@ Pair = tuple[str, torch.Tensor, torch.Tensor]
 _RELATED = {"zong": hexagram.zong, "cuo": hexagram.cuo, "cuozong": hexagram.cuozong}
 
 
-@functools.lru_cache(maxsize=256)
-def _every_hexagram(lines: int, blocks: int, term: str | None, device: torch.device) -> torch.Tensor:
-    """Constants of the full tables, made once per device (a dozen small integer kernels per term and level on
-    every training step otherwise): every hexagram's block codes ``[2**L, blocks]`` (``term=None``), or the rows
-    of each hexagram's related one (``term``)."""
-    # Normal tensors even when first asked under ``inference_mode``: the cache serves later training steps.
+# Constants of the full tables, made once per device (a dozen small integer kernels per term and level on every
+# training step otherwise), as normal tensors even when first asked under ``inference_mode``: the cache serves
+# later training steps too.
+@functools.lru_cache(maxsize=128)
+def _all_block_codes(lines: int, blocks: int, device: torch.device) -> torch.Tensor:
+    """Every hexagram's block codes ``[2**L, blocks]``."""
     with torch.inference_mode(False):
-        rows = torch.arange(2**lines, device=device)
-        return hexagram.block_codes(rows, lines, blocks) if term is None else _RELATED[term](rows, lines)
+        return hexagram.block_codes(torch.arange(2**lines, device=device), lines, blocks)
+
+
+@functools.lru_cache(maxsize=128)
+def _all_related(term: str, lines: int, device: torch.device) -> torch.Tensor:
+    """Every hexagram's related hexagram under ``term`` ``[2**L]``."""
+    with torch.inference_mode(False):
+        return _RELATED[term](torch.arange(2**lines, device=device), lines)
 
 
 def structure_pairs(
@@ -49,7 +56,7 @@ def structure_pairs(
         if index not in tables:
             level = levels[index]
             tables[index] = (
-                level.lookup(_every_hexagram(lines, level.blocks, None, rows.device))
+                level.lookup(_all_block_codes(lines, level.blocks, rows.device))
                 if full
                 else level.hexagram_table(rows)
             )
@@ -60,7 +67,7 @@ def structure_pairs(
         n = len(levels)
         pairs += [("hierarchy", table(i), table(j)) for i in range(n) for j in range(i + 1, n)]
     for term in relation_terms:
-        related_rows = _every_hexagram(lines, 1, term, rows.device) if full else _RELATED[term](rows, lines)
+        related_rows = _all_related(term, lines, rows.device) if full else _RELATED[term](rows, lines)
         for index in relation_levels:
             level = levels[index]
             related = table(index)[related_rows] if full else level.hexagram_table(related_rows)
@@ -82,8 +89,8 @@ def structure_losses(
     values = contrastive(torch.stack([a for _, a, _ in pairs]), torch.stack([b for _, _, b in pairs]))
     losses: dict[str, torch.Tensor] = {}
     start = 0
-    for term in dict.fromkeys(name for name, _, _ in pairs):
-        count = sum(name == term for name, _, _ in pairs)
+    for term, group in itertools.groupby(name for name, _, _ in pairs):  # each term's pairs are adjacent
+        count = len(list(group))
         part = values[start : start + count]
         start += count
         losses[term] = part.sum() if term == "hierarchy" else -part.mean() if term == "cuo" else part.mean()
