@@ -126,6 +126,44 @@ def test_a_batch_of_pairs_is_each_pair_alone(similarity: Similarity) -> None:
         symmetric_contrastive(a[0, 0], b[0, 0])
 
 
+def _autograd_contrastive(a: torch.Tensor, b: torch.Tensor, similarity: str, tau: float) -> torch.Tensor:
+    """The term as plain autograd composes it (``F.normalize``, a product, two ``F.cross_entropy``)."""
+    if similarity == "cosine":
+        a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+    logits = a @ b.transpose(-1, -2) / tau
+    target = torch.arange(a.shape[-2])
+    ce = torch.nn.functional.cross_entropy
+    per_pair = [0.5 * (ce(s, target) + ce(s.T, target)) for s in logits.reshape(-1, *logits.shape[-2:])]
+    return torch.stack(per_pair).reshape(logits.shape[:-2])
+
+
+@pytest.mark.parametrize("tau", [0.4, 0.01])  # cosine logits: one shifted exp, or logsumexp beyond its range
+@pytest.mark.parametrize("similarity", ["cosine", "dot"])
+def test_contrastive_gradient_matches_autograd_and_finite_differences(
+    similarity: Similarity, tau: float
+) -> None:
+    torch.manual_seed(0)
+    a = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        a[1, 2] = 0.0  # a zero row: F.normalize's floor
+    weights = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
+    got = symmetric_contrastive(a, b, similarity=similarity, temperature=tau)
+    expected = _autograd_contrastive(a, b, similarity, tau)
+    torch.testing.assert_close(got, expected)
+    grads = torch.autograd.grad((got * weights).sum(), (a, b))
+    ref = torch.autograd.grad((expected * weights).sum(), (a, b))
+    for g, r in zip(grads, ref, strict=True):
+        torch.testing.assert_close(g, r)
+    a2, b2 = a.detach()[0].clone().requires_grad_(True), b.detach()[0].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda x, y: symmetric_contrastive(x, y, similarity=similarity, temperature=tau), (a2, b2)
+    )
+    # One input without a gradient: only the other's is computed.
+    (only_b,) = torch.autograd.grad(symmetric_contrastive(a.detach(), b, similarity=similarity).sum(), (b,))
+    assert only_b.shape == b.shape
+
+
 def test_cosine_contrastive_is_bounded() -> None:
     a = torch.randn(16, 4) * 1e6
     loss = symmetric_contrastive(a, -a, similarity="cosine", temperature=0.1)

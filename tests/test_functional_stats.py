@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vqkit.functional.sharing import segment_usage
@@ -21,6 +22,15 @@ def test_column_counts_are_the_per_column_code_counts() -> None:
     assert torch.equal(counts, expected)
     assert torch.equal(counts.sum(1), torch.full((3,), 500.0, dtype=torch.float64))
     assert column_code_counts(codes, 9, torch.float32).shape == (3, 9)  # a wider row: unused codes stay 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_binary_column_counts_are_the_per_column_code_counts(dtype: torch.dtype) -> None:
+    codes = _codes(k=2)  # two codes: a column sum instead of the scatter-add
+    counts = column_code_counts(codes, 2, dtype)
+    assert counts.dtype == dtype
+    assert torch.equal(counts, torch.stack([code_counts(codes[:, j], 2, dtype) for j in range(3)]))
+    assert torch.equal(column_code_counts(codes[:0], 2), torch.zeros(3, 2, dtype=torch.float64))
 
 
 def test_segment_usage_and_codebook_usage_count_the_same_table() -> None:

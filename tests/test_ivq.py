@@ -283,6 +283,62 @@ def test_structure_losses_follow_their_definitions() -> None:
         torch.testing.assert_close(losses[name].detach(), torch.stack(per_level).mean())
 
 
+def _defined_structure(q: IVQ, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The terms from their definitions, pair by pair, on hexagrams ``rows`` (differentiable)."""
+
+    def g(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return symmetric_contrastive(a, b, similarity=q.similarity, temperature=q.temperature)
+
+    tables = [level.hexagram_table(rows) for level in q.level_list]
+    out = {
+        "hierarchy": sum(g(tables[a], tables[b]) for a, b in itertools.combinations(range(len(tables)), 2))
+    }
+    for term in q.relation_terms:
+        values = []
+        for i in q.relation_levels:
+            level = q.level_list[i]
+            related = level.hexagram_table(getattr(hexagram, term)(rows, q.lines))
+            if term == "zong":
+                values.append(g(hexagram.zong_flip(related, level.blocks, q.zong_flip), tables[i]))
+            else:
+                values.append(g(tables[i], related) * (-1 if term == "cuo" else 1))
+        out[term] = torch.stack(values).mean()
+    return out
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"levels": "bottom-up", "relation_levels": [0, 2]},
+        {"levels": "top-down", "codebooks": "per_block", "zong_flip": "blocks", "relation_levels": "all"},
+        {"levels": [[4, 3], [2, 6], [64, 1]], "codebooks": "per_block", "relation_levels": [0, 1]},
+        {"lines": 4, "levels": [[2, 4]] * 3, "dim": 16},
+        {"lines": 8, "levels": [[2, 8], [4, 4]], "dim": 16, "structure_rows": 32},  # sampled rows
+    ],
+)
+def test_gathered_structure_terms_equal_the_definitions_with_gradients(kwargs: dict[str, object]) -> None:
+    """One lookup of the unit bank for every table (``ivq_structure``): the values and codebook gradients of
+    the pair-by-pair definitions, for shared and per-block codebooks, mixed block widths, both zong flips and
+    sampled hexagrams."""
+    dim = int(kwargs.pop("dim", 24))  # type: ignore[call-overload]
+    q = make(dim=dim, init="gaussian", **kwargs).double()
+    torch.manual_seed(3)
+    got = q.structure_losses()
+    torch.manual_seed(3)
+    rows = q._structure_hexagrams(torch.device("cpu"))
+    expected = _defined_structure(q, rows)
+    assert got.keys() == expected.keys()
+    weights = dict(zip(got, [0.7, 1.3, -0.4, 2.0], strict=False))
+    params = [cb.weight for level in q.level_list for cb in level.codebook_list]
+    grads = torch.autograd.grad(sum(weights[k] * got[k] for k in got), params)
+    ref = torch.autograd.grad(sum(weights[k] * expected[k] for k in got), params)
+    for name in got:
+        torch.testing.assert_close(got[name], expected[name])
+    for a, b in zip(grads, ref, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_relation_terms_reach_every_code_of_the_level() -> None:
     # The paper's argument against dead codes: a code gets gradient through its related codes. Feed data that
     # uses one code only; the cuo term still moves both codes of every level it applies to.

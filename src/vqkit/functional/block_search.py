@@ -181,6 +181,16 @@ def block_code_sums(vectors: torch.Tensor, codes: torch.Tensor, books: int, num_
     (``books = 1``)."""
     n, blocks = codes.shape
     d = vectors.shape[1] // blocks
+    if num_codes == 2:
+        # Two codes (IVQ's binary lines): code 1's sum is one product with the codes as weights and code 0's is
+        # the rest, one read of the rows with no one-hot matrix (which took 1.6x the time on CPU).
+        weights, chunks = codes.to(vectors.dtype), vectors.reshape(n, blocks, d)
+        if books == 1:
+            ones = (weights.reshape(1, -1) @ chunks.reshape(n * blocks, d)).reshape(1, d)
+            every = chunks.reshape(n * blocks, d).sum(0, keepdim=True)
+        else:
+            ones, every = torch.einsum("nb,nbd->bd", weights, chunks), chunks.sum(0)
+        return torch.stack([every - ones, ones], dim=1)
     index = codes if books == 1 else codes + torch.arange(blocks, device=codes.device) * num_codes
     index, rows, bins = index.reshape(-1), vectors.reshape(n * blocks, d), books * num_codes
     if bins <= SUM_BY_PRODUCT:

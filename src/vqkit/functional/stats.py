@@ -45,6 +45,9 @@ def column_code_counts(
     outside ``[0, num_codes)`` would land in another column's row, so callers check the range first.
     """
     c = codes.shape[-1]
+    if num_codes == 2:  # binary codes (IVQ's lines): a column sum, not a serial scatter-add into two bins
+        ones = codes.reshape(-1, c).sum(0, dtype=dtype)
+        return torch.stack([codes.numel() // max(c, 1) - ones, ones], dim=1)
     offsets = torch.arange(c, device=codes.device) * num_codes
     return code_counts(codes.long() + offsets, c * num_codes, dtype).view(c, num_codes)
 

@@ -331,7 +331,14 @@ class Codebook(nn.Module):
             self.update(torch.cat([z for z, _ in pending]), torch.cat([c for _, c in pending]))
 
     @torch.no_grad()
-    def update(self, z: torch.Tensor, codes: torch.Tensor, nearest: Nearest | None = None) -> None:
+    def update(
+        self,
+        z: torch.Tensor,
+        codes: torch.Tensor,
+        nearest: Nearest | None = None,
+        *,
+        counts: torch.Tensor | None = None,
+    ) -> None:
         """After a training step's lookup: statistics (all-reduced), the update rule, then the restart rule
         (inside ``deferred_updates``: recorded, and applied with the others at the end of the block).
 
@@ -339,13 +346,15 @@ class Codebook(nn.Module):
             z: ``[N, d]`` the vectors that were quantized (in the codebook's space).
             codes: ``[N]`` their codes.
             nearest: ``search_for_update``'s per-code nearest rows of this ``z``, for the restart rule.
+            counts: ``[K]`` this process's counts of ``codes``, when the caller has counted them already (not
+                changed; counted here otherwise).
         """
         if self._deferred is not None:  # the merged batch's rows are not these: its restart searches again
             # A copy: the one-pass residual forward updates its residual in place after this level.
             self._deferred.append((z.detach().clone(), codes))
             return
         z = z.detach().to(self.weight.dtype)
-        counts, sums = self.update_rule.statistics(self, z, codes)
+        counts, sums = self.update_rule.statistics(self, z, codes, counts)
         weight = 1.0 - self.options.decay
         self.cluster_size.lerp_(counts, weight)
         self.usage.lerp_(counts / counts.sum().clamp(min=1.0), weight)

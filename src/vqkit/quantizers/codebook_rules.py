@@ -58,6 +58,16 @@ class Codebook(Protocol):
     def register_buffer(self, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None: ...
 
 
+def batch_counts(
+    codebook: Codebook, z: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor | None
+) -> torch.Tensor:
+    """This rank's counts ``[K]`` of ``codes`` in ``z``'s dtype: the caller's ``counts`` (copied: the rules reduce
+    them over ranks in place) or counted here."""
+    if counts is None:
+        return code_counts(codes, codebook.num_codes, z.dtype)
+    return counts.to(dtype=z.dtype, copy=True)
+
+
 class GradUpdate:
     """The optimizer moves the codes; the statistics (counts) are kept for usage and restarts only."""
 
@@ -68,10 +78,11 @@ class GradUpdate:
         codebook.weight = nn.Parameter(weight)  # nn.Module.__setattr__ registers it
 
     def statistics(
-        self, codebook: Codebook, z: torch.Tensor, codes: torch.Tensor
+        self, codebook: Codebook, z: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This step's counts ``[K]``, summed over ranks (no sums: the codes do not follow them)."""
-        counts = code_counts(codes, codebook.num_codes, z.dtype)
+        """This step's counts ``[K]``, summed over ranks (no sums: the codes do not follow them); ``counts``:
+        this rank's, when the caller has them."""
+        counts = batch_counts(codebook, z, codes, counts)
         distributed.all_reduce_sum_(counts, codebook.process_group)
         return counts, None
 
@@ -93,10 +104,11 @@ class EMAUpdate:
         codebook.register_buffer("ema_sum", weight.clone())  # = weight * cluster_size (ones)
 
     def statistics(
-        self, codebook: Codebook, z: torch.Tensor, codes: torch.Tensor
+        self, codebook: Codebook, z: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This step's counts ``[K]`` and sums ``[K, d]``, summed over ranks in one collective."""
-        counts = code_counts(codes, codebook.num_codes, z.dtype)
+        """This step's counts ``[K]`` and sums ``[K, d]``, summed over ranks in one collective; ``counts``:
+        this rank's, when the caller has them."""
+        counts = batch_counts(codebook, z, codes, counts)
         sums = torch.zeros(codebook.num_codes, codebook.dim, device=z.device, dtype=z.dtype)
         packed = torch.cat([counts[:, None], sums.index_add_(0, codes, z)], dim=1)
         distributed.all_reduce_sum_(packed, codebook.process_group)

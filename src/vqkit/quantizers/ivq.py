@@ -98,7 +98,14 @@ from vqkit.functional.hexagram import ZongFlip
 from vqkit.quantizers.codebook import CodebookOptions
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.quantizers.ivq_level import Codebooks, IVQLevel, level_statistics, resolve_levels
-from vqkit.quantizers.ivq_structure import structure_losses, structure_pairs
+from vqkit.quantizers.ivq_structure import (
+    Terms,
+    full_plan,
+    layout_of,
+    make_plan,
+    structure_losses,
+    unit_bank,
+)
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 
@@ -287,21 +294,22 @@ class IVQ(ResidualQuantizer):
         return [level.hexagram_table(hexagrams) for level in self.level_list]
 
     def structure_losses(self) -> dict[str, torch.Tensor]:
-        """The unweighted structure terms whose weight is positive (see the module docstring), every pair of
-        tables in one batched contrastive pass (``vqkit.quantizers.ivq_structure``)."""
+        """The unweighted structure terms whose weight is positive (see the module docstring): every table in
+        one lookup and every pair in one batched contrastive pass (``vqkit.quantizers.ivq_structure``)."""
         relations = self.relation_terms if self.relation_weight > 0 else ()
         if self.hierarchy_weight == 0 and not relations:
             return {}
-        pairs = structure_pairs(
-            self.level_list,
-            self._structure_hexagrams(self.level_list[0].codebook_list[0].weight.device),
-            lines=self.lines,
-            hierarchy=self.hierarchy_weight > 0,
-            relation_terms=relations,
-            relation_levels=self.relation_levels,
-            zong_flip=self.zong_flip,
+        levels, layout = self.level_list, layout_of(self.level_list)
+        device = levels[0].codebook_list[0].weight.device
+        terms = Terms(
+            self.hierarchy_weight > 0, tuple(relations), tuple(self.relation_levels), self.zong_flip
         )
-        return structure_losses(pairs, self._contrastive)
+        if 2**self.lines <= self.structure_rows:
+            plan = full_plan(layout, self.lines, terms, device)
+        else:
+            plan = make_plan(layout, self.lines, self._structure_hexagrams(device), terms)
+        bank = unit_bank(levels, layout, reversed_units="zong" in relations and self.zong_flip == "features")
+        return structure_losses(plan, bank, layout.dim, self._contrastive)
 
     def _contrastive(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return symmetric_contrastive(a, b, similarity=self.similarity, temperature=self.temperature)

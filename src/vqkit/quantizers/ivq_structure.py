@@ -1,95 +1,162 @@
-"""IVQ's structure terms (``vqkit.quantizers.ivq``'s module docstring defines them): the pairs of hexagram tables
-each term compares, and every pair in one batched contrastive pass."""
+"""IVQ's structure terms (``vqkit.quantizers.ivq``'s module docstring defines them): every pair of hexagram tables
+the terms compare, gathered in one lookup, and every pair in one batched contrastive pass.
+
+**One gather for every table.** Each row of a level's hexagram table is its blocks' code vectors side by side, and
+each table a term compares is a level's table on some hexagrams (``rows`` or their related hexagrams), possibly
+flipped (the zong term's ``f``). So every table is rows of one **unit bank**: the codebooks of all levels cut into
+units of ``u`` dims (``u``: the narrowest block width, which every level's width is a multiple of), followed by
+the same units reversed. A table is ``D / u`` units side by side; reversing its feature axis (``zong_flip=
+"features"``) reverses the unit order and takes each unit from the reversed half; reversing the block order
+(``"blocks"``) reverses the order of the blocks' runs of units. The index of every unit of every table (a
+``StructurePlan``) is integer arithmetic on the hexagrams, cached when the terms see every hexagram; the tables of
+one step are then one embedding lookup of the bank (one autograd node where a lookup, index and flip per table and
+level were two dozen: the tables are small, so the step's cost was the operations' overhead).
+"""
 
 from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from vqkit.functional import hexagram
 from vqkit.functional.hexagram import ZongFlip
 from vqkit.quantizers.ivq_level import IVQLevel
 
-Pair = tuple[str, torch.Tensor, torch.Tensor]
-"""``(term, a, b)``: one contrastive pair of tables ``[M, D]`` of a structure term."""
-
 _RELATED = {"zong": hexagram.zong, "cuo": hexagram.cuo, "cuozong": hexagram.cuozong}
 
 
-# Constants of the full tables, made once per device (a dozen small integer kernels per term and level on every
-# training step otherwise), as normal tensors even when first asked under ``inference_mode``: the cache serves
-# later training steps too.
-@functools.lru_cache(maxsize=128)
-def _all_block_codes(lines: int, blocks: int, device: torch.device) -> torch.Tensor:
-    """Every hexagram's block codes ``[2**L, blocks]``."""
-    with torch.inference_mode(False):
-        return hexagram.block_codes(torch.arange(2**lines, device=device), lines, blocks)
+class Layout(NamedTuple):
+    """What fixes the unit bank's rows: per level ``(blocks, codebooks, codes per codebook)``, and ``D``."""
+
+    levels: tuple[tuple[int, int, int], ...]
+    dim: int
+
+    @property
+    def unit(self) -> int:
+        """The unit width: ``D`` over the least common multiple of the levels' block counts."""
+        return self.dim // math.lcm(*(blocks for blocks, _, _ in self.levels))
+
+    def units_per_block(self, level: int) -> int:
+        return self.dim // self.levels[level][0] // self.unit
+
+    def start(self, level: int) -> int:
+        """The bank row of level ``level``'s first unit (``len(levels)``: where the reversed half starts)."""
+        return sum(
+            books * codes * self.units_per_block(i) for i, (_, books, codes) in enumerate(self.levels[:level])
+        )
+
+    @property
+    def bank_rows(self) -> int:
+        """Units of all codebooks (the reversed half starts here)."""
+        return self.start(len(self.levels))
 
 
-@functools.lru_cache(maxsize=128)
-def _all_related(term: str, lines: int, device: torch.device) -> torch.Tensor:
-    """Every hexagram's related hexagram under ``term`` ``[2**L]``."""
-    with torch.inference_mode(False):
-        return _RELATED[term](torch.arange(2**lines, device=device), lines)
+class StructurePlan(NamedTuple):
+    """The pairs of one step's structure terms as rows of the unit bank."""
+
+    terms: tuple[str, ...]
+    """Each pair's term, each term's pairs adjacent."""
+    units: torch.Tensor
+    """``[2, P, M, D / u]``: the units of pair ``p``'s two tables (side 0 is ``a``, side 1 is ``b``)."""
 
 
-def structure_pairs(
-    levels: Sequence[IVQLevel],
-    rows: torch.Tensor,
-    *,
-    lines: int,
-    hierarchy: bool,
-    relation_terms: Sequence[str],
-    relation_levels: Sequence[int],
-    zong_flip: ZongFlip,
-) -> list[Pair]:
-    """Every pair the terms compare on hexagrams ``rows`` ``[M]``, term by term: ``hierarchy`` (each pair of
-    levels ``a < b``) when asked, then each of ``relation_terms`` on each of ``relation_levels``. Each level's
-    table is looked up once; with every hexagram in ``rows`` (an ``arange``) a related row is a row of it."""
-    tables: dict[int, torch.Tensor] = {}
-    full = rows.shape[0] == 2**lines
+def layout_of(levels: Sequence[IVQLevel]) -> Layout:
+    return Layout(tuple((lv.blocks, len(lv.codebook_list), lv.num_codes) for lv in levels), levels[0].dim)
 
-    def table(index: int) -> torch.Tensor:
-        if index not in tables:
-            level = levels[index]
-            tables[index] = (
-                level.lookup(_all_block_codes(lines, level.blocks, rows.device))
-                if full
-                else level.hexagram_table(rows)
-            )
-        return tables[index]
 
-    pairs: list[Pair] = []
-    if hierarchy and len(levels) > 1:
-        n = len(levels)
-        pairs += [("hierarchy", table(i), table(j)) for i in range(n) for j in range(i + 1, n)]
-    for term in relation_terms:
-        related_rows = _all_related(term, lines, rows.device) if full else _RELATED[term](rows, lines)
-        for index in relation_levels:
-            level = levels[index]
-            related = table(index)[related_rows] if full else level.hexagram_table(related_rows)
+def unit_bank(levels: Sequence[IVQLevel], layout: Layout, *, reversed_units: bool) -> torch.Tensor:
+    """Every codebook's codes cut into units ``[S, u]`` in level, codebook, code order (differentiable), followed
+    by the same units reversed when ``reversed_units`` (``[2S, u]``)."""
+    bank = torch.cat([lv.books().reshape(-1, layout.unit) for lv in levels])
+    return torch.cat([bank, bank.flip(-1)]) if reversed_units else bank
+
+
+def _table_units(layout: Layout, lines: int, level: int, hexagrams: torch.Tensor) -> torch.Tensor:
+    """The bank units of level ``level``'s table on ``hexagrams`` ``[M]``: ``[M, blocks, units per block]``."""
+    blocks, books, codes = layout.levels[level]
+    per_block, device = layout.units_per_block(level), hexagrams.device
+    code = hexagram.block_codes(hexagrams, lines, blocks)  # [M, blocks]
+    if books > 1:  # block j's codes are in codebook j
+        code = code + torch.arange(blocks, device=device) * codes
+    return layout.start(level) + code[..., None] * per_block + torch.arange(per_block, device=device)
+
+
+def _flipped(units: torch.Tensor, layout: Layout, flip: ZongFlip) -> torch.Tensor:
+    """The units of ``hexagram.zong_flip`` of a table ``[M, blocks, k]``: the block order reversed, and with
+    ``"features"`` the units inside each block too, from the reversed half of the bank."""
+    if flip == "features":
+        return units.flip(-2, -1) + layout.bank_rows
+    return units.flip(-2)
+
+
+class Terms(NamedTuple):
+    """Which pairs the terms compare (``IVQ``'s settings of the terms whose weight is positive)."""
+
+    hierarchy: bool
+    relation_terms: tuple[str, ...]
+    relation_levels: tuple[int, ...]
+    zong_flip: ZongFlip
+
+
+def make_plan(layout: Layout, lines: int, rows: torch.Tensor, terms: Terms) -> StructurePlan:
+    """The pairs the terms compare on hexagrams ``rows`` ``[M]``, term by term: ``hierarchy`` (each pair of levels
+    ``a < b``) when asked, then each of ``relation_terms`` on each of ``relation_levels`` (``zong``: ``f`` of the
+    table on the zong hexagrams against the table; ``cuo`` and ``cuozong``: the table against the table on the
+    related hexagrams)."""
+    tables = [_table_units(layout, lines, i, rows) for i in range(len(layout.levels))]
+    names: list[str] = []
+    sides: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if terms.hierarchy and len(tables) > 1:
+        for i, j in itertools.combinations(range(len(tables)), 2):
+            names.append("hierarchy")
+            sides.append((tables[i], tables[j]))
+    for term in terms.relation_terms:
+        related_rows = _RELATED[term](rows, lines)
+        for level in terms.relation_levels:
+            related = _table_units(layout, lines, level, related_rows)
+            names.append(term)
             if term == "zong":
-                pairs.append((term, hexagram.zong_flip(related, level.blocks, zong_flip), table(index)))
+                sides.append((_flipped(related, layout, terms.zong_flip), tables[level]))
             else:
-                pairs.append((term, table(index), related))
-    return pairs
+                sides.append((tables[level], related))
+    m, width = rows.shape[0], layout.dim // layout.unit
+    units = torch.stack(
+        [torch.stack([t.reshape(m, width) for t in side]) for side in zip(*sides, strict=True)]
+    )
+    return StructurePlan(tuple(names), units)
+
+
+@functools.lru_cache(maxsize=128)
+def full_plan(layout: Layout, lines: int, terms: Terms, device: torch.device) -> StructurePlan:
+    """``make_plan`` on every hexagram, made once per configuration and device as a normal tensor (even when
+    first asked under ``inference_mode``: the cache serves later training steps too)."""
+    with torch.inference_mode(False):
+        return make_plan(layout, lines, torch.arange(2**lines, device=device), terms)
 
 
 def structure_losses(
-    pairs: Sequence[Pair], contrastive: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    plan: StructurePlan,
+    bank: torch.Tensor,
+    dim: int,
+    contrastive: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> dict[str, torch.Tensor]:
     """``hierarchy`` (the sum over its pairs), ``zong``, ``cuo`` (negated) and ``cuozong`` (means over their
-    levels) from one ``contrastive`` call on all ``pairs`` stacked (``[P, M, D] -> [P]``), instead of one call
-    per pair: the tables are small, and a call per pair was mostly per-call overhead."""
-    if not pairs:
+    levels) from one lookup of ``bank`` for every table of ``plan`` and one ``contrastive`` call on all pairs
+    (``[P, M, D] -> [P]``)."""
+    if not plan.terms:
         return {}
-    values = contrastive(torch.stack([a for _, a, _ in pairs]), torch.stack([b for _, _, b in pairs]))
+    _, pairs, m, _ = plan.units.shape
+    tables = F.embedding(plan.units, bank).reshape(2, pairs, m, dim)
+    values = contrastive(tables[0], tables[1])
     losses: dict[str, torch.Tensor] = {}
     start = 0
-    for term, group in itertools.groupby(name for name, _, _ in pairs):  # each term's pairs are adjacent
+    for term, group in itertools.groupby(plan.terms):  # each term's pairs are adjacent
         count = len(list(group))
         part = values[start : start + count]
         start += count
