@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vqkit
-from vqkit.functional.estimators import estimate, rotated
+from vqkit.functional.estimators import estimate, rotated, straight_through
 
 
 def _reference_gradient(e: np.ndarray, q: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -44,6 +44,15 @@ def test_straight_through_passes_the_gradient_unchanged() -> None:
     q = torch.randn(5, 3)
     g = torch.randn(5, 3)
     (estimate(q, e, "ste") * g).sum().backward()
+    assert e.grad is not None and torch.equal(e.grad, g)
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_straight_through_copies_hard_unless_it_is_fresh(fresh: bool) -> None:
+    e, q, g = torch.randn(5, 3, requires_grad=True), torch.randn(5, 3), torch.randn(5, 3)
+    out = straight_through(q, e, fresh=fresh)
+    assert torch.equal(out, q) and (out.data_ptr() == q.data_ptr()) == fresh
+    (out * g).sum().backward()
     assert e.grad is not None and torch.equal(e.grad, g)
 
 

@@ -35,28 +35,34 @@ class _StraightThrough(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, hard: torch.Tensor, surrogate: torch.Tensor
+        ctx: torch.autograd.function.FunctionCtx, hard: torch.Tensor, surrogate: torch.Tensor, fresh: bool
     ) -> torch.Tensor:
-        return hard.detach().clone()
+        return hard.detach() if fresh else hard.detach().clone()
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
-        return None, grad
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[None, torch.Tensor, None]:
+        return None, grad, None
 
 
-def straight_through(hard: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+def straight_through(hard: torch.Tensor, surrogate: torch.Tensor, *, fresh: bool = False) -> torch.Tensor:
     """Value of ``hard``, gradient of ``surrogate``: ``hard.detach() + (surrogate - surrogate.detach())``.
 
     Unlike ``surrogate + (hard - surrogate).detach()`` the value is *exactly* ``hard`` (``s - s`` is exactly 0
     for finite ``s``), which is what makes ``decode(encode(x)) == forward(x).quantized`` hold bit for bit.
     In eager autograd it is ``_StraightThrough`` (the same value and gradient in fewer passes); compiled or
     exported code keeps the formula (inductor fuses it; exporters need no Python function).
+
+    ``fresh``: ``hard`` is a new tensor the caller keeps nowhere else (a lookup's output), so the result may
+    share its storage instead of copying it (one ``[N, D]`` copy less; an in-place edit of the result then
+    also edits ``hard``).
     """
     if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export() or hard.shape != surrogate.shape:
         return hard.detach() + (surrogate - surrogate.detach())
     if not (torch.is_grad_enabled() and surrogate.requires_grad):
         return hard.detach()  # no gradient to route: the value alone (two passes over [N, D] saved)
-    return _StraightThrough.apply(hard, surrogate)
+    return _StraightThrough.apply(hard, surrogate, fresh)
 
 
 def rotated(e: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

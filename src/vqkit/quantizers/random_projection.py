@@ -95,4 +95,4 @@ class RandomProjectionQuantizer(SingleCodebookQuantizer):
 
     def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
         codes = self._encode(z.detach())
-        return QuantizerOutput(quantized=straight_through(self._decode(codes), z), codes=codes)
+        return QuantizerOutput(quantized=straight_through(self._decode(codes), z, fresh=True), codes=codes)
