@@ -64,7 +64,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/mypy
 
-# Every CPU table of docs/performance.md, each into benchmarks/results/ (about 45 minutes on 2 idle cores).
+# Every CPU table of docs/performance.md, each into benchmarks/results/ (about 60 minutes on 2 idle cores).
 bench: $(STAMP)
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_quantizers.py --bits 8 --markdown benchmarks/results/bench_quantizers.md

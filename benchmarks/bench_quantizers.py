@@ -46,6 +46,12 @@ Throughput is ``N / time``.
    and a call measured after another would show little or no growth. ``null`` where the kernel does not
    allow the peak reset.
 
+4. **The same-rate race**: when residual VQ runs with IVQ or LooC (their target is residual VQ's training step
+   at the same rate), their training steps from fresh state in one round robin of five times the training
+   repeats; each time over residual VQ's, from the best and from the median round (``same_rate`` in the JSON,
+   one sentence under the tables). The ratio of two separate races (2) moves with the machine's load between
+   them.
+
 **The same-shape matmul** is ``x [N, D] @ W [D, K]`` (a fresh float32 result) with ``K`` the number of code
 vectors the quantizer's search scores per input vector, summed over its code positions, scaled to the input
 width: ``K = sum_j K_j d_j / D`` over code positions ``j`` with ``K_j`` candidates of ``d_j`` dims each. The matmul
@@ -71,8 +77,8 @@ Code agreement (the percentage of code entries equal, after the index mappings o
 is measured on the eval forward and on the first training step from the same state (before the timed steps).
 
 **Files.** This script parses the flags and runs the cases; its parts are sibling modules: ``quantizer_cases.py``
-(input, settings, the option variants, the matmul width from ``q.search_cost()``), ``quantizer_timing.py`` (1
-and 2), ``quantizer_memory.py`` (3, and the child), ``quantizer_references.py`` and ``quantizer_references_extra.py``
+(input, settings, the option variants, the matmul width from ``q.search_cost()``), ``quantizer_timing.py`` (1,
+2 and 4), ``quantizer_memory.py`` (3, and the child), ``quantizer_references.py`` and ``quantizer_references_extra.py``
 (the vector-quantize-pytorch equivalents), ``quantizer_report.py`` (tables and warnings); ``bench_common.py`` is
 shared with bench_search.py.
 """
@@ -103,8 +109,8 @@ from bench_common import THREADS, environment  # noqa: E402
 from quantizer_cases import Case, build_case, make_input, matmul_width, selected_names  # noqa: E402
 from quantizer_memory import bench_memory, memory_child, memory_summary  # noqa: E402
 from quantizer_references import Reference, build_reference  # noqa: E402
-from quantizer_report import markdown_report, print_report, table_rows  # noqa: E402
-from quantizer_timing import bench_case  # noqa: E402
+from quantizer_report import markdown_report, print_report, same_rate_line, table_rows  # noqa: E402
+from quantizer_timing import SAME_RATE, bench_case, same_rate_race  # noqa: E402
 
 # What the tests and other scripts use of this one, whichever part it lives in.
 __all__ = [
@@ -119,6 +125,8 @@ __all__ = [
     "matmul_width",
     "memory_child",
     "memory_summary",
+    "same_rate_line",
+    "same_rate_race",
     "table_rows",
 ]
 
@@ -191,6 +199,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["memory"] = memory_summary(memory.get(name))
         report["quantizers"][name] = result
         print(f"-- {name}: {time.perf_counter() - start:.1f} s", flush=True)
+    same_rate = [name for name in ("residual_vq", *SAME_RATE) if name in report["quantizers"]]
+    if len(same_rate) > 1 and same_rate[0] == "residual_vq":
+        cases = {name: build_case(name, dim, bits, fit) for name in same_rate}
+        report["same_rate"] = same_rate_race(
+            {k: c for k, c in cases.items() if isinstance(c, Case)}, x, repeats[1] * 5, repeats[2]
+        )
     return report
 
 

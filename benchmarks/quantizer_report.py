@@ -120,9 +120,22 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         markdown_table(VQP_HEADER, vqp),
     ]
+    if "same_rate" in report:
+        lines += ["", same_rate_line(report["same_rate"])]
     if report["skipped"]:
         lines += ["", "Not run: " + "; ".join(report["skipped"]) + "."]
     return "\n".join(lines) + "\n"
+
+
+def same_rate_line(section: dict[str, Any]) -> str:
+    """The same-rate race (``quantizer_timing.same_rate_race``) as one sentence."""
+    best, median = section["ratio_to_residual_vq"], section["median_ratio_to_residual_vq"]
+    parts = [f"{name} {best[name]:.2f} (median {median[name]:.2f})" for name in best if name != "residual_vq"]
+    rounds = section["timings"]["residual_vq"]["repeats"]
+    return (
+        f"Training step ÷ residual VQ's at this rate, one round-robin race of {rounds} rounds (best round; "
+        f"median in brackets): " + ", ".join(parts) + "."
+    )
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -138,6 +151,8 @@ def print_report(report: dict[str, Any]) -> None:
         agree = [r["vqp"].get(key) for key in ("eval_agreement_pct", "step1_agreement_pct")]
         if exact and any(a is not None and a < 100.0 for a in agree):
             print(f"WARNING: {name}: codes should agree exactly with vector-quantize-pytorch, got {agree}%")
+    if "same_rate" in report:
+        print(same_rate_line(report["same_rate"]))
     env = report["environment"]
     warning = load_warning(env["loadavg_before"], env["loadavg_after"])
     if warning:

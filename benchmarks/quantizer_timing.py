@@ -1,5 +1,6 @@
-"""``bench_quantizers.py`` measurements 1 and 2: the eval-encode and training-step races of one quantizer against
-the same-shape matmul and vector-quantize-pytorch's equivalent (that script's docstring has the method)."""
+"""``bench_quantizers.py`` measurements 1, 2 and 4: the eval-encode and training-step races of one quantizer against
+the same-shape matmul and vector-quantize-pytorch's equivalent, and the same-rate race of IVQ and LooC against
+residual VQ (that script's docstring has the method)."""
 
 from __future__ import annotations
 
@@ -128,3 +129,24 @@ def bench_case(case: Case, x: torch.Tensor, repeats: tuple[int, int, int]) -> di
     if isinstance(ref, Reference):
         result["vqp"] |= {**encode["vqp"], **train["vqp"]}
     return result
+
+
+SAME_RATE = ("ivq", "looc")
+"""The quantizers whose training step has residual VQ's at the same rate as its target (issue 14)."""
+
+
+def same_rate_race(cases: dict[str, Case], x: torch.Tensor, repeats: int, warmup: int) -> dict[str, Any]:
+    """4. the training steps of ``cases`` (``residual_vq`` and those of ``SAME_RATE`` present) in one round
+    robin: each time and its ratio to residual VQ's, from the best and from the median round. Separate races
+    (2) run minutes apart, and their ratio moved 20-40% with the machine's other load."""
+    fns: Calls = {}
+    for name, case in cases.items():
+        q, inp = case.quantizer.train(), x.clone().requires_grad_(True)
+        fns[name] = partial(vqkit_step, q, inp)
+    timings = race(fns, repeats, warmup)
+    base = timings["residual_vq"]
+    return {
+        "timings": {name: t.as_dict() for name, t in timings.items()},
+        "ratio_to_residual_vq": {name: t.best / base.best for name, t in timings.items()},
+        "median_ratio_to_residual_vq": {name: t.median / base.median for name, t in timings.items()},
+    }

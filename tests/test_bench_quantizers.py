@@ -110,3 +110,18 @@ def test_memory_child_and_markdown(
     assert "Command: `python benchmarks/bench_quantizers.py`" in text
     assert text.count("| residual_vq |") == 2
     assert ("| fsq | FSQ |" if HAS_VQP else "| fsq | n/a |") in text
+
+
+def test_same_rate_race_reports_ratios_to_residual_vq(bench: ModuleType) -> None:
+    """IVQ and LooC against residual VQ in one round robin (issue 14's target), with its Markdown sentence."""
+    dim, bits = 16, 8
+    x = bench.make_input(N, dim)
+    cases = {
+        name: bench.build_case(name, dim, bits, x.reshape(N, dim)) for name in ("residual_vq", "ivq", "looc")
+    }
+    assert not any(isinstance(c, str) for c in cases.values()), cases
+    section = bench.same_rate_race(cases, x, 2, 1)
+    assert section["ratio_to_residual_vq"]["residual_vq"] == 1.0
+    assert all(math.isfinite(v) and v > 0 for v in section["median_ratio_to_residual_vq"].values())
+    line = bench.same_rate_line(section)
+    assert "ivq " in line and "looc " in line and "residual_vq" not in line.split(":")[1]
