@@ -19,12 +19,13 @@ Shapes: ``[..., *S]`` with the grid in the last ``len(S)`` axes (``[M, D, *S]`` 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from vqkit.utils.constants import cached_constant
 
 Upsample = Literal["cubic", "linear", "nearest"]
 UPSAMPLES: tuple[str, ...] = ("cubic", "linear", "nearest")
@@ -63,11 +64,13 @@ def pool_cells(x: torch.Tensor, cells: Sequence[int]) -> torch.Tensor:
         size = x.shape[dim]
         if n == size:
             continue
-        weights = _constant(_pool_matrix, size, n, x.device, x.dtype)
+        weights = _pool_matrix(size, n, x.device, x.dtype)
         x = (x.movedim(dim, -1) @ weights).movedim(-1, dim)
     return x
 
 
+# Building a ``[cells, size]`` matrix took as long as the product with it on CPU: each is made once per shape.
+@cached_constant()
 def _pool_matrix(size: int, cells: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``[size, cells]``: the mean of each cell's positions."""
     member = cell_index(size, cells, device)[:, None] == torch.arange(cells, device=device)[None, :]
@@ -75,23 +78,11 @@ def _pool_matrix(size: int, cells: int, device: torch.device, dtype: torch.dtype
     return weights / weights.sum(0)
 
 
+@cached_constant()
 def _resample_matrix(
     cells: int, size: int, mode: Upsample, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
     return interpolation_matrix(cells, size, mode, device).to(dtype)
-
-
-_CACHED = {fn: functools.lru_cache(maxsize=64)(fn) for fn in (_pool_matrix, _resample_matrix)}
-
-
-def _constant(fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
-    """``fn(*args)``, made once per arguments in eager mode (building a ``[cells, size]`` matrix took as long as
-    the product with it on CPU), as a normal tensor even under ``inference_mode`` (the cache serves later
-    training steps); built in the graph while ``torch.compile`` traces."""
-    if torch.compiler.is_compiling():
-        return fn(*args)
-    with torch.inference_mode(False):
-        return _CACHED[fn](*args)
 
 
 def expand_cells(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -156,7 +147,7 @@ def upsample_cells(x: torch.Tensor, size: Sequence[int], mode: Upsample) -> torc
         if mode == "nearest":
             x = x.index_select(dim, cell_index(s, n, x.device))
             continue
-        matrix = _constant(_resample_matrix, n, s, mode, x.device, x.dtype)
+        matrix = _resample_matrix(n, s, mode, x.device, x.dtype)
         x = (x.movedim(dim, -1) @ matrix).movedim(-1, dim)
     return x
 

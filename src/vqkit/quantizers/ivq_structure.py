@@ -15,7 +15,6 @@ level were two dozen: the tables are small, so the step's cost was the operation
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from vqkit.functional import hexagram
 from vqkit.functional.hexagram import ZongFlip
 from vqkit.quantizers.ivq_level import IVQLevel
+from vqkit.utils.constants import cached_constant
 
 _RELATED = {"zong": hexagram.zong, "cuo": hexagram.cuo, "cuozong": hexagram.cuozong}
 
@@ -132,12 +132,10 @@ def make_plan(layout: Layout, lines: int, rows: torch.Tensor, terms: Terms) -> S
     return StructurePlan(tuple(names), units)
 
 
-@functools.lru_cache(maxsize=128)
+@cached_constant(maxsize=128)
 def full_plan(layout: Layout, lines: int, terms: Terms, device: torch.device) -> StructurePlan:
-    """``make_plan`` on every hexagram, made once per configuration and device as a normal tensor (even when
-    first asked under ``inference_mode``: the cache serves later training steps too)."""
-    with torch.inference_mode(False):
-        return make_plan(layout, lines, torch.arange(2**lines, device=device), terms)
+    """``make_plan`` on every hexagram, made once per configuration and device."""
+    return make_plan(layout, lines, torch.arange(2**lines, device=device), terms)
 
 
 def structure_losses(
