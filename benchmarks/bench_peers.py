@@ -71,6 +71,7 @@ def projection_floor(q: Any, ref: Reference, x: torch.Tensor, repeats: int) -> f
     if not isinstance(proj_in, nn.Linear) or not isinstance(proj_out, nn.Linear):
         return None
     flat = x.reshape(-1, x.shape[-1])
+    ref.module.eval()  # the training race left it in training mode (their LFQ then adds its entropy terms)
     with torch.no_grad():
         t = race({"projections": lambda: proj_out(proj_in(flat)), "theirs": lambda: ref.forward(x)}, repeats)
     return t["theirs"].best / t["projections"].best

@@ -310,3 +310,19 @@ def test_module_casts(quantizer_name: str, cast: str) -> None:
     assert out.quantized.dtype == dtype and torch.isfinite(out.quantized.float()).all()
     q.eval()
     assert torch.equal(q.decode(q.encode(x)).to(dtype), q(x).quantized)
+
+
+def test_compute_dtype_is_kept_and_dropped_on_change(quantizer_name: str) -> None:
+    """``compute_dtype`` is found once: a cast (``_apply``) and an assigned state (``load_state_dict`` with
+    ``assign=True``, which sets the tensors) are seen; a half cast keeps float32."""
+    q = make(quantizer_name)
+    assert q.compute_dtype == torch.float32
+    assert q.double().compute_dtype == torch.float64
+    assert q.float().compute_dtype == torch.float32
+    assert q.half().compute_dtype == torch.float32
+    state = {
+        k: v.double() if v.is_floating_point() else v for k, v in make(quantizer_name).state_dict().items()
+    }
+    if any(v.is_floating_point() for v in state.values()):
+        q.load_state_dict(state, assign=True)
+        assert q.compute_dtype == torch.float64

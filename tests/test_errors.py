@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vqkit
+from vqkit.functional.numerics import all_finite
 from vqkit.utils import folders
 
 
@@ -149,3 +150,18 @@ def test_usage_rejects_out_of_range_codes() -> None:
     with pytest.raises(ValueError, match=r"codes: code 0 must lie in \[0, 4\), got values in \[9, 9\]"):
         usage.update(torch.tensor([[9, 0]]))
     assert usage.compute()["num_vectors"] == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_the_finiteness_check_at_the_limits_of_the_dtype(dtype: torch.dtype) -> None:
+    """``all_finite`` reads the two extremes: the largest finite values pass (no overflow in the check), every
+    NaN and infinity is caught wherever it is."""
+    big = torch.finfo(dtype).max
+    x = torch.tensor([[big, -big], [0.0, 1.0]], dtype=dtype)
+    assert all_finite(x)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for i in range(4):
+            y = x.clone()
+            y.view(-1)[i] = bad
+            assert not all_finite(y), (bad, i)
+    assert not all_finite(torch.full((3,), float("inf"), dtype=dtype))

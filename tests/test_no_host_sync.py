@@ -169,7 +169,7 @@ def test_training_step_and_encode_do_not_sync(
 
 DOCUMENTED_SYNCS: dict[str, tuple[set[str], str]] = {
     "the NaN/Inf input check (allow_nonfinite=False)": (
-        {"__bool__ in functional/numerics.py:all_finite"},
+        {"tolist in functional/numerics.py:all_finite"},
         "one sync per forward or encode, documented on Quantizer; allow_nonfinite=True (or torch.compile) skips it",
     ),
     "decode's range check of the codes": (

@@ -157,13 +157,50 @@ def test_the_projected_channels_are_checked_not_the_padding(name: str, kwargs: d
     assert torch.isfinite(out.quantized[mask]).all() and torch.isfinite(out.loss)
 
 
-def test_latent_quantization_checks_its_input() -> None:
+def test_latent_quantization_checks_its_channels() -> None:
     q = vqkit.create_quantizer("latent_quantize", dim=16, levels=[4, 4])
-    assert not q.checks_own_channels  # its own forward: the base class checks the input
+    assert q.checks_own_channels  # the projected channels, as FSQ's
     x = torch.randn(5, 16)
     x[2, 3] = math.inf
     with pytest.raises(ValueError, match="x: contains NaN or Inf"):
         q(x)
+    with pytest.raises(ValueError, match="x: contains NaN or Inf"):
+        q.encode(x)
+
+
+@pytest.mark.parametrize("levels", [[4, 4, 4, 4], [5, 3, 8], [2, 7], [3] * 5])
+@pytest.mark.parametrize("n", [64, 63, 1])
+def test_latent_grid_search_is_the_argmin_of_the_distances(levels: list[int], n: int) -> None:
+    """The running minimum over the grid's columns against the ``[N, C, W]`` distances' ``argmin`` (first
+    minimum): unordered and repeated grid values, inputs exactly on grid values and on midpoints, the 64-wide
+    view and rows that do not fill it."""
+    q = vqkit.create_quantizer("latent_quantize", dim=len(levels), levels=levels)
+    g = _gen(n)
+    with torch.no_grad():
+        q.values.copy_(torch.randn(q.values.shape, generator=g))
+        q.values[0, 1] = q.values[0, 0]  # a repeated value: the lower index wins
+    grid = q.values.detach()
+    h = torch.randn(n, len(levels), generator=g)
+    h[0] = grid[torch.arange(len(levels)), 0]  # on a grid value
+    if n > 1:
+        h[1] = (grid[:, 0] + grid[:, 1]) / 2  # on a midpoint (a tie where the float sum is exact)
+    gaps = (h[:, :, None] - grid[None]).abs().masked_fill(~q._valid, float("inf"))
+    digits, distances = q._grid_digits(h)
+    assert torch.equal(digits.long(), gaps.argmin(dim=-1)) and torch.equal(distances, gaps.min(dim=-1).values)
+
+
+def test_latent_code_table_follows_the_learned_grid() -> None:
+    """The eval forward and ``decode`` gather from a table of the grid as it is now (not FSQ's fixed values)."""
+    q = vqkit.create_quantizer("latent_quantize", dim=8, levels=[4, 4]).eval()
+    x = torch.randn(200, 8, generator=_gen(3))
+    with torch.no_grad():
+        q.values.mul_(0.5).add_(0.1)
+        out = q(x)
+    codes = q.encode(x)
+    assert torch.equal(out.codes, codes) and torch.equal(out.quantized, q.decode(codes))
+    digits = fsq.index_to_digits(codes[:, 0], q._levels, q._place)
+    expected = q.project_out(torch.gather(q.values.detach(), 1, digits.t()).t())
+    torch.testing.assert_close(out.quantized, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_residual_lfq_forward_is_the_stage_by_stage_one() -> None:
@@ -237,3 +274,39 @@ def test_decode_exports_with_a_dynamic_batch() -> None:
     for n in (5, 200):
         other = torch.randint(0, 16, (n, 1))
         torch.testing.assert_close(program.module()(other), q.decode(other), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("fsq", {"levels": [4, 4, 4]}),
+        ("fsq", {"levels": [5, 3, 8]}),
+        ("lfq", {"bits": 6}),
+        ("bsq", {"bits": 5}),
+    ],
+)
+@pytest.mark.parametrize("cast", ["float", "double"])
+def test_every_code_value_is_the_values_of_every_index(
+    name: str, kwargs: dict[str, object], cast: str
+) -> None:
+    """The table's values of every code, kept per settings: ``_code_values`` of ``0 .. K-1`` exactly, in the
+    compute dtype, the same tensor on a second call."""
+    q = getattr(vqkit.create_quantizer(name, dim=12, **kwargs), cast)()
+    k = q.alphabet_sizes[0]
+    grid = q._every_code_value(torch.device("cpu"))
+    assert grid.dtype == q.compute_dtype and grid.shape == (
+        k,
+        len(q._code_values(torch.zeros(1, dtype=torch.long))[0]),
+    )
+    assert torch.equal(grid, q._code_values(torch.arange(k)))
+    assert q._every_code_value(torch.device("cpu")) is grid
+    with torch.inference_mode():  # asked for first under inference mode, still a normal tensor
+        assert not fsq.every_code_value((3, 7), torch.float32, torch.device("cpu")).is_inference()
+
+
+def test_lfq_code_values_follow_the_scale() -> None:
+    """The kept grid is keyed on the scale: two LFQs of different scales decode to their own values."""
+    a, b = vqkit.LFQ(4, 4, scale=1.0), vqkit.LFQ(4, 4, scale=0.5)
+    assert torch.equal(
+        a._every_code_value(torch.device("cpu")) * 0.5, b._every_code_value(torch.device("cpu"))
+    )

@@ -16,9 +16,12 @@ matrix-vector product (``float_index``), exact while ``prod(levels)`` fits the m
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
+
+from vqkit.utils.constants import cached_constant
 
 EXACT_FLOAT_INDEX = 1 << 24
 """Alphabets up to this size pack float digits exactly in float32 (float64: up to ``2^53``)."""
@@ -133,6 +136,15 @@ def digits_to_values(
     """Digits ``[..., d]`` -> normalized values in ``[-1, 1]`` (of ``dtype``)."""
     hw = half_width(levels).to(device=digits.device, dtype=dtype)
     return (digits.to(dtype) - hw) / hw
+
+
+@cached_constant()
+def every_code_value(levels: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The normalized values ``[prod(levels), d]`` of every index in order (``digits_to_values`` of
+    ``index_to_digits``), made once per arguments; not to be written to."""
+    lv = torch.tensor(levels, dtype=torch.long, device=device)
+    index = torch.arange(math.prod(levels), device=device)
+    return digits_to_values(index_to_digits(index, lv), lv, dtype)
 
 
 def basis(levels: torch.Tensor) -> torch.Tensor:

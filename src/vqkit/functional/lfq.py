@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from vqkit.utils.constants import cached_constant
+
 EntropyMode = Literal["auto", "exact", "factorized"]
 EXACT_ENTROPY_MAX_BITS = 16
 EXACT_FLOAT_BITS = 24
@@ -75,6 +77,14 @@ def bits_to_values(
 ) -> torch.Tensor:
     """Bits (int64 in {0, 1} or bool) -> ``{-scale, +scale}`` values of ``dtype``."""
     return (bits.to(dtype) * 2.0 - 1.0) * scale
+
+
+@cached_constant()
+def every_code_value(num_bits: int, scale: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The values ``±scale`` ``[2^num_bits, num_bits]`` of every index in order (``bits_to_values`` of
+    ``index_to_bits``), made once per arguments; not to be written to."""
+    index = torch.arange(2**num_bits, device=device)
+    return bits_to_values(index_to_bits(index, num_bits), scale, dtype)
 
 
 def _binary_entropy(p: torch.Tensor) -> torch.Tensor:

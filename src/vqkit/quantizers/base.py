@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, ClassVar
 
 import torch
@@ -33,11 +33,10 @@ from vqkit.functional.stats import usage_metrics
 from vqkit.hub import PretrainedMixin
 from vqkit.quantizers.config import constructor_config
 from vqkit.quantizers.masking import masked_forward, real_rows
+from vqkit.quantizers.precision import Float32State
 from vqkit.types import LAYOUTS, Layout, QuantizerOutput, merge_into
 
 __all__ = ["Quantizer", "SingleCodebookQuantizer", "split_rate", "straight_through"]
-
-_HALF_TYPES = (torch.float16, torch.bfloat16)
 
 
 def split_rate(bits: int) -> list[int]:
@@ -46,7 +45,7 @@ def split_rate(bits: int) -> list[int]:
     return [bits] if bits < 2 else [bits - bits // 2, bits // 2]
 
 
-class Quantizer(nn.Module, PretrainedMixin, ABC):
+class Quantizer(Float32State, PretrainedMixin, ABC):
     """Base class of every quantizer.
 
     Args:
@@ -286,29 +285,6 @@ class Quantizer(nn.Module, PretrainedMixin, ABC):
         for module in self.modules():
             if isinstance(module, Quantizer) or hasattr(module, "process_group"):
                 setattr(module, "process_group", group)  # noqa: B010  (typed as Module attribute)
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        """float32, or float64 when the module was cast with ``.double()``; never a half type (see ``_apply``)."""
-        tensor = next((t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()), None)
-        return torch.float64 if tensor is not None and tensor.dtype == torch.float64 else torch.float32
-
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Quantizer:
-        """``.half()`` / ``.to(torch.bfloat16)`` move the quantizer but keep its state in float32.
-
-        Codebooks, EMA statistics and projections stay float32 so distances and updates keep their precision
-        (and a model-wide ``.half()`` works); inputs of any dtype are accepted and outputs return in it.
-        ``.double()`` is honoured: the quantizer then computes in float64.
-        """
-        super()._apply(fn, recurse)
-        for module in self.modules():
-            for param in module._parameters.values():
-                if param is not None and param.dtype in _HALF_TYPES:
-                    param.data = param.data.float()
-            for name, buffer in module._buffers.items():
-                if buffer is not None and buffer.dtype in _HALF_TYPES:
-                    module._buffers[name] = buffer.float()
-        return self
 
     # ------------------------------------------------------------------ config
     def to_config(self) -> dict[str, Any]:

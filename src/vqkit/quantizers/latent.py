@@ -74,28 +74,65 @@ class LatentQuantizer(FSQ):
     def search_cost(self) -> tuple[int, int] | None:
         return sum(self.levels), sum(self.levels)
 
-    def _grid_digits(self, h: torch.Tensor) -> torch.Tensor:
-        """``[N, C]`` -> each channel's nearest grid index ``[N, C]`` (ties to the lower index)."""
-        gaps = (h[:, :, None] - self.values.detach()[None]).abs()
-        return gaps.masked_fill(~self._valid, float("inf")).argmin(dim=-1)
+    def _grid_digits(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[N, C]`` -> each channel's nearest grid index (ties to the lower index) as floats of ``h``'s dtype,
+        and its distance ``|h - v|``, both ``[N, C]``.
+
+        A running minimum over the grid's ``W`` columns, ``|h - v_w|`` against the best so far, taking column
+        ``w`` only where it is strictly closer: the first minimum, as ``argmin`` of the ``[N, C, W]`` distances,
+        from the same floats (that argmin along a short axis took 0.56 ms of a 2.3 ms eval forward,
+        16,384 x 4 x 4). Column ``w`` exceeds every earlier index, so taking it is a ``maximum`` with
+        ``w * closer``. A channel's unused columns are ``+inf``, never closer. The steps run on a 64-wide view of
+        the channels, as FSQ's (``vqkit.functional.fsq.Constants``)."""
+        grid = self.values.detach().masked_fill(~self._valid, float("inf"))  # [C, W]
+        c = grid.shape[0]
+        reps = max(1, fsq_math.WIDE // c)
+        if torch.compiler.is_compiling() or h.shape[0] % reps or not h.is_contiguous():
+            reps = 1
+        rows = h.view(-1, reps * c)
+        columns = grid.t().repeat(1, reps)  # [W, reps C]: column w of every channel, tiled along a row
+        best = (rows - columns[0]).abs_()
+        digits = torch.zeros_like(rows)
+        gap, closer = torch.empty_like(rows), torch.empty_like(rows)
+        for w in range(1, columns.shape[0]):
+            torch.sub(rows, columns[w], out=gap).abs_()
+            torch.lt(gap, best, out=closer)  # 0 / 1 as floats
+            torch.minimum(best, gap, out=best)
+            torch.maximum(digits, closer.mul_(w), out=digits)
+        return digits.view(h.shape), best.view(h.shape)
+
+    def _codes(self, digits: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Float digits ``[N, C]`` -> codes ``[N, 1]`` (FSQ's packing)."""
+        return self._index(digits, self._constants(h))
 
     def _values(self, digits: torch.Tensor) -> torch.Tensor:
         """``[N, C]`` grid indices -> their values ``[N, C]`` (differentiable w.r.t. the grid)."""
         return torch.gather(self.values.expand(digits.shape[0], -1, -1), 2, digits[:, :, None])[:, :, 0]
 
-    def _quantize(self, z: torch.Tensor) -> QuantizerOutput:
-        h = self.project_in(z)
-        digits = self._grid_digits(h.detach())
-        q = self._values(digits)
-        codes = fsq_math.digits_to_index(digits, self._levels, self._place)[:, None]
+    def _code_values(self, index: torch.Tensor) -> torch.Tensor:
+        return self._values(fsq_math.index_to_digits(index, self._levels, self._place))
+
+    def _every_code_value(self, device: torch.device) -> torch.Tensor:
+        # The grid is learned: not FSQ's kept constant.
+        return self._code_values(torch.arange(self.alphabet_sizes[0], device=device))
+
+    # The channels, not the input, are NaN/Inf-checked (``ChannelQuantizer``); decoding is ChannelQuantizer's,
+    # from ``_code_values`` (the code table from N >= 4K codes).
+    def _quantize_channels(self, h: torch.Tensor) -> QuantizerOutput:
+        digits, gaps = self._grid_digits(h.detach())
+        codes = self._codes(digits, h)
+        if torch.is_grad_enabled() and (h.requires_grad or self.values.requires_grad):
+            q = self._values(digits.long())
+            quantized = self.project_out(straight_through(q, h))
+            return QuantizerOutput(quantized=quantized, codes=codes, losses=vq_losses(h, q))
+        # No gradient: both terms are the mean squared distance to the nearest value, already at hand.
+        commitment = gaps.square().mean()
+        values = None if self._tabled(codes.shape[0]) else self._values(digits.long())
         return QuantizerOutput(
-            quantized=self.project_out(straight_through(q, h)), codes=codes, losses=vq_losses(h, q)
+            quantized=self._values_out(codes[:, 0], values),
+            codes=codes,
+            losses={"commitment": commitment, "codebook": commitment},
         )
 
-    def _encode(self, z: torch.Tensor) -> torch.Tensor:
-        digits = self._grid_digits(self.project_in(z))
-        return fsq_math.digits_to_index(digits, self._levels, self._place)[:, None]
-
-    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
-        digits = fsq_math.index_to_digits(codes[:, 0], self._levels, self._place)
-        return self.project_out(self._values(digits))
+    def _encode_channels(self, h: torch.Tensor) -> torch.Tensor:
+        return self._codes(self._grid_digits(h)[0], h)

@@ -5,8 +5,8 @@
   the stage scale at each level. ``SignQuantizer`` holds what LFQ shares with BSQ (``vqkit.quantizers.bsq``):
   the sign channels, their projections and the first-batch data init of the in-projection.
 
-FSQ and residual FSQ live in ``vqkit.quantizers.fsq`` (with the projections and helpers the scalar quantizers
-share) and are re-exported here, the module every scalar quantizer has been imported from.
+FSQ and residual FSQ live in ``vqkit.quantizers.fsq`` (with the helpers the scalar quantizers share) and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -90,8 +90,7 @@ class SignQuantizer(ChannelQuantizer):
         self.project_in = (
             linear_in if self.channel_map is None else nn.Sequential(linear_in, self.channel_map())
         )
-        # The index weights in the compute dtype, a plain attribute (a buffer would change compute_dtype); _apply
-        # rebuilds them.
+        # Index weights in the compute dtype: a plain attribute (a buffer would change compute_dtype), _apply's.
         self._weights = lfq_math.bit_weights(self.bits, dtype=self.compute_dtype)
         ready = not (self.data_init and self.input_linear() is not None)
         self.register_buffer("initialized", torch.tensor(ready))
@@ -188,6 +187,9 @@ class SignQuantizer(ChannelQuantizer):
     def _code_values(self, index: torch.Tensor) -> torch.Tensor:
         bits = lfq_math.index_to_bits(index, self.bits)
         return lfq_math.bits_to_values(bits, self.code_scale, self.compute_dtype)
+
+    def _every_code_value(self, device: torch.device) -> torch.Tensor:
+        return lfq_math.every_code_value(self.bits, self.code_scale, self.compute_dtype, device)
 
     def _values_out_if_no_grad(
         self, codes: torch.Tensor, hard: torch.Tensor, h: torch.Tensor
