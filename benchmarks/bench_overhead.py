@@ -52,7 +52,7 @@ from bench_common import THREADS, cpu_model, load_warning, race
 
 import vqkit
 from vqkit.functional.kmeans import kmeans_plusplus
-from vqkit.quantizers import fsq as fsq_module
+from vqkit.quantizers import code_table as table_module
 from vqkit.utils.atomic import atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "results" / "bench_overhead.json"
@@ -278,11 +278,11 @@ def bench_lazy(n: int, dim: int, repeats: int, settings: dict[str, tuple[str, di
 
 @contextmanager
 def _no_code_table() -> Iterator[None]:
-    saved, fsq_module.CODE_TABLE_MAX = fsq_module.CODE_TABLE_MAX, 0
+    saved, table_module.CODE_TABLE_MAX = table_module.CODE_TABLE_MAX, 0
     try:
         yield
     finally:
-        fsq_module.CODE_TABLE_MAX = saved
+        table_module.CODE_TABLE_MAX = saved
 
 
 def _matmul_forward(q: vqkit.Quantizer, x: torch.Tensor) -> vqkit.QuantizerOutput:

@@ -23,15 +23,12 @@ from torch import nn
 from vqkit._validate import check_int_list, check_positive_int
 from vqkit.functional import fsq as fsq_math
 from vqkit.quantizers.base import Quantizer, split_rate, straight_through
+from vqkit.quantizers.code_table import uses_table
 from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.registry import register_quantizer
-from vqkit.types import Layout, QuantizerOutput, tracing
+from vqkit.types import Layout, QuantizerOutput
 
 MAX_INDEX_BITS = 62  # codes are int64 indices
-
-CODE_TABLE_MAX = 4096
-"""The largest alphabet ``ChannelQuantizer._values_out`` decodes through a table of every code's output (the
-table is ``K x D``: 4 MiB at D = 1024)."""
 
 
 def channel_projections(dim: int, channels: int) -> tuple[nn.Module, nn.Module]:
@@ -112,23 +109,16 @@ class ChannelQuantizer(Quantizer):
         """``project_out`` of the values of codes ``index`` ``[N]`` (``values`` ``[N, d]``: the same, when at
         hand), for ``decode`` and a forward with no gradient to the channels.
 
-        From ``N >= 4 K`` codes (``K <= CODE_TABLE_MAX``) through a table of every code's output, rows picked
-        by code: the out-projection of a few channels into ``D`` is a narrow matmul that CPU BLAS runs at a
-        fraction of its speed (16,384 x 8 -> 256 took 1.8 ms, the 256-row table and the gather 0.47 ms), and
-        the table costs ``K d D`` against ``N d D``. ``decode`` and the eval forward take the same path for
-        the same ``N``, so they agree bit for bit; a training forward's straight-through output keeps the
-        matmul (its value equal to rounding)."""
+        Through a table of every code's output where ``vqkit.quantizers.code_table.uses_table`` says so
+        (``N >= 4 K``, ``K <= CODE_TABLE_MAX``); a training forward's straight-through output keeps the matmul
+        (its value equal to rounding)."""
         if self._tabled(index.shape[0]):
             return self.project_out(self._every_code_value(index.device)).index_select(0, index)
         return self.project_out(self._code_values(index) if values is None else values)
 
     def _tabled(self, n: int) -> bool:
         """Whether ``_values_out`` of ``n`` codes gathers from the table (and never reads their values)."""
-        k = self.alphabet_sizes[0]
-        # Not while a graph is traced: the switch is a branch on the batch size (torch.export's dynamic batch).
-        return (
-            isinstance(self.project_out, nn.Linear) and k <= CODE_TABLE_MAX and not tracing() and n >= 4 * k
-        )
+        return uses_table(self.project_out, self.alphabet_sizes[0], n)
 
     def _project(self, z: torch.Tensor, *, check: bool, forward: bool) -> torch.Tensor:
         """``project_in(z)``, NaN/Inf-checked when ``check``; ``forward``: for the training forward."""
