@@ -27,6 +27,10 @@
   out-projection's matmul (``matmul``: the table switched off) against the gather from a table of every code's
   output (``table``), at D=64 and 256.
 
+* **Per-call work** (``overhead_per_call.py``): a small batch's (64 vectors) eval forward and training step of
+  eleven quantizers with the previous per-call work put back (``compute_dtype`` walking every parameter and
+  buffer, an ``autocast`` object per call, a tensor ``isfinite`` of the input's extremes) against now.
+
 Writes JSON (default ``benchmarks/results/bench_overhead.json``, atomically) with the ratios.
 
     python benchmarks/bench_overhead.py [--threads 2] [--repeats 12] [--quick] [--json PATH]
@@ -49,6 +53,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import THREADS, cpu_model, load_warning, race
+from overhead_per_call import bench_per_call
 
 import vqkit
 from vqkit.functional.kmeans import kmeans_plusplus
@@ -354,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         lazy = bench_lazy(1024, 16, 2, LAZY_SETTINGS)
         table = bench_code_table(2048, (16,), 2)
+        per_call = bench_per_call(64, 16, 6, 1, ("vq", "fsq", "residual_vq"))
     else:
         simvq = bench_simvq(16384, 64, 1024, args.repeats, svd_dims=(64, 256, 512))
         wide = bench_simvq(16384, 512, 1024, max(2, args.repeats // 3))
@@ -361,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         anchor = bench_anchor(16384, 64, args.repeats, ANCHOR_SETTINGS)
         lazy = bench_lazy(16384, 64, args.repeats, LAZY_SETTINGS)
         table = bench_code_table(16384, (64, 256), args.repeats)
+        per_call = bench_per_call(64, 64, 8, args.repeats)
     load_after = os.getloadavg()
     report = {
         "environment": {
@@ -379,8 +386,18 @@ def main(argv: list[str] | None = None) -> int:
         "cvq_anchor": anchor,
         "lazy_results": lazy,
         "code_table": table,
+        "per_call": per_call,
     }
-    for section in ("simvq", "simvq_wide", "kmeans_plusplus", "cvq_anchor", "lazy_results", "code_table"):
+    sections = (
+        "simvq",
+        "simvq_wide",
+        "kmeans_plusplus",
+        "cvq_anchor",
+        "lazy_results",
+        "code_table",
+        "per_call",
+    )
+    for section in sections:
         print(section, json.dumps(report[section], indent=1))
     warning = load_warning(load_before, load_after)
     if warning:

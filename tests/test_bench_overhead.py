@@ -20,9 +20,17 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "o.json").read_text())
-    assert {"simvq", "simvq_wide", "kmeans_plusplus", "cvq_anchor", "lazy_results", "code_table"} <= set(
-        report
-    )
+    assert {
+        "simvq",
+        "simvq_wide",
+        "kmeans_plusplus",
+        "cvq_anchor",
+        "lazy_results",
+        "code_table",
+        "per_call",
+    } <= set(report)
+    assert set(report["per_call"]["rows"]) == {"vq", "fsq", "residual_vq"}
+    assert all(row["eval: before / now"] > 0 for row in report["per_call"]["rows"].values())
     for row in report["code_table"]["rows"].values():  # the two paths give the same result to rounding
         assert row["max_abs_difference"] < 1e-5 and set(row["eval_forward_ms"]) == {"matmul", "table"}
     assert all(row["train: read / unread"] > 0 for row in report["lazy_results"]["rows"].values())
@@ -57,3 +65,26 @@ def test_switching_the_code_table_off_takes_the_matmul() -> None:
     with bench._no_code_table():
         q.decode(codes)
     assert calls == [16, 256]  # the table's 16 rows, then every code's values
+
+
+def test_the_previous_per_call_work_is_put_back_and_taken_away() -> None:
+    bench = load_script(SCRIPT, "_test_bench_overhead_per_call")
+    from overhead_per_call import previous_per_call
+
+    from vqkit.quantizers import base
+    from vqkit.quantizers.precision import Float32State
+
+    q = bench.vqkit.VQ(8, 16)
+    kept = Float32State.__dict__["compute_dtype"]
+    with previous_per_call():
+        assert Float32State.__dict__["compute_dtype"] is not kept
+        assert base.all_finite(torch.ones(3)) and not base.all_finite(torch.tensor([1.0, float("nan")]))
+        assert q.compute_dtype == torch.float32
+        q(torch.randn(4, 8))
+    assert Float32State.__dict__["compute_dtype"] is kept and base.all_finite is bench_all_finite()
+
+
+def bench_all_finite() -> object:
+    from vqkit.functional.numerics import all_finite
+
+    return all_finite
