@@ -310,3 +310,32 @@ def test_lfq_code_values_follow_the_scale() -> None:
     assert torch.equal(
         a._every_code_value(torch.device("cpu")) * 0.5, b._every_code_value(torch.device("cpu"))
     )
+
+
+@pytest.mark.parametrize(("bits", "levels"), [(3, 2), (2, 3), (4, 2)])
+def test_residual_lfq_joint_table_decodes_as_the_out_projection(bits: int, levels: int) -> None:
+    """From N >= 4K joint codes residual LFQ's ``decode`` and eval forward gather from a table of every joint
+    code's output: equal to each other bit for bit, to the stage sum's out-projection to rounding, for all
+    levels and for a prefix; a training forward keeps the matmul and its gradient."""
+    q = vqkit.ResidualLFQ(128, bits, levels).eval()
+    assert not vqkit.ResidualLFQ(64, bits, levels)._tabled(torch.zeros(10**4, levels, dtype=torch.long))
+    k = 2 ** (bits * levels)
+    for n in (4 * k - 1, 4 * k, 6 * k):
+        x = torch.randn(n, 128, generator=_gen(n))
+        with torch.no_grad():
+            out = q(x)
+        assert q._tabled(out.codes) == (n >= 4 * k)
+        assert torch.equal(out.codes, q.encode(x)) and torch.equal(out.quantized, q.decode(out.codes))
+        with torch.no_grad():
+            matmul = q.project_out(q._stage_sum(out.codes))
+        torch.testing.assert_close(out.quantized, matmul, rtol=1e-6, atol=1e-6)
+        prefix = out.codes[:, : levels - 1]
+        with torch.no_grad():
+            expected = q.project_out(q._stage_sum(prefix))
+        torch.testing.assert_close(q.decode(prefix), expected, rtol=1e-6, atol=1e-6)
+    q.train()
+    x = torch.randn(6 * k, 128, generator=_gen(1), requires_grad=True)
+    out = q(x)
+    out.quantized.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    torch.testing.assert_close(out.quantized.detach(), q.decode(out.codes), rtol=1e-6, atol=1e-6)

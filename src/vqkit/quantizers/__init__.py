@@ -18,7 +18,8 @@ from vqkit.quantizers.multiscale import MultiScaleVQ
 from vqkit.quantizers.qinco import QINCo
 from vqkit.quantizers.random_projection import RandomProjectionQuantizer
 from vqkit.quantizers.residual import ProductVQ, ResidualVQ
-from vqkit.quantizers.scalar import FSQ, LFQ, ResidualFSQ, ResidualLFQ
+from vqkit.quantizers.residual_lfq import ResidualLFQ
+from vqkit.quantizers.scalar import FSQ, LFQ, ResidualFSQ
 from vqkit.quantizers.simvq import SimVQ
 from vqkit.quantizers.vq import VQ
 

@@ -26,7 +26,8 @@ from vqkit._validate import check_divisible, check_positive_int, check_range
 from vqkit.quantizers.composite import ResidualQuantizer, StageSpec, _SplitComposite, combine
 from vqkit.quantizers.dropout import draw_levels
 from vqkit.quantizers.residual import ResidualVQ
-from vqkit.quantizers.scalar import ResidualFSQ, ResidualLFQ
+from vqkit.quantizers.residual_lfq import ResidualLFQ
+from vqkit.quantizers.scalar import ResidualFSQ
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
 

@@ -1,8 +1,8 @@
-"""Sign quantizers with implicit codebooks: ``LFQ``, its residual form, and ``SignQuantizer`` (shared with BSQ).
+"""Sign quantizers with implicit codebooks: ``LFQ`` and ``SignQuantizer`` (shared with BSQ).
 
 * ``LFQ``: lookup-free quantization (MAGVIT-v2, arXiv 2310.05737): sign codes, a commitment loss and the entropy
-  penalty ``entropy = E[H(q(z))] - diversity * H(E[q(z)])`` (see ``vqkit.functional.lfq``). Residual LFQ halves
-  the stage scale at each level. ``SignQuantizer`` holds what LFQ shares with BSQ (``vqkit.quantizers.bsq``):
+  penalty ``entropy = E[H(q(z))] - diversity * H(E[q(z)])`` (see ``vqkit.functional.lfq``). Residual LFQ is
+  ``vqkit.quantizers.residual_lfq``. ``SignQuantizer`` holds what LFQ shares with BSQ (``vqkit.quantizers.bsq``):
   the sign channels, their projections and the first-batch data init of the in-projection.
 
 FSQ and residual FSQ live in ``vqkit.quantizers.fsq`` (with the helpers the scalar quantizers share) and are
@@ -12,7 +12,7 @@ re-exported here.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, ClassVar
 
 import torch
@@ -23,14 +23,12 @@ from vqkit import distributed
 from vqkit._validate import check_bool, check_choice, check_positive_int, check_range
 from vqkit.functional import lfq as lfq_math
 from vqkit.quantizers.base import straight_through
-from vqkit.quantizers.composite import ResidualQuantizer
 from vqkit.quantizers.fsq import (
     FSQ,
     MAX_INDEX_BITS,
     ChannelQuantizer,
     ResidualFSQ,
     channel_projections,
-    equal_stages,
     fsq_levels,
     projection_parameters,
     straight_through_if_grad,
@@ -43,7 +41,6 @@ __all__ = [
     "LFQ",
     "MAX_INDEX_BITS",
     "ResidualFSQ",
-    "ResidualLFQ",
     "SignQuantizer",
     "channel_projections",
     "fsq_levels",
@@ -279,122 +276,3 @@ class LFQ(SignQuantizer):
         codes, hard = self._signs(h)
         out = self._values_out_if_no_grad(codes, hard, h)
         return QuantizerOutput(quantized=out, codes=codes, losses=self._losses(h, hard))
-
-
-@register_quantizer("residual_lfq")
-class ResidualLFQ(ResidualQuantizer):
-    """Residual LFQ: ``num_quantizers`` LFQ stages of ``bits``; stage ``i`` codes are ``±2^-i``.
-
-    Args:
-        dim: D.
-        bits: sign channels per stage.
-        num_quantizers: stages.
-        dropout: quantizer dropout over the stages (``ResidualQuantizer``).
-        **lfq_kwargs: every stage's ``LFQ`` options (``temperature``, ``diversity``, ``beta``,
-            ``entropy_weight``, ``entropy_mode``), as ``residual_vq`` hands its options to each ``VQ``.
-    """
-
-    stage_class: ClassVar[type[LFQ]] = LFQ
-
-    def __init__(
-        self,
-        dim: int,
-        bits: int = 6,
-        num_quantizers: int = 4,
-        *,
-        dropout: float = 0.0,
-        layout: Layout = "channels_last",
-        allow_nonfinite: bool = False,
-        **lfq_kwargs: Any,
-    ) -> None:
-        b = check_positive_int("bits", bits)
-        n = check_positive_int("num_quantizers", num_quantizers)
-        stages = [LFQ(b, b, **lfq_kwargs) for _ in range(n)]
-        self.bits, self.num_quantizers, self.lfq_kwargs = b, n, dict(lfq_kwargs)
-        scales = torch.tensor([2.0**-i for i in range(n)])
-        super().__init__(
-            dim,
-            stages,
-            stage_scales=scales,
-            project=dim != b,
-            dropout=dropout,
-            layout=layout,
-            allow_nonfinite=allow_nonfinite,
-        )
-
-    @classmethod
-    def at_rate(cls, dim: int, bits: int) -> dict[str, Any] | None:
-        parts = equal_stages(bits)
-        return {"bits": parts[0], "num_quantizers": len(parts)}
-
-    def _levels_of(
-        self, h: torch.Tensor, num_levels: int | None = None
-    ) -> Iterator[tuple[LFQ, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``(stage, its input, codes, values ±1, its share of the sum)`` of the first ``num_levels`` levels of
-        the greedy search: ``ResidualQuantizer``'s loop with each level's values taken from its signs (not decoded
-        back from its codes) and no stage output built but the values."""
-        residual, stages = h, self.stage_list[: num_levels or self.num_levels]
-        for i, (stage, scale) in enumerate(zip(stages, self.stage_scales, strict=False)):
-            assert isinstance(stage, LFQ)
-            x = self._stage_in(residual, scale)
-            codes, hard = stage._signs(x)
-            q = self._stage_out(hard, scale)
-            if i < len(stages) - 1:  # the last residual is never read
-                residual = residual - q
-            yield stage, x, codes, hard, q
-
-    @torch.no_grad()
-    def search(self, h: torch.Tensor, num_levels: int | None = None) -> list[torch.Tensor]:
-        return [codes for _, _, codes, _, _ in self._levels_of(h, num_levels)]
-
-    # The NaN/Inf check reads the projected channels, as ChannelQuantizer's (the input under quantizer dropout).
-    checks_own_channels = True
-
-    def _checked(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.project_in(z)
-        self.check_finite(h)
-        return h
-
-    def _quantize_items(
-        self, z: torch.Tensor, lead: torch.Size, rows: torch.Tensor | None = None
-    ) -> QuantizerOutput:
-        if self.training and self.dropout > 0:
-            self.check_finite(z)
-            return super()._quantize_items(z, lead, rows)
-        return self._quantize_channels(self._checked(z))
-
-    def _encode_at(self, v: torch.Tensor, lead: torch.Size, num_quantizers: int) -> torch.Tensor:
-        return torch.cat(self.search(self._checked(v), num_quantizers), dim=1)
-
-    def _encode_beam(self, z: torch.Tensor, num_quantizers: int, beam_size: int) -> torch.Tensor:
-        self.check_finite(z)
-        return super()._encode_beam(z, num_quantizers, beam_size)
-
-    def _quantize_levels(self, z: torch.Tensor, levels: torch.Tensor | None) -> QuantizerOutput:
-        if levels is not None:  # quantizer dropout: the general loop
-            return super()._quantize_levels(z, levels)
-        return self._quantize_channels(self.project_in(z))
-
-    def _quantize_channels(self, h: torch.Tensor) -> QuantizerOutput:
-        """The training forward of the projected channels ``h``: every level from ``_levels_of``, and the levels'
-        losses in one pass when their settings agree (as built: ``LFQ._losses`` of ``[levels, N, bits]``)."""
-        total, codes, inputs, values = None, [], [], []
-        for _, x, level_codes, hard, q in self._levels_of(h):
-            codes.append(level_codes)
-            inputs.append(x)
-            values.append(hard)
-            total = q if total is None else total + q
-        assert total is not None
-        quantized = self.project_out(straight_through_if_grad(total, h))
-        stages = [stage for stage in self.stage_list if isinstance(stage, LFQ)]
-        training = self.training
-
-        def terms() -> dict[str, torch.Tensor]:
-            if len({stage._loss_settings for stage in stages}) == 1:
-                return stages[0]._loss_terms(torch.stack(inputs), torch.stack(values), training)
-            parts = [s._loss_terms(x, v, training) for s, x, v in zip(stages, inputs, values, strict=True)]
-            return {name: torch.stack([part[name] for part in parts]).mean() for name in parts[0]}
-
-        needs_grad = torch.is_grad_enabled() and h.requires_grad
-        losses = terms_unless_grad(needs_grad, terms, stages[0]._loss_names)
-        return QuantizerOutput(quantized=quantized, codes=torch.cat(codes, dim=1), losses=losses)
