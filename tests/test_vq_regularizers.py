@@ -219,3 +219,25 @@ def test_the_options_survive_the_config_round_trip() -> None:
     config = _vq(**kwargs).to_config()
     assert {k: config["kwargs"][k] for k in kwargs} == kwargs
     assert vqkit.quantizer_from_config(config).to_config() == config
+
+
+def test_floored_logits_keep_the_softmax_and_its_gradient() -> None:
+    """Raising logits to within 40 of each row's largest changes the softmax and its gradient only by the
+    probabilities it raises (under e^-40) and float rounding, and leaves no logit below the floor."""
+    from vqkit.functional.numerics import LOGIT_FLOOR, floored_logits
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(64, 300, generator=g, dtype=torch.float64) * 1000).requires_grad_(True)
+    weights = torch.randn(64, 300, generator=g, dtype=torch.float64)
+    plain = logits.softmax(-1)
+    (plain * weights).sum().backward()
+    expected = logits.grad.clone()
+    logits.grad = None
+    floored = floored_logits(logits)
+    assert float(floored.min()) >= LOGIT_FLOOR and torch.equal(
+        floored.amax(-1), torch.zeros(64, dtype=torch.float64)
+    )
+    got = floored.softmax(-1)
+    (got * weights).sum().backward()
+    torch.testing.assert_close(got, plain, rtol=0, atol=1e-12)
+    torch.testing.assert_close(logits.grad, expected, rtol=0, atol=1e-12)

@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from vqkit.functional.numerics import floored_logits
 from vqkit.functional.stats import entropy_bits
 
 
@@ -40,10 +41,9 @@ def usage_entropy(distances: torch.Tensor, temperature: float, diversity: float 
     ``p_n = softmax(-distances_n / temperature)``; 0 for an empty batch (a rank without vectors)."""
     if distances.shape[0] == 0:
         return distances.sum() * 0.0
-    log_p = torch.log_softmax(distances / -temperature, dim=-1)
-    # exp of values far below float32's range (most codes, at a small temperature) takes torch's slow path;
-    # below -87 the probability is 0 in float32 anyway (measured 2x faster on 16k x 1024).
-    p = log_p.clamp(min=-87.0).exp()
+    logits = floored_logits(distances / -temperature)  # fast exp, no subnormal products (its docstring)
+    log_p = torch.log_softmax(logits, dim=-1)
+    p = log_p.exp()
     per_vector = -(p * log_p).sum(-1).mean()
     # The codebook term from the batch-mean assignment; entropy_bits works in float64 bits (log p clamped).
     codebook = (entropy_bits(p.mean(0)) * math.log(2.0)).to(distances.dtype)

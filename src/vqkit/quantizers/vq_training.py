@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 
 from vqkit.functional.estimators import straight_through
+from vqkit.functional.numerics import floored_logits
 from vqkit.functional.sampling import gumbel_logits
 from vqkit.functional.search import pairwise_distances
 from vqkit.quantizers.codebook import Codebook, CodebookOptions, CodeSpace
@@ -97,7 +98,7 @@ def soft_assignment(
         return SoftAssignment(None, None, distances)
     logits = gumbel_logits(distances if sampling == "gumbel" else distances.detach(), temperature)
     codes = logits.detach().argmax(dim=1)
-    relaxed = logits.softmax(dim=1) if sampling == "gumbel" else None
+    relaxed = floored_logits(logits).softmax(dim=1) if sampling == "gumbel" else None
     return SoftAssignment(codes, relaxed, distances if entropy else None)
 
 
