@@ -230,8 +230,9 @@ def _anchor_variants(name: str, dim: int, kwargs: dict[str, object]) -> dict[str
         restart = "none" if label == "none" else "anchor"
         q = vqkit.create_quantizer(name, dim=dim, **kwargs, restart=restart)
         if label == "before":
-            codebook = q.codebook  # type: ignore[attr-defined]
-            codebook.search_for_update = _SecondSearch(codebook)
+            codebook = q.codebook
+            assert isinstance(codebook, vqkit.quantizers.codebook.Codebook)
+            codebook.search_for_update = _SecondSearch(codebook)  # type: ignore[method-assign]
         variants[label] = q
     return variants
 

@@ -66,7 +66,7 @@ KEPT_DTYPE = Float32State.__dict__["compute_dtype"]
 @contextmanager
 def previous_per_call(previous: bool = True) -> Iterator[None]:
     """The removed per-call work put back (``previous``), or the same switch to what is there now."""
-    Float32State.compute_dtype = property(_walked_compute_dtype) if previous else KEPT_DTYPE  # type: ignore[method-assign]
+    Float32State.compute_dtype = property(_walked_compute_dtype) if previous else KEPT_DTYPE  # type: ignore[method-assign,assignment]
     for name, fn in (PREVIOUS if previous else NOW).items():
         setattr(base, name, fn)
     try:
