@@ -60,16 +60,19 @@ def mean_losses(outputs: Sequence[QuantizerOutput]) -> MutableMapping[str, torch
     return terms_unless_grad(not deferred, means, dict.fromkeys(n for losses in stage_losses for n in losses))
 
 
-def combine(quantized: torch.Tensor, outputs: Sequence[QuantizerOutput]) -> QuantizerOutput:
-    """The composite's flat output: its ``quantized``, the stages' codes side by side, their mean losses, and
-    each stage diagnostic as a mean (``metrics``) and per stage (``position_metrics["stage/<name>"]``)."""
+def combine(
+    quantized: torch.Tensor, outputs: Sequence[QuantizerOutput], codes: torch.Tensor | None = None
+) -> QuantizerOutput:
+    """The composite's flat output: its ``quantized``, the stages' codes side by side (or ``codes``, the
+    composite's own order of them), their mean losses, and each stage diagnostic as a mean (``metrics``) and
+    per stage (``position_metrics["stage/<name>"]``)."""
     names = dict.fromkeys(name for out in outputs for name in out.metrics)
     per_stage = {
         name: torch.stack([out.metrics[name] for out in outputs if name in out.metrics]) for name in names
     }
     return QuantizerOutput(
         quantized=quantized,
-        codes=torch.cat([out.codes for out in outputs], dim=1),
+        codes=torch.cat([out.codes for out in outputs], dim=1) if codes is None else codes,
         losses=mean_losses(outputs),
         metrics={name: values.mean() for name, values in per_stage.items()},
         position_metrics={f"stage/{name}": values for name, values in per_stage.items()},

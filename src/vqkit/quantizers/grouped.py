@@ -110,6 +110,12 @@ class GroupedResidualQuantizer(_SplitComposite):
     def _interleave(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """Each group's codes of its first ``k`` levels ``[N, w_k]`` -> level-major ``[N, G * w_k]``."""
         k = self._prefix_levels(parts[0].shape[1], self.groups[0].level_widths(), "codes")
+        widths = self.groups[0].level_widths()[:k]
+        if widths == tuple(
+            widths[0] * (i + 1) for i in range(k)
+        ):  # w codes a level: one stack, not G k slices
+            n, w = parts[0].shape[0], widths[0]
+            return torch.stack([p.reshape(n, k, w) for p in parts], dim=2).view(n, -1)
         return torch.cat([parts[g][:, cols] for g, cols in self._order(k)], dim=1)
 
     def _split_codes(self, codes: torch.Tensor) -> list[torch.Tensor]:
@@ -139,9 +145,8 @@ class GroupedResidualQuantizer(_SplitComposite):
         outputs = [
             g._quantize_levels(part, levels) for g, part in zip(self.groups, self._split(z), strict=True)
         ]
-        out = combine(torch.cat([o.quantized for o in outputs], dim=-1), outputs)
-        out.codes = self._interleave([o.codes for o in outputs])
-        return out
+        codes = self._interleave([o.codes for o in outputs])
+        return combine(torch.cat([o.quantized for o in outputs], dim=-1), outputs, codes)
 
     def _encode(self, z: torch.Tensor) -> torch.Tensor:
         return self._interleave(
