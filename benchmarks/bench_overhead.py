@@ -389,17 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         "code_table": table,
         "per_call": per_call,
     }
-    sections = (
-        "simvq",
-        "simvq_wide",
-        "kmeans_plusplus",
-        "cvq_anchor",
-        "lazy_results",
-        "code_table",
-        "per_call",
-    )
-    for section in sections:
-        print(section, json.dumps(report[section], indent=1))
+    for section, values in report.items():
+        if section != "environment":
+            print(section, json.dumps(values, indent=1))
     warning = load_warning(load_before, load_after)
     if warning:
         print(warning)

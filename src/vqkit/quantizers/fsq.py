@@ -113,8 +113,12 @@ class ChannelQuantizer(Quantizer):
         (``N >= 4 K``, ``K <= CODE_TABLE_MAX``); a training forward's straight-through output keeps the matmul
         (its value equal to rounding)."""
         if self._tabled(index.shape[0]):
-            return self.project_out(self._every_code_value(index.device)).index_select(0, index)
+            return self._table_out(index)
         return self.project_out(self._code_values(index) if values is None else values)
+
+    def _table_out(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``index`` ``[N]`` of the table of every code's output (``_values_out`` where ``_tabled``)."""
+        return self.project_out(self._every_code_value(index.device)).index_select(0, index)
 
     def _tabled(self, n: int) -> bool:
         """Whether ``_values_out`` of ``n`` codes gathers from the table (and never reads their values)."""
@@ -223,7 +227,7 @@ class FSQ(ChannelQuantizer):
             digits = fsq_math.bounded_digits(h, c)
         codes = self._index(digits, c)
         if bounded is None and self._tabled(codes.shape[0]):
-            return QuantizerOutput(quantized=self._values_out(codes[:, 0]), codes=codes, losses={})
+            return QuantizerOutput(quantized=self._table_out(codes[:, 0]), codes=codes, losses={})
         # The values in place, exactly as _decode computes them ((digits - half) / half).
         hard = (
             fsq_math.digit_values_(digits, c)

@@ -111,9 +111,8 @@ class GroupedResidualQuantizer(_SplitComposite):
         """Each group's codes of its first ``k`` levels ``[N, w_k]`` -> level-major ``[N, G * w_k]``."""
         k = self._prefix_levels(parts[0].shape[1], self.groups[0].level_widths(), "codes")
         widths = self.groups[0].level_widths()[:k]
-        if widths == tuple(
-            widths[0] * (i + 1) for i in range(k)
-        ):  # w codes a level: one stack, not G k slices
+        # w codes a level in every group: one stack, not G k slices concatenated.
+        if widths == tuple(widths[0] * (i + 1) for i in range(k)):
             n, w = parts[0].shape[0], widths[0]
             return torch.stack([p.reshape(n, k, w) for p in parts], dim=2).view(n, -1)
         return torch.cat([parts[g][:, cols] for g, cols in self._order(k)], dim=1)

@@ -25,6 +25,7 @@ from vqkit._validate import check_range
 from vqkit.functional import fsq as fsq_math
 from vqkit.functional.estimators import straight_through
 from vqkit.quantizers.codebook import vq_losses
+from vqkit.quantizers.fsq import ChannelQuantizer
 from vqkit.quantizers.scalar import FSQ
 from vqkit.registry import register_quantizer
 from vqkit.types import Layout, QuantizerOutput
@@ -113,8 +114,8 @@ class LatentQuantizer(FSQ):
         return self._values(fsq_math.index_to_digits(index, self._levels, self._place))
 
     def _every_code_value(self, device: torch.device) -> torch.Tensor:
-        # The grid is learned: not FSQ's kept constant.
-        return self._code_values(torch.arange(self.alphabet_sizes[0], device=device))
+        # The grid is learned: ChannelQuantizer's, built from the grid as it is, not FSQ's kept constant.
+        return ChannelQuantizer._every_code_value(self, device)
 
     # The channels, not the input, are NaN/Inf-checked (``ChannelQuantizer``); decoding is ChannelQuantizer's,
     # from ``_code_values`` (the code table from N >= 4K codes).
@@ -127,9 +128,12 @@ class LatentQuantizer(FSQ):
             return QuantizerOutput(quantized=quantized, codes=codes, losses=vq_losses(h, q))
         # No gradient: both terms are the mean squared distance to the nearest value, already at hand.
         commitment = gaps.square().mean()
-        values = None if self._tabled(codes.shape[0]) else self._values(digits.long())
+        if self._tabled(codes.shape[0]):
+            quantized = self._table_out(codes[:, 0])
+        else:
+            quantized = self.project_out(self._values(digits.long()))
         return QuantizerOutput(
-            quantized=self._values_out(codes[:, 0], values),
+            quantized=quantized,
             codes=codes,
             losses={"commitment": commitment, "codebook": commitment},
         )

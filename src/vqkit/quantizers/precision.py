@@ -24,7 +24,7 @@ class Float32State(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         # After a state dict is loaded into this module and its children (``assign=True`` may bring float64).
-        self.register_load_state_dict_post_hook(_forget_compute_dtype)
+        self.register_load_state_dict_post_hook(Float32State._forget_compute_dtype)
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -43,8 +43,12 @@ class Float32State(nn.Module):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, (torch.Tensor, nn.Module)):
-            self.__dict__.pop("_compute_dtype", None)
+            self._forget_compute_dtype()
         super().__setattr__(name, value)
+
+    def _forget_compute_dtype(self, *_hook_args: object) -> None:
+        """Drop the kept ``compute_dtype`` (also the state-dict post-hook: ``(module, incompatible_keys)``)."""
+        self.__dict__.pop("_compute_dtype", None)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Float32State:
         """``.half()`` / ``.to(torch.bfloat16)`` move the quantizer but keep its state in float32.
@@ -54,7 +58,7 @@ class Float32State(nn.Module):
         ``.double()`` is honoured: the quantizer then computes in float64.
         """
         super()._apply(fn, recurse)
-        self.__dict__.pop("_compute_dtype", None)
+        self._forget_compute_dtype()
         for module in self.modules():
             for param in module._parameters.values():
                 if param is not None and param.dtype in _HALF_TYPES:
@@ -63,7 +67,3 @@ class Float32State(nn.Module):
                 if buffer is not None and buffer.dtype in _HALF_TYPES:
                     module._buffers[name] = buffer.float()
         return self
-
-
-def _forget_compute_dtype(module: nn.Module, incompatible_keys: object) -> None:
-    module.__dict__.pop("_compute_dtype", None)

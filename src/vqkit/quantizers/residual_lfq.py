@@ -134,7 +134,8 @@ class ResidualLFQ(ResidualQuantizer):
             total = q if total is None else total + q
         assert total is not None
         codes_all = torch.cat(codes, dim=1)
-        if not (torch.is_grad_enabled() and h.requires_grad) and self._tabled(codes_all):
+        needs_grad = torch.is_grad_enabled() and h.requires_grad
+        if not needs_grad and self._tabled(codes_all):
             quantized = self._table_out(codes_all)  # decode's path: the same floats
         else:
             quantized = self.project_out(straight_through_if_grad(total, h))
@@ -147,7 +148,6 @@ class ResidualLFQ(ResidualQuantizer):
             parts = [s._loss_terms(x, v, training) for s, x, v in zip(stages, inputs, values, strict=True)]
             return {name: torch.stack([part[name] for part in parts]).mean() for name in parts[0]}
 
-        needs_grad = torch.is_grad_enabled() and h.requires_grad
         losses = terms_unless_grad(needs_grad, terms, stages[0]._loss_names)
         return QuantizerOutput(quantized=quantized, codes=codes_all, losses=losses)
 
