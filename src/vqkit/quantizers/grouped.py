@@ -109,8 +109,9 @@ class GroupedResidualQuantizer(_SplitComposite):
 
     def _interleave(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """Each group's codes of its first ``k`` levels ``[N, w_k]`` -> level-major ``[N, G * w_k]``."""
-        k = self._prefix_levels(parts[0].shape[1], self.groups[0].level_widths(), "codes")
-        widths = self.groups[0].level_widths()[:k]
+        group_widths = self.groups[0].level_widths()
+        k = self._prefix_levels(parts[0].shape[1], group_widths, "codes")
+        widths = group_widths[:k]
         # w codes a level in every group: one stack, not G k slices concatenated.
         if widths == tuple(widths[0] * (i + 1) for i in range(k)):
             n, w = parts[0].shape[0], widths[0]
